@@ -85,3 +85,11 @@ def test_real_sample_opens():
     x = RGBYImage.create(REAL/'sample_4ch'/'837e738c-bba8-11e8-b2ba-ac1f6b6435d0')
     assert x.shape == (4, 512, 512) and x.dtype == torch.uint8
     assert abs(x[1].float().mean().item() - 1.2) < 0.1   # the dim green channel README describes
+
+def test_csv_is_relative_to_path(fake, tmp_path, monkeypatch):
+    "A train.csv in the working directory must not shadow path/train.csv"
+    other = tmp_path/'elsewhere'; other.mkdir()
+    (other/'train.csv').write_text('Id,Target\nnot-here,1\n')
+    monkeypatch.chdir(other)
+    dls = hpa_dataloaders(fake, size=32, bs=4, num_workers=0)
+    assert len(dls.train_ds) + len(dls.valid_ds) == 12
