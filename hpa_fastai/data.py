@@ -17,7 +17,7 @@ from .core import *
 __all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
            'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'rgby_stats', 'channel_stats',
            'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
-           'hpa_dataloaders', 'rgby_opener', 'hpa_test_dl']
+           'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -122,8 +122,10 @@ def parse_channels(channels='rgby') -> tuple:
 class OpenRGBY(Transform):
     "Open a stem `folder/Id` (or an array) as an `RGBYImage` of `size` with `channels`"
     input_types = (Path, str, np.ndarray, torch.Tensor)      # what `test_dl` and `predict` accept
-    def __init__(self, size:int|None=None, channels='rgby'):
-        super().__init__(); self.size, self.channels = size, parse_channels(channels)
+    def __init__(self, size:int|None=None, # Side to resize to (`None`: as stored)
+                 channels='rgby', # Channels to read: letters or names
+                ):
+        super().__init__(); store_attr('size'); self.channels = parse_channels(channels)
     def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> RGBYImage: return RGBYImage.create(o, size=self.size, channels=self.channels)
 
 def RGBYImageBlock(size:int|None=None, channels='rgby'):
@@ -223,33 +225,53 @@ def _labels_from(path, csv, df):
     if df is not None: return df if isinstance(df.Target.iloc[0], list) else df.assign(Target=[parse_target(t, f'Id {i}') for i,t in zip(df.Id, df.Target)])
     return read_labels(Path(path)/csv)            # `csv` is relative to `path` (an absolute path wins)
 
-def hpa_dataloaders(path, csv='train.csv', folder='train', size:int|None=256, bs:int=16, valid_pct:float=0.2,
-                    seed:int=42, channels='rgby', stats=None, aug:bool=True, df=None, n:int|None=None,
-                    features=False, feature_workers:int|None=None, feature_params=None,
-                    num_workers:int|None=None) -> DataLoaders:
-    "fastai `DataLoaders` for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
+def rgby_dataloaders(path, # Data folder in the Kaggle layout
+                     csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
+                     folder='train', # Image folder, relative to `path`
+                     size:int|None=256, # Side the images are resized to (`None`: as stored)
+                     bs:int=16, # Batch size
+                     valid_pct:float=0.2, # Validation share, stratified (`0`: train on everything)
+                     seed:int=42, # Seed of the split
+                     channels='rgby', # Channels to read: letters ('rgby', 'rgb') or names
+                     stats=None, # Per-channel (mean, std); default `HPA_STATS`
+                     aug:bool=True, # Apply the paper's flip + affine augmentation (`hpa_aug`)
+                     df=None, # Labels as a DataFrame instead of `csv`
+                     n:int|None=None, # Use only the first `n` labelled samples
+                     extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
+                     num_workers:int|None=None, # DataLoader workers (default: up to 8)
+                    ) -> DataLoaders:
+    "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
     path = Path(path); df = _labels_from(path, csv, df)
     if n is not None: df = df.iloc[:n].reset_index(drop=True)
     chans = parse_channels(channels); img_dir = path/folder
     check_samples(img_dir, df.Id, chans)
     train_idx, valid_idx = multilabel_split(df, valid_pct, seed) if valid_pct else (np.arange(len(df)), [])
-    extra = ()
-    if features is not False and features is not None:
-        from hpa_fastai.features import feature_blocks   # the features module builds on this one
-        extra = (feature_blocks(df, img_dir, train_idx, features, feature_workers, feature_params),)
+    extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
     stems = [img_dir/i for i in df.Id]
     if num_workers is None: num_workers = min(8, defaults.cpus)
     return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 
+# %% ../nbs/01_data.ipynb #71b7a493
+def __getattr__(name):
+    "Lazy re-export of `hpa_fastai.features.hpa_dataloaders` (imports stay one-way: features → data)"
+    if name == 'hpa_dataloaders':
+        from hpa_fastai.features import hpa_dataloaders
+        return hpa_dataloaders
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 # %% ../nbs/01_data.ipynb #44258030
 def rgby_opener(dls:DataLoaders) -> OpenRGBY:
     "The `OpenRGBY` transform of `dls` (its image `size` and `channels`)"
-    for f in dls.train_ds.tls[0].tfms.fs:
-        if isinstance(f, OpenRGBY): return f
-    raise ValueError('these DataLoaders were not made with RGBYImageBlock')
+    found = dls.train_ds.tls[0].tfms.fs.filter(risinstance(OpenRGBY))
+    if not found: raise ValueError('these DataLoaders were not made with RGBYImageBlock')
+    return found[0]
 
-def hpa_test_dl(dls:DataLoaders, folder, ids=None, **kwargs):
+def hpa_test_dl(dls:DataLoaders, # DataLoaders (or a learner's `dls`) whose transforms to use
+                folder, # Folder of samples `{Id}_{channel}.png`
+                ids=None, # Ids to read, in this order (default: every sample in `folder`)
+                **kwargs, # Passed to `DataLoaders.test_dl` (e.g. `bs`)
+               ):
     "A test `DataLoader` over the samples in `folder` (all of them, or `ids` in that order)"
     folder = Path(folder)
     ids = list(ids) if ids is not None else find_ids(folder)

@@ -14,10 +14,10 @@ from .core import *
 from .data import *
 
 # %% auto #0
-__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params_key', 'ssim', 'blob_shapes', 'extract_features',
-           'feature_masks', 'show_feature_masks', 'feature_table', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup',
-           'FeatureBlock', 'short_titles', 'show_batch', 'show_results', 'feature_blocks', 'feature_lookup',
-           'add_features']
+__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params', 'feature_params_key', 'ssim', 'blob_shapes',
+           'extract_features', 'feature_masks', 'show_feature_masks', 'feature_table', 'FeatureNorm', 'FeatureTensor',
+           'FeatureLookup', 'FeatureBlock', 'short_titles', 'show_batch', 'show_results', 'feature_blocks',
+           'hpa_dataloaders', 'feature_lookup', 'add_features']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -28,7 +28,11 @@ FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 FEATURE_PARAMS = dict(version=1, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9,
                       nucleus_floor=8, green_floor=4, min_blob=4, min_nucleus=60)
 
-def feature_params_key(params=None) -> str:
+def feature_params(params=None) -> dict: # Overrides of some `FEATURE_PARAMS` (or None)
+    "`FEATURE_PARAMS` updated with `params`"
+    return {**FEATURE_PARAMS, **(params or {})}
+
+def feature_params_key(params=None) -> str: # Feature parameters (default `FEATURE_PARAMS`)
     "A short hash of the feature parameters: the cache key"
     return hashlib.sha1(json.dumps(params or FEATURE_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -102,7 +106,7 @@ def _stretch(x, q):
 # %% ../nbs/03_features.ipynb #cc3ba23f
 def extract_features(rgby, params=None) -> np.ndarray:
     "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"
-    p = {**FEATURE_PARAMS, **(params or {})}
+    p = feature_params(params)
     r, g, b, y = _prep(rgby, p); ws = p['work_size']
     nlab, nareas, gmask, blab, bareas = _segment(b, g, p); nucm = nlab > 0
     gf = g.astype(np.float64); gsum = gf.sum()
@@ -127,7 +131,7 @@ def extract_features(rgby, params=None) -> np.ndarray:
 # %% ../nbs/03_features.ipynb #27fc9365
 def feature_masks(rgby, params=None):
     "Nucleus label image, blob label image and the blurred green at `work_size`: what the features see"
-    p = {**FEATURE_PARAMS, **(params or {})}
+    p = feature_params(params)
     r, g, b, y = _prep(rgby, p)
     nlab, _, _, blab, _ = _segment(b, g, p)
     return nlab, blab, g
@@ -174,7 +178,7 @@ def _read_chunk(fn, ids):
 
 def feature_table(folder, ids=None, n_workers:int|None=None, cache=True, chunk_size:int=256, params=None) -> pd.DataFrame:
     "DataFrame of `Id` and the ten features for samples `ids` (default: all) in `folder`; cached in chunks"
-    folder = Path(folder); p = {**FEATURE_PARAMS, **(params or {})}
+    folder = Path(folder); p = feature_params(params)
     ids = list(ids) if ids is not None else find_ids(folder)
     cdir = None
     if cache:
@@ -231,12 +235,17 @@ class FeatureTensor(TensorBase):
 class FeatureLookup(Transform):
     "Weighted, normalised features of a sample stem (from `table`, else computed from its image)"
     input_types = (Path, str, np.ndarray, torch.Tensor)
-    def __init__(self, table:pd.DataFrame|None=None, norm:FeatureNorm|None=None, params=None):
-        super().__init__()
+    def __init__(self, table:pd.DataFrame|None=None, # Feature table (`Id` + `FEATURE_NAMES`) to look samples up in
+                 norm:FeatureNorm|None=None, # Normaliser applied to the raw features (None: raw)
+                 params=None, # Feature parameters for samples computed from their image
+                ):
+        super().__init__(); store_attr('norm,params')
         self.table = {} if table is None else dict(zip(table.Id, table[FEATURE_NAMES].to_numpy(np.float32)))
-        self.norm, self.params = norm, params
-    def add(self, table:pd.DataFrame): self.table.update(zip(table.Id, table[FEATURE_NAMES].to_numpy(np.float32)))
-    def raw(self, o) -> np.ndarray:
+    def add(self, table:pd.DataFrame): # Feature table of more samples
+        "Add the rows of `table` to the lookup"
+        self.table.update(zip(table.Id, table[FEATURE_NAMES].to_numpy(np.float32)))
+    def raw(self, o) -> np.ndarray: # A stem `folder/Id`, an H×W×4 array or a 4×H×W tensor
+        "The ten raw features of `o`: looked up by Id, else computed"
         if isinstance(o, (np.ndarray, torch.Tensor)):
             x = np.asarray(o.permute(1, 2, 0) if isinstance(o, torch.Tensor) else o)
             return extract_features(x, self.params)
@@ -247,7 +256,10 @@ class FeatureLookup(Transform):
         f = self.raw(o)
         return FeatureTensor(torch.from_numpy(self.norm(f) if self.norm is not None else f))
 
-def FeatureBlock(table=None, norm=None, params=None):
+def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples not in it are computed from their image
+                 norm=None, # A fitted `FeatureNorm` (None: raw features)
+                 params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                ):
     "A `TransformBlock` of the ten biological features of a sample"
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))
 
@@ -282,7 +294,13 @@ def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None,
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
 # %% ../nbs/03_features.ipynb #6c20aa8a
-def feature_blocks(df:pd.DataFrame, folder, train_idx, features=True, n_workers=None, params=None):
+def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
+                   folder, # Their image folder
+                   train_idx, # Positions of the training rows in `df`: the normaliser is fitted on these only
+                   features=True, # True to compute (or read cached) features, or a ready feature table
+                   n_workers=None, # Processes for computing features (default: all cores)
+                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                  ):
     "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, norm fitted on `train_idx`"
     table = features if isinstance(features, pd.DataFrame) else feature_table(folder, df.Id, n_workers=n_workers, params=params)
     missing = set(df.Id) - set(table.Id)
@@ -290,15 +308,29 @@ def feature_blocks(df:pd.DataFrame, folder, train_idx, features=True, n_workers=
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
-# %% ../nbs/03_features.ipynb #aeadef75
-def feature_lookup(dls) -> FeatureLookup|None:
-    "The `FeatureLookup` of `dls`, or None for image-only `DataLoaders`"
-    for tl in dls.train_ds.tls:
-        for f in tl.tfms.fs:
-            if type(f).__name__ == 'FeatureLookup': return f   # by name: a re-run notebook holds a new class object
-    return None
+# %% ../nbs/03_features.ipynb #fa8fc076
+@delegates(rgby_dataloaders, but=['extra_blocks'])
+def hpa_dataloaders(path, # Data folder in the Kaggle layout
+                    features=False, # Add the ten biological features as a second input: True, or a ready feature table
+                    feature_workers:int|None=None, # Processes for computing features (default: all cores)
+                    feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                    **kwargs):
+    "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
+    use = features is not False and features is not None
+    extra = (lambda df, folder, train_idx: [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params)]) if use else None
+    return rgby_dataloaders(path, extra_blocks=extra, **kwargs)
 
-def add_features(dls, folder, ids=None, n_workers=None):
+# %% ../nbs/03_features.ipynb #aeadef75
+def feature_lookup(dls) -> FeatureLookup|None: # DataLoaders (or a learner's `dls`)
+    "The `FeatureLookup` of `dls`, or None for image-only `DataLoaders`"
+    found = L(dls.train_ds.tls).map(lambda tl: tl.tfms.fs.filter(risinstance(FeatureLookup))).concat()
+    return found[0] if found else None
+
+def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
+                 folder, # Image folder of the new samples
+                 ids=None, # Their Ids (default: every sample in `folder`)
+                 n_workers=None, # Processes (default: all cores)
+                ):
     "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
     lk = feature_lookup(dls)
     if lk is None: return None

@@ -3,7 +3,8 @@ import numpy as np, pandas as pd, pytest, cv2, torch
 from pathlib import Path
 from hpa_fastai.core import *
 from hpa_fastai.data import *
-from conftest import make_fake, needs_real, REAL
+from hpa_fastai.data import hpa_dataloaders
+from conftest import make_fake, needs_real, REAL, REAL_SAMPLE_ID
 
 def test_missing_channel(fake):
     (fake/'train'/'00000003-fake_yellow.png').unlink()
@@ -82,7 +83,7 @@ def test_real_split_every_class():
 
 @needs_real
 def test_real_sample_opens():
-    x = RGBYImage.create(REAL/'sample_4ch'/'837e738c-bba8-11e8-b2ba-ac1f6b6435d0')
+    x = RGBYImage.create(REAL/'sample_4ch'/REAL_SAMPLE_ID)
     assert x.shape == (4, 512, 512) and x.dtype == torch.uint8
     assert abs(x[1].float().mean().item() - 1.2) < 0.1   # the dim green channel README describes
 

@@ -7,7 +7,7 @@ import hpa_fastai.features as F
 from hpa_fastai.features import *
 from hpa_fastai.data import write_rgby, hpa_dataloaders, open_rgby
 from hpa_fastai.core import HpaDataError
-from conftest import needs_real, REAL
+from conftest import needs_real, REAL, REAL_SAMPLE_ID
 
 special = st.sampled_from(['zeros', 'const', 'full', 'one_pixel', 'noise', 'stripes', 'one_channel'])
 
@@ -124,5 +124,5 @@ def test_missing_features_named(tmp_path):
 
 @needs_real
 def test_real_sample_features():
-    f = extract_features(open_rgby(REAL/'sample_4ch', '837e738c-bba8-11e8-b2ba-ac1f6b6435d0'))
+    f = extract_features(open_rgby(REAL/'sample_4ch', REAL_SAMPLE_ID))
     assert np.isfinite(f).all() and f[0] > 0.5     # nuclear bodies: green mostly inside nuclei
