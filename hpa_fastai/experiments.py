@@ -8,7 +8,9 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/experiments.html.md"""
 from __future__ import annotations
 import json, numpy as np, pandas as pd
 from pathlib import Path
-from .cli import run_training, _find_data
+from datetime import datetime
+from .files import atomic_write
+from .cli import run_training, find_data
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment']
@@ -28,7 +30,14 @@ SCALES = {
 }
 
 # %% ../nbs/07_experiments.ipynb #869e3b74
-def run_experiment(name:str, path=None, seed:int=0, scale:str='cpu', out='runs/experiments', results='results.csv', **overrides) -> dict:
+def run_experiment(name:str, # A key of `EXPERIMENTS`
+                   path=None, # Data folder (default: data/, else the synthetic demo set)
+                   seed:int=0, # Random seed (split, initialisation, augmentation)
+                   scale:str='cpu', # A key of `SCALES`: 'cpu' or 'gpu'
+                   out='runs/experiments', # Folder for the run folders and the results table
+                   results='results.csv', # The results table, inside `out`
+                   **overrides, # `TrainConfig` fields that override the configuration
+                  ) -> dict:
     "Train the named configuration at `scale` with `seed` and append its results row to `out/results`"
     if name not in EXPERIMENTS: raise KeyError(f'unknown experiment {name!r}; choose from {list(EXPERIMENTS)}')
     if scale not in SCALES: raise KeyError(f'scale must be one of {list(SCALES)}')
@@ -36,10 +45,11 @@ def run_experiment(name:str, path=None, seed:int=0, scale:str='cpu', out='runs/e
     mult, gpu_size = cfg.pop('epoch_mult', 1), cfg.pop('gpu_size', None)
     cfg['epochs'] = int(cfg['epochs'] * mult)
     if scale == 'gpu' and gpu_size: cfg['size'] = gpu_size
-    m = run_training(_find_data(path), out=out, name=f'{name}-s{seed}', seed=seed, **cfg)
+    m = run_training(find_data(path), out=out, name=f'{name}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}', seed=seed, **cfg)   # a new folder each run
     split = 'test' if 'test' in m else 'valid'
     row = dict(experiment=name, seed=seed, scale=scale, scored_on=split, **m[split], wall_s=m['wall_s'],
                config=json.dumps({k: v for k, v in cfg.items()}))
     fn = Path(out)/results
-    pd.DataFrame([row]).to_csv(fn, mode='a', header=not fn.exists(), index=False)
+    table = pd.concat([pd.read_csv(fn), pd.DataFrame([row])], ignore_index=True) if fn.exists() else pd.DataFrame([row])
+    with atomic_write(fn) as f: table.to_csv(f, index=False)      # the whole table, renamed into place
     return row
