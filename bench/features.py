@@ -1,5 +1,7 @@
 """Feature extraction speed, ms/sample on one core at 512², PNG decoding included:
-(a) a paper-faithful reference (NL-means denoising + scikit-image SSIM + watershed, as the authors' scripts: PAPER.md (2))
+(a) a paper-faithful reference (NL-means denoising + scikit-image SSIM + watershed, as the authors' scripts for
+    K. Liu, Z. Zhang, W. Zhou, student project report on the Kaggle HPA Image Classification challenge, Stanford, 2018;
+    code: https://github.com/KuangcongLiu/cs229Project; see nbs/paper.ipynb)
 (b) hpa_fastai.features.extract_features
 on 4-channel samples composed from the real single-channel PNGs in ../shared/hpa, and on synthetic samples.
 Prints a table and writes bench/results/features.json. Target: (b) <= 20 ms/sample and >= 50x faster than (a)."""

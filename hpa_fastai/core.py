@@ -34,7 +34,10 @@ class HpaDataError(ValueError):
     "A problem with HPA input data; the message names the file, row or Id at fault"
 
 # %% ../nbs/00_core.ipynb #120d40b4
-def parse_target(s, where:str='') -> list[int]:
+def parse_target(
+    s, # A `Target` string: space-separated class indices such as '16 0'
+    where:str='', # Where `s` comes from (file, line, Id), quoted in error messages
+) -> list[int]:
     "Parse a space-separated `Target` string into a sorted list of unique class indices"
     at = f' ({where})' if where else ''
     if s is None or (isinstance(s, float) and np.isnan(s)): raise HpaDataError(f'empty Target{at}')
@@ -47,18 +50,26 @@ def parse_target(s, where:str='') -> list[int]:
     return sorted(set(labels))
 
 # %% ../nbs/00_core.ipynb #d650d8ca
-def encode_targets(targets, n:int=N_CLASSES) -> np.ndarray:
+def encode_targets(
+    targets, # One list of class indices (or a single index) per sample
+    n:int=N_CLASSES, # Number of classes: columns of the result
+) -> np.ndarray:
     "Multi-hot `float32` matrix (len(targets), n) from lists of class indices"
     res = np.zeros((len(targets), n), dtype=np.float32)
     for i,t in enumerate(targets): res[i, listify(t)] = 1
     return res
 
-def decode_targets(y, thresh:float=0.5) -> list[list[int]]:
+def decode_targets(
+    y, # Multi-hot or probability matrix, one row per sample
+    thresh:float=0.5, # A class is predicted where its value is above `thresh`
+) -> list[list[int]]:
     "Lists of class indices from a multi-hot or probability matrix"
     return [list(np.flatnonzero(np.asarray(r) > thresh)) for r in np.asarray(y)]
 
 # %% ../nbs/00_core.ipynb #95dd3c2d
-def read_labels(csv) -> pd.DataFrame:
+def read_labels(
+    csv, # Path of a Kaggle-style `train.csv` with `Id` and `Target` columns
+) -> pd.DataFrame:
     "Read a Kaggle-style `Id,Target` CSV into a DataFrame with `Target` as lists of ints"
     csv = Path(csv)
     if not csv.exists(): raise HpaDataError(f'{csv}: file not found')
@@ -79,12 +90,16 @@ def read_labels(csv) -> pd.DataFrame:
     return pd.DataFrame({'Id': ids.values, 'Target': targets})
 
 # %% ../nbs/00_core.ipynb #bb0bffa8
-def label_counts(df:pd.DataFrame) -> np.ndarray:
+def label_counts(
+    df:pd.DataFrame, # Labels as returned by `read_labels`
+) -> np.ndarray:
     "Number of samples carrying each of the 28 classes"
     return encode_targets(df['Target']).sum(0).astype(int)
 
 # %% ../nbs/00_core.ipynb #5e5a8400
-def real_hpa_path(start=None) -> Path|None:
+def real_hpa_path(
+    start=None, # Folder to search upwards from; the current directory if `None`
+) -> Path|None:
     "Folder of the real HPA reference files (`$HPA_REAL_DATA`, or `shared/hpa` beside a parent), else `None`"
     env = os.environ.get('HPA_REAL_DATA')
     if env: return Path(env) if (Path(env)/'train.csv').exists() else None

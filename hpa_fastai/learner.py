@@ -24,7 +24,11 @@ __all__ = ['FOURTH_CHANNEL_INITS', 'rgby_stem', 'PretrainedWeightsError', 'load_
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
 
-def rgby_stem(conv:nn.Conv2d, channels=CHANNELS, fourth_channel:str='blue') -> nn.Conv2d:
+def rgby_stem(
+    conv:nn.Conv2d, # The pretrained first convolution, taking RGB
+    channels=CHANNELS, # Input channels of the new convolution, in order: names or a string such as 'rgby'
+    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
+) -> nn.Conv2d:
     "A copy of RGB `conv` taking `channels`: red, green, blue filters copied, yellow initialised by `fourth_channel`"
     if fourth_channel not in FOURTH_CHANNEL_INITS: raise ValueError(f'fourth_channel must be one of {FOURTH_CHANNEL_INITS}, got {fourth_channel!r}')
     channels = parse_channels(channels)
@@ -41,12 +45,17 @@ class PretrainedWeightsError(RuntimeError):
     "ImageNet weights were asked for but could not be loaded"
 
 def _tv_weights(arch):
+    "torchvision's ImageNet weights enum for a ResNet `arch`"
     name = {'resnet18': 'ResNet18_Weights', 'resnet34': 'ResNet34_Weights', 'resnet50': 'ResNet50_Weights',
             'resnet101': 'ResNet101_Weights'}.get(arch.__name__)
     if name is None: raise ValueError(f'no ImageNet weights known for {arch.__name__}; pass `weights=` a local file')
     return getattr(torchvision.models, name).IMAGENET1K_V1
 
-def load_arch(arch=resnet34, pretrained:bool=True, weights=None) -> nn.Module:
+def load_arch(
+    arch=resnet34, # A torchvision ResNet constructor
+    pretrained:bool=True, # Load torchvision's ImageNet weights (cached, or downloaded)
+    weights=None, # Path of a local state-dict file, used instead of `pretrained`
+) -> nn.Module:
     "A torchvision `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random (`pretrained=False`)"
     if weights is not None:
         fn = Path(weights)
@@ -65,7 +74,13 @@ def load_arch(arch=resnet34, pretrained:bool=True, weights=None) -> nn.Module:
             f'or pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.') from e
 
 # %% ../nbs/04_learner.ipynb #2e6415c7
-def hpa_body(arch=resnet34, pretrained:bool=True, weights=None, channels='rgby', fourth_channel:str='blue') -> nn.Sequential:
+def hpa_body(
+    arch=resnet34, # A torchvision ResNet constructor
+    pretrained:bool=True, # Start from torchvision's ImageNet weights
+    weights=None, # Path of a local state-dict file, used instead of `pretrained`
+    channels='rgby', # Input channels, in order
+    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
+) -> nn.Sequential:
     "The convolutional body of `arch` with a stem for `channels`"
     m = load_arch(arch, pretrained, weights)
     m.conv1 = rgby_stem(m.conv1, channels, fourth_channel)
@@ -73,15 +88,26 @@ def hpa_body(arch=resnet34, pretrained:bool=True, weights=None, channels='rgby',
 
 class HpaModel(nn.Module):
     "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5)"
-    def __init__(self, body:nn.Module, n_features:int=10, n_out:int=N_CLASSES, n_hidden:int=512, dropout:float=0.5,
-                 extra_dropout:float=0., feature_scale:float=1.):
+    def __init__(self,
+        body:nn.Module, # Convolutional body, e.g. from `hpa_body`
+        n_features:int=10, # Number of biological features fused with the image; 0 for an image-only model
+        n_out:int=N_CLASSES, # Number of outputs (class logits)
+        n_hidden:int=512, # Width of the fully connected layer after the fusion
+        dropout:float=0.5, # Dropout before the output layer
+        extra_dropout:float=0., # The paper's additional dropout before the fully connected layers
+        feature_scale:float=1., # Factor applied to the features before concatenation
+    ):
         super().__init__()
         self.body, self.n_features, self.feature_scale = body, n_features, feature_scale
         nf = num_features_model(body) * 2
         self.pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf))
         self.head = nn.Sequential(nn.Dropout(extra_dropout), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
                                   nn.BatchNorm1d(n_hidden), nn.Dropout(dropout), nn.Linear(n_hidden, n_out))
-    def forward(self, x, feats=None):
+    def forward(self,
+        x, # Image batch, (bs, channels, h, w)
+        feats=None, # Feature batch, (bs, n_features); required when `n_features` > 0
+    ):
+        "Logits, (bs, n_out)"
         r = self.pool(self.body(x.as_subclass(Tensor)))        # plain tensors: fastai's typed inputs don't mix in torch.cat
         if self.n_features:
             if feats is None: raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
@@ -89,12 +115,18 @@ class HpaModel(nn.Module):
         return self.head(r)
 
 # %% ../nbs/04_learner.ipynb #f2b3e665
-def hpa_splitter(m:HpaModel):
+def hpa_splitter(
+    m:HpaModel, # The model to split into parameter groups
+):
     "Three parameter groups: body[:6], body[6:], pooling + head"
     return L(m.body[:6], m.body[6:], nn.ModuleList([m.pool, m.head])).map(params)
 
 # %% ../nbs/04_learner.ipynb #158e9569
-def decode_probs(p, thresh=0.5, keep_top:bool=False):
+def decode_probs(
+    p, # Probabilities, one column per class
+    thresh=0.5, # One threshold, or one per class
+    keep_top:bool=False, # Also predict each row's most probable class
+):
     "Boolean predictions `p > thresh` (per-class `thresh` allowed); with `keep_top` each row keeps its argmax"
     d = p > torch.as_tensor(thresh, dtype=p.dtype, device=p.device)
     if keep_top and d.ndim and d.shape[-1]:
@@ -103,20 +135,49 @@ def decode_probs(p, thresh=0.5, keep_top:bool=False):
 
 class BCEWithLogitsLossMulti(BCEWithLogitsLossFlat):
     "fastai's `BCEWithLogitsLossFlat` whose `decodes` takes per-class thresholds and `keep_top`"
-    def __init__(self, *args, thresh=0.5, keep_top:bool=False, **kwargs):
+    def __init__(self,
+        *args, # Passed to `BCEWithLogitsLossFlat`
+        thresh=0.5, # Decoding threshold: one number, or one per class
+        keep_top:bool=False, # Decoding also keeps each row's most probable class
+        **kwargs, # Passed to `BCEWithLogitsLossFlat`
+    ):
         super().__init__(*args, thresh=thresh, **kwargs); self.keep_top = keep_top
-    def decodes(self, x): return decode_probs(x, self.thresh, self.keep_top)
+    def decodes(self,
+        x, # Probabilities, one column per class
+    ):
+        "Boolean predictions at `thresh`, with `keep_top`"
+        return decode_probs(x, self.thresh, self.keep_top)
 
 class SigmoidFocalLoss(nn.Module):
     "Multi-label sigmoid focal loss (torchvision's), with fastai's `activation` and `decodes`"
-    def __init__(self, gamma:float=2., alpha:float=-1., thresh=0.5, keep_top:bool=False):
+    def __init__(self,
+        gamma:float=2., # Focusing exponent; 0 gives BCE
+        alpha:float=-1., # Weight of the positives in [0, 1]; negative for no weighting
+        thresh=0.5, # Decoding threshold: one number, or one per class
+        keep_top:bool=False, # Decoding also keeps each row's most probable class
+    ):
         super().__init__(); self.gamma, self.alpha, self.thresh, self.keep_top = gamma, alpha, thresh, keep_top
-    def forward(self, inp, targ):
+    def forward(self,
+        inp, # Logits, (bs, n_classes)
+        targ, # Multi-hot targets, (bs, n_classes)
+    ):
+        "Mean focal loss per element, times the number of classes"
         return sigmoid_focal_loss(inp, targ.float(), alpha=self.alpha, gamma=self.gamma, reduction='mean') * inp.shape[-1]
-    def activation(self, x): return torch.sigmoid(x)
-    def decodes(self, x): return decode_probs(x, self.thresh, self.keep_top)
+    def activation(self,
+        x, # Logits
+    ):
+        "Probabilities: a sigmoid per class"
+        return torch.sigmoid(x)
+    def decodes(self,
+        x, # Probabilities, one column per class
+    ):
+        "Boolean predictions at `thresh`, with `keep_top`"
+        return decode_probs(x, self.thresh, self.keep_top)
 
-def hpa_loss(loss='bce', **kwargs):
+def hpa_loss(
+    loss='bce', # 'bce', 'focal', or a loss function (returned as is)
+    **kwargs, # Passed to the loss: `thresh`, `keep_top`, and `gamma`/`alpha` for 'focal'
+):
     "The loss by name: 'bce' (the paper's) or 'focal'"
     if not isinstance(loss, str): return loss
     if loss == 'bce': return BCEWithLogitsLossMulti(**kwargs)
@@ -124,35 +185,64 @@ def hpa_loss(loss='bce', **kwargs):
     raise ValueError(f"loss must be 'bce', 'focal' or a loss function, got {loss!r}")
 
 # %% ../nbs/04_learner.ipynb #84f8d157
-def _np(x): return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _np(x):
+    "A NumPy array from a tensor or array-like"
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
-def f1_per_class(probs, targets, thresholds=0.5) -> np.ndarray:
+def f1_per_class(
+    probs, # Probabilities, (n_samples, n_classes)
+    targets, # Multi-hot targets, (n_samples, n_classes)
+    thresholds=0.5, # One threshold, or one per class
+) -> np.ndarray:
     "F1 of each class for `probs` above `thresholds` (0 where a class has no true and no predicted sample)"
     p, t = _np(probs) > np.asarray(thresholds), _np(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.)
 
-def macro_f1(probs, targets, thresholds=0.5) -> float:
+def macro_f1(
+    probs, # Probabilities, (n_samples, n_classes)
+    targets, # Multi-hot targets, (n_samples, n_classes)
+    thresholds=0.5, # One threshold, or one per class
+) -> float:
     "Macro-averaged F1 of `probs` thresholded at `thresholds` against multi-hot `targets`"
     return float(f1_per_class(probs, targets, thresholds).mean())
 
-def F1Macro(thresh=0.5):
+def F1Macro(
+    thresh=0.5, # One threshold, or one per class
+):
     "fastai metric: macro-F1 of the sigmoid outputs above `thresh`"
     return AccumMetric(partial(macro_f1, thresholds=thresh), activation=ActivationType.Sigmoid, flatten=False, name='f1_macro')
 
 # %% ../nbs/04_learner.ipynb #aabdd826
 class SchedTriangular:
     "Triangular cyclical schedule (Smith 2017) from `lo` to `hi` and back every `cycle_len` of `n_epoch` epochs"
-    def __init__(self, lo, hi, n_epoch:int, cycle_len:float=2.): self.lo, self.hi, self.n_epoch, self.cycle_len = lo, hi, n_epoch, cycle_len
-    def __call__(self, pos):
+    def __init__(self,
+        lo, # Lowest learning rate (a number or an array, one per parameter group)
+        hi, # Highest learning rate, reached in the middle of each cycle
+        n_epoch:int, # Length of the whole schedule in epochs
+        cycle_len:float=2., # Length of one cycle (up and down) in epochs
+    ):
+        self.lo, self.hi, self.n_epoch, self.cycle_len = lo, hi, n_epoch, cycle_len
+    def __call__(self,
+        pos, # Training progress in [0, 1]
+    ):
+        "Learning rate at progress `pos`"
         e = pos * self.n_epoch
         cycle = np.floor(1 + e / self.cycle_len)
         x = np.abs(2 * e / self.cycle_len - 2 * cycle + 1)
         return self.lo + (self.hi - self.lo) * max(0., 1 - x)
 
 @patch
-def fit_clr(self:Learner, n_epoch:int, lr_max=None, cycle_len:float=2., div:float=10., wd=None, cbs=None, reset_opt=False):
+def fit_clr(self:Learner,
+    n_epoch:int, # Number of epochs
+    lr_max=None, # Highest learning rate: a number, or a `slice` or array for discriminative rates; `self.lr` if `None`
+    cycle_len:float=2., # Length of one cycle (up and down) in epochs
+    div:float=10., # The lowest rate is `lr_max/div`
+    wd=None, # Weight decay; the optimizer's default if `None`
+    cbs=None, # Extra callbacks for this fit
+    reset_opt=False, # Reset the optimizer's state before fitting
+):
     "Fit `self.model` for `n_epoch` epochs with the paper's triangular cyclical learning rate"
     if self.opt is None: self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr_max is None else lr_max)
@@ -172,9 +262,21 @@ class F1History(Callback):
         if self.trained: self.rows.append(dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])))
 
 # %% ../nbs/04_learner.ipynb #fdc4e970
-def hpa_learner(dls:DataLoaders, arch=resnet34, pretrained:bool=True, weights=None, fourth_channel:str='blue',
-                loss='bce', metrics=None, thresh:float=0.5, dropout:float=0.5, extra_dropout:float=0.,
-                feature_scale:float=1., n_hidden:int=512, **kwargs) -> Learner:
+def hpa_learner(
+    dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
+    arch=resnet34, # A torchvision ResNet constructor
+    pretrained:bool=True, # Start from torchvision's ImageNet weights (and freeze the body)
+    weights=None, # Path of a local state-dict file, used instead of `pretrained`
+    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
+    loss='bce', # 'bce', 'focal', or a loss function
+    metrics=None, # fastai metrics; macro-F1 at `thresh` if `None`
+    thresh:float=0.5, # Threshold of the default macro-F1 metric
+    dropout:float=0.5, # Dropout before the output layer
+    extra_dropout:float=0., # The paper's additional dropout before the fully connected layers
+    feature_scale:float=1., # Factor applied to the features before concatenation
+    n_hidden:int=512, # Width of the fully connected layer after the fusion
+    **kwargs, # Passed to fastai's `Learner` (`cbs` are added to `F1History`)
+) -> Learner: # Its body frozen when it starts from pretrained weights
     "A fastai `Learner` for HPA `dls`: 4-channel `arch`, fused with the features when `dls` has them"
     n_feat = len(FEATURE_NAMES) if getattr(dls, 'n_inp', 1) == 2 else 0
     body = hpa_body(arch, pretrained, weights, rgby_opener(dls).channels, fourth_channel)
