@@ -14,10 +14,14 @@ from .core import *
 from .data import write_rgby
 
 # %% auto #0
-__all__ = ['CLASS_PATTERNS', 'smooth_noise', 'synth_sample', 'class_weights', 'sample_label_sets', 'make_synthetic_hpa']
+__all__ = ['CLASS_PATTERNS', 'smooth_noise', 'pattern', 'synth_sample', 'class_weights', 'sample_label_sets',
+           'make_synthetic_hpa']
 
 # %% ../nbs/02_synth.ipynb #b3c49408
-def smooth_noise(rng, size:int, cells:int=16) -> np.ndarray:
+def smooth_noise(rng, # a numpy random `Generator`
+                 size:int, # side of the square result, in pixels
+                 cells:int=16, # features across: the side of the coarse random grid that is upsampled
+                ) -> np.ndarray:
     "Smooth random texture in [0, 1] of shape (size, size) with about `cells` features across"
     small = rng.random((cells, cells), dtype=np.float32)
     return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
@@ -84,114 +88,16 @@ def _landmarks(rng, cells, size):
     yellow = cyto * (0.25 + 0.75 * er) * (0.5 + near / max(near.max(), 1e-6))
     return dict(nuc=nuc, body=body, cyto=cyto, red=red, blue=blue, yellow=yellow, er=er)
 
-# %% ../nbs/02_synth.ipynb #69b03b43
-def _nuclear_dots(n_lo, n_hi, r, frac=0.8, near_nucleoli=False):
-    def f(g, rng, cells, L, s):
-        for cl in cells:
-            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])
-            else: pts = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(n_lo, n_hi + 1)), frac)
-            for p in pts: _dot(g, p, r * s * rng.uniform(0.8, 1.2), float(rng.uniform(0.6, 1)))
-    return f
-
-def _cyto_puncta(n_lo, n_hi, r, perinuclear=False, ring=False):
-    def f(g, rng, cells, L, s):
-        for cl in cells:
-            k = 0.55 if perinuclear else 0.95
-            pts = cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], int(rng.integers(n_lo, n_hi + 1)), k)
-            for p in pts:
-                if L['nuc'][int(np.clip(p[1], 0, len(g)-1)), int(np.clip(p[0], 0, len(g)-1))] > 0: continue
-                _dot(g, p, r * s * rng.uniform(0.8, 1.3), float(rng.uniform(0.5, 1)), thick=max(1, int(s)) if ring else -1)
-    return f
-
-def _nucleoplasm(g, rng, cells, L, s):
-    tex = smooth_noise(rng, len(g), 48); g += 0.6 * L['nuc'] * (0.6 + 0.4 * tex)
-    for cl in cells:
-        for p in cl['nucleoli']: _dot(g, p, 4 * s, 0.0)
-def _nuclear_membrane(g, rng, cells, L, s):
-    for cl in cells: _ell(g, cl['c'], cl['nuc'], cl['ang'], 0.9, max(1, int(2 * s)))
-def _nucleoli(g, rng, cells, L, s):
-    for cl in cells:
-        for p in cl['nucleoli']: _dot(g, p, 4.5 * s, 1.0)
-def _golgi(g, rng, cells, L, s):
-    for cl in cells:
-        side = rng.uniform(0, 2*np.pi); t = side + rng.normal(0, 0.35, 8)
-        for p in cl['c'] + _on_ellipse(cl['nuc'] * 1.25, cl['ang'], t): _dot(g, p, 3 * s, float(rng.uniform(0.6, 1)))
-def _int_filaments(g, rng, cells, L, s):
-    for cl in cells:
-        for _ in range(8):
-            t0 = rng.uniform(0, 2*np.pi); t = t0 + np.linspace(0, rng.uniform(1.5, 3), 12)
-            pts = cl['c'] + cl['off'] * 0.5 + _on_ellipse(cl['cell'] * rng.uniform(0.45, 0.8), cl['ang'], t)
-            cv2.polylines(g, [pts.astype(np.int32)], False, 0.6, 1, cv2.LINE_AA)
-def _actin(g, rng, cells, L, s):
-    for cl in cells:
-        cc = cl['c'] + cl['off']; _ell(g, cc, cl['cell'], cl['ang'], 0.8, max(1, int(2 * s)))
-        a = np.deg2rad(cl['ang'] + rng.uniform(-20, 20)); d = np.array([np.cos(a), np.sin(a)]) * cl['cell'][0] * 0.8
-        for o in np.linspace(-0.6, 0.6, 5) * cl['cell'][1]:
-            n = np.array([-np.sin(a), np.cos(a)]) * o; _line(g, cc + n - d, cc + n + d, 0.5, 1)
-def _focal_adhesions(g, rng, cells, L, s):
-    for cl in cells:
-        t = rng.uniform(0, 2*np.pi, 10); cc = cl['c'] + cl['off']
-        for p, q in zip(cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t), cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t)):
-            _line(g, p, q, 0.9, max(1, int(2 * s)))
-def _microtubules(g, rng, cells, L, s): g += 0.8 * L['red']
-def _mt_ends(g, rng, cells, L, s):
-    for cl in cells:
-        for p in cl['mt_ends']: _dot(g, p, 1.5 * s, 0.9)
-def _dividing(kind):
-    def f(g, rng, cells, L, s):
-        for cl in rng.permutation(len(cells))[:max(1, len(cells) // 8)]:
-            cl = cells[cl]; a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)])
-            if kind == 'bridge':
-                _line(g, cl['c'] - d * cl['cell'][0] * 1.6, cl['c'] + d * cl['cell'][0] * 1.6, 1.0, max(1, int(2 * s)))
-                _dot(g, cl['c'], 3 * s, 1.0)
-            else:                                   # spindle: two poles, fibres converging
-                poles = [cl['c'] - d * cl['nuc'][0] * 1.3, cl['c'] + d * cl['nuc'][0] * 1.3]
-                n = np.array([-d[1], d[0]])
-                for o in np.linspace(-1, 1, 7) * cl['nuc'][1]:
-                    for p in poles: _line(g, p, cl['c'] + n * o, 0.9, 1)
-    return f
-def _centrosome(n):
-    def f(g, rng, cells, L, s):
-        for cl in cells:
-            p = cl['c'] + _on_ellipse(cl['nuc'] * 1.2, cl['ang'], rng.uniform(0, 2*np.pi, 1))[0]
-            for k in range(n): _dot(g, p + k * 3 * s, 2.2 * s, 1.0)
-    return f
-def _plasma_membrane(g, rng, cells, L, s):
-    edge = cv2.morphologyEx((L['body'] > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    g += 0.8 * edge
-def _junctions(g, rng, cells, L, s):
-    touch = np.zeros_like(g)
-    for cl in cells: _ell(touch, cl['c'] + cl['off'], cl['cell'] * 1.05, cl['ang'], 1.0)
-    overlap = np.zeros_like(g)
-    for cl in cells:
-        one = np.zeros_like(g); _ell(one, cl['c'] + cl['off'], cl['cell'] * 1.05, cl['ang'], 1.0); overlap += one
-    both = (overlap > 1.5).astype(np.uint8)
-    g += 0.9 * cv2.morphologyEx(both, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-def _mitochondria(g, rng, cells, L, s):
-    for cl in cells:
-        for p in cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 25, 0.9):
-            a = rng.uniform(0, np.pi); d = np.array([np.cos(a), np.sin(a)]) * 4 * s
-            _line(g, p - d, p + d, 0.7, max(1, int(1.5 * s)))
-    g *= (L['nuc'] < 0.5)
-def _aggresome(g, rng, cells, L, s):
-    for cl in cells:
-        p = cl['c'] + _on_ellipse(cl['nuc'] * 1.3, cl['ang'], rng.uniform(0, 2*np.pi, 1))[0]
-        _dot(g, p, 7 * s, 1.0)
-def _cytosol(g, rng, cells, L, s): g += 0.45 * L['cyto'] * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
-def _rods_rings(g, rng, cells, L, s):
-    for cl in cells:
-        for p in cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 2, 0.8):
-            if rng.random() < 0.5: _dot(g, p, 3 * s, 1.0, thick=1)
-            else: _ell(g, p, (6 * s, 1.2 * s), rng.uniform(0, 180), 1.0)
-
 # %% ../nbs/02_synth.ipynb #e712e853
-def _er(g, rng, cells, L, s): g += 0.7 * L['yellow']
+CLASS_PATTERNS = {}   # class name -> draw(g, rng, cells, marks, s); in the order of `HPA_CLASSES` once all are registered
 
-CLASS_PATTERNS = [_nucleoplasm, _nuclear_membrane, _nucleoli, _nuclear_dots(0, 0, 1.6, near_nucleoli=True),
-    _nuclear_dots(12, 22, 1.6), _nuclear_dots(1, 4, 2.6), _er, _golgi, _cyto_puncta(20, 35, 1.2), _cyto_puncta(10, 18, 2.0),
-    _cyto_puncta(6, 10, 3.0, perinuclear=True), _int_filaments, _actin, _focal_adhesions, _microtubules, _mt_ends,
-    _dividing('bridge'), _dividing('spindle'), _centrosome(1), _centrosome(2), _cyto_puncta(5, 9, 3.5, ring=True),
-    _plasma_membrane, _junctions, _mitochondria, _aggresome, _cytosol, _cyto_puncta(2, 4, 3.2), _rods_rings]
+def pattern(name:str, # the class, spelled as in `HPA_CLASSES`
+            draw=None, # a function `draw(g, rng, cells, marks, s)`; if None, `pattern` returns a decorator
+           ):
+    "Register `draw` as the green pattern of class `name` (and return it)"
+    if name not in HPA_CLASSES: raise ValueError(f'{name!r} is not a class of HPA_CLASSES')
+    def register(f): CLASS_PATTERNS[name] = f; return f
+    return register if draw is None else register(draw)
 
 # %% ../nbs/02_synth.ipynb #c5264461
 def _finish(rng, x, size, peak, noise=2.0, nz=None):
@@ -203,19 +109,184 @@ def _finish(rng, x, size, peak, noise=2.0, nz=None):
     x += (rng.standard_normal(x.shape, dtype=np.float32) if nz is None else nz) * np.float32(noise) - np.float32(rng.uniform(2, 5))
     return cv2.convertScaleAbs(np.maximum(x, 0))   # black level: background noise clips to 0, as in real images
 
-def synth_sample(labels, size:int=512, seed=0) -> np.ndarray:
+def synth_sample(labels, # class indices (positions in `HPA_CLASSES`) whose patterns the green stain shows
+                 size:int=512, # side of the square field, in pixels
+                 seed=0, # seed of the field's random generator: the same seed draws the same field
+                ) -> np.ndarray:
     "A synthetic H×W×4 uint8 field (red, green, blue, yellow) whose green shows the classes in `labels`"
     rng = np.random.default_rng(seed); s = size / 512
-    cells = _cells(rng, size); L = _landmarks(rng, cells, size)
+    cells = _cells(rng, size); marks = _landmarks(rng, cells, size)
     g = np.zeros((size, size), np.float32)
     for c in labels:
-        part = np.zeros_like(g); CLASS_PATTERNS[c](part, rng, cells, L, s)
-        g += part * rng.uniform(0.6, 1.0)
+        part = np.zeros_like(g); CLASS_PATTERNS[HPA_CLASSES[c]](part, rng, cells, marks, s)
+        g += part * rng.uniform(0.6, 1.0)                      # each class at its own strength
     nz = rng.standard_normal((size, size), dtype=np.float32)   # one noise field, turned a different way per stain
     green = _finish(rng, g, size, rng.uniform(40, 160), noise=1.5, nz=nz)
-    return np.stack([_finish(rng, L['red'], size, rng.uniform(110, 200), nz=np.rot90(nz, 1)), green,
-                     _finish(rng, L['blue'], size, rng.uniform(150, 230), nz=np.rot90(nz, 2)),
-                     _finish(rng, L['yellow'], size, rng.uniform(110, 200), nz=np.rot90(nz, 3))], -1)
+    return np.stack([_finish(rng, marks['red'], size, rng.uniform(110, 200), nz=np.rot90(nz, 1)), green,
+                     _finish(rng, marks['blue'], size, rng.uniform(150, 230), nz=np.rot90(nz, 2)),
+                     _finish(rng, marks['yellow'], size, rng.uniform(110, 200), nz=np.rot90(nz, 3))], -1)
+
+# %% ../nbs/02_synth.ipynb #1e007ec9
+def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
+    "Dots of radius `r`: `n[0]`–`n[1]` per nucleus, within `frac` of its half-axes, or 3 around each nucleolus"
+    def draw(g, rng, cells, marks, s):
+        for cl in cells:
+            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])   # spread 3 px
+            else: pts = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), frac)
+            for p in pts: _dot(g, p, r * s * rng.uniform(0.8, 1.2), float(rng.uniform(0.6, 1)))
+    return draw
+
+@pattern('Nucleoplasm')
+def _nucleoplasm(g, rng, cells, marks, s):
+    tex = smooth_noise(rng, len(g), 48); g += 0.6 * marks['nuc'] * (0.6 + 0.4 * tex)   # textured fill
+    for cl in cells:
+        for p in cl['nucleoli']: _dot(g, p, 4 * s, 0.0)                                # nucleoli stay dark
+
+@pattern('Nuclear membrane')
+def _nuclear_membrane(g, rng, cells, marks, s):
+    for cl in cells: _ell(g, cl['c'], cl['nuc'], cl['ang'], 0.9, max(1, int(2 * s)))    # the nucleus's rim, 2 px wide
+
+@pattern('Nucleoli')
+def _nucleoli(g, rng, cells, marks, s):
+    for cl in cells:
+        for p in cl['nucleoli']: _dot(g, p, 4.5 * s, 1.0)
+
+_fibrillar_center = pattern('Nucleoli fibrillar center', _nuclear_dots(r=1.6, near_nucleoli=True))
+_speckles = pattern('Nuclear speckles', _nuclear_dots(r=1.6, n=(12, 22)))
+_nuclear_bodies = pattern('Nuclear bodies', _nuclear_dots(r=2.6, n=(1, 4)))
+
+# %% ../nbs/02_synth.ipynb #a0870308
+@pattern('Endoplasmic reticulum')
+def _er(g, rng, cells, marks, s): g += 0.7 * marks['yellow']
+
+@pattern('Golgi apparatus')
+def _golgi(g, rng, cells, marks, s):
+    for cl in cells:                              # 8 dots bunched around one side, just outside the nucleus
+        side = rng.uniform(0, 2*np.pi); t = side + rng.normal(0, 0.35, 8)
+        for p in cl['c'] + _on_ellipse(cl['nuc'] * 1.25, cl['ang'], t): _dot(g, p, 3 * s, float(rng.uniform(0.6, 1)))
+
+def _cyto_puncta(r, n, perinuclear=False, ring=False):
+    "Puncta of radius `r`, `n[0]`–`n[1]` per cell off the nucleus: only near it if `perinuclear`, hollow if `ring`"
+    reach = 0.55 if perinuclear else 0.95         # how far out, as a share of the cell's half-axes
+    def draw(g, rng, cells, marks, s):
+        for cl in cells:
+            pts = cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), reach)
+            for p in pts:
+                if marks['nuc'][int(np.clip(p[1], 0, len(g)-1)), int(np.clip(p[0], 0, len(g)-1))] > 0: continue   # over the nucleus
+                _dot(g, p, r * s * rng.uniform(0.8, 1.3), float(rng.uniform(0.5, 1)), thick=max(1, int(s)) if ring else -1)
+    return draw
+
+_peroxisomes = pattern('Peroxisomes', _cyto_puncta(r=1.2, n=(20, 35)))
+_endosomes = pattern('Endosomes', _cyto_puncta(r=2.0, n=(10, 18)))
+_lysosomes = pattern('Lysosomes', _cyto_puncta(r=3.0, n=(6, 10), perinuclear=True))
+_lipid_droplets = pattern('Lipid droplets', _cyto_puncta(r=3.5, n=(5, 9), ring=True))
+_cyto_bodies = pattern('Cytoplasmic bodies', _cyto_puncta(r=3.2, n=(2, 4)))
+
+# %% ../nbs/02_synth.ipynb #c02ae6d5
+@pattern('Mitochondria')
+def _mitochondria(g, rng, cells, marks, s):
+    for cl in cells:                              # 25 rods 8 px long, at random angles
+        for p in cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 25, 0.9):
+            a = rng.uniform(0, np.pi); d = np.array([np.cos(a), np.sin(a)]) * 4 * s
+            _line(g, p - d, p + d, 0.7, max(1, int(1.5 * s)))
+    g *= (marks['nuc'] < 0.5)                     # none over the nucleus
+
+@pattern('Aggresome')
+def _aggresome(g, rng, cells, marks, s):
+    for cl in cells:
+        p = cl['c'] + _on_ellipse(cl['nuc'] * 1.3, cl['ang'], rng.uniform(0, 2*np.pi, 1))[0]
+        _dot(g, p, 7 * s, 1.0)
+
+@pattern('Cytosol')
+def _cytosol(g, rng, cells, marks, s): g += 0.45 * marks['cyto'] * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
+
+@pattern('Rods & rings')
+def _rods_rings(g, rng, cells, marks, s):
+    for cl in cells:
+        for p in cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 2, 0.8):
+            if rng.random() < 0.5: _dot(g, p, 3 * s, 1.0, thick=1)                    # a ring, radius 3 px
+            else: _ell(g, p, (6 * s, 1.2 * s), rng.uniform(0, 180), 1.0)              # a rod, 12 × 2.4 px
+
+# %% ../nbs/02_synth.ipynb #9df01460
+@pattern('Intermediate filaments')
+def _int_filaments(g, rng, cells, marks, s):
+    for cl in cells:
+        for _ in range(8):                        # 8 arcs of 1.5–3 radians, at 45–80% of the cell's half-axes
+            t0 = rng.uniform(0, 2*np.pi); t = t0 + np.linspace(0, rng.uniform(1.5, 3), 12)
+            pts = cl['c'] + cl['off'] * 0.5 + _on_ellipse(cl['cell'] * rng.uniform(0.45, 0.8), cl['ang'], t)
+            cv2.polylines(g, [pts.astype(np.int32)], False, 0.6, 1, cv2.LINE_AA)
+
+@pattern('Actin filaments')
+def _actin(g, rng, cells, marks, s):
+    for cl in cells:
+        cc = cl['c'] + cl['off']; _ell(g, cc, cl['cell'], cl['ang'], 0.8, max(1, int(2 * s)))   # cortical ring
+        a = np.deg2rad(cl['ang'] + rng.uniform(-20, 20)); d = np.array([np.cos(a), np.sin(a)]) * cl['cell'][0] * 0.8
+        for o in np.linspace(-0.6, 0.6, 5) * cl['cell'][1]:                                      # 5 parallel stress fibres
+            n = np.array([-np.sin(a), np.cos(a)]) * o; _line(g, cc + n - d, cc + n + d, 0.5, 1)
+
+@pattern('Focal adhesion sites')
+def _focal_adhesions(g, rng, cells, marks, s):
+    for cl in cells:                              # 10 dashes from 80% to 93% of the cell's half-axes
+        t = rng.uniform(0, 2*np.pi, 10); cc = cl['c'] + cl['off']
+        for p, q in zip(cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t), cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t)):
+            _line(g, p, q, 0.9, max(1, int(2 * s)))
+
+@pattern('Microtubules')
+def _microtubules(g, rng, cells, marks, s): g += 0.8 * marks['red']
+
+@pattern('Microtubule ends')
+def _mt_ends(g, rng, cells, marks, s):
+    for cl in cells:
+        for p in cl['mt_ends']: _dot(g, p, 1.5 * s, 0.9)
+
+# %% ../nbs/02_synth.ipynb #c525f6f8
+def _dividing_cells(rng, cells):
+    "The cells caught in division: one in eight at random, at least one"
+    return [cells[i] for i in rng.permutation(len(cells))[:max(1, len(cells) // 8)]]
+
+@pattern('Cytokinetic bridge')
+def _bridge(g, rng, cells, marks, s):
+    for cl in _dividing_cells(rng, cells):
+        a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)])
+        _line(g, cl['c'] - d * cl['cell'][0] * 1.6, cl['c'] + d * cl['cell'][0] * 1.6, 1.0, max(1, int(2 * s)))   # 1.6 × the long half-axis each way
+        _dot(g, cl['c'], 3 * s, 1.0)                                                                              # the midbody
+
+@pattern('Mitotic spindle')
+def _spindle(g, rng, cells, marks, s):
+    for cl in _dividing_cells(rng, cells):
+        a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)])
+        poles = [cl['c'] - d * cl['nuc'][0] * 1.3, cl['c'] + d * cl['nuc'][0] * 1.3]   # just beyond the nucleus's ends
+        n = np.array([-d[1], d[0]])
+        for o in np.linspace(-1, 1, 7) * cl['nuc'][1]:                                   # 7 fibres from each pole
+            for p in poles: _line(g, p, cl['c'] + n * o, 0.9, 1)
+
+def _centrosome(n_dots):
+    "`n_dots` dots 3 px apart at one random place just outside each nucleus"
+    def draw(g, rng, cells, marks, s):
+        for cl in cells:
+            p = cl['c'] + _on_ellipse(cl['nuc'] * 1.2, cl['ang'], rng.uniform(0, 2*np.pi, 1))[0]
+            for k in range(n_dots): _dot(g, p + k * 3 * s, 2.2 * s, 1.0)
+    return draw
+
+_mtoc = pattern('Microtubule organizing center', _centrosome(n_dots=1))
+_centrosome_pair = pattern('Centrosome', _centrosome(n_dots=2))
+
+# %% ../nbs/02_synth.ipynb #0ad38c38
+@pattern('Plasma membrane')
+def _plasma_membrane(g, rng, cells, marks, s):
+    edge = cv2.morphologyEx((marks['body'] > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    g += 0.8 * edge
+
+@pattern('Cell junctions')
+def _junctions(g, rng, cells, marks, s):
+    overlap = np.zeros_like(g)                    # how many cells, 5% enlarged, cover each pixel
+    for cl in cells:
+        one = np.zeros_like(g); _ell(one, cl['c'] + cl['off'], cl['cell'] * 1.05, cl['ang'], 1.0); overlap += one
+    both = (overlap > 1.5).astype(np.uint8)       # where two cells touch
+    g += 0.9 * cv2.morphologyEx(both, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+
+# %% ../nbs/02_synth.ipynb #a1013885
+for _name in HPA_CLASSES: CLASS_PATTERNS[_name] = CLASS_PATTERNS.pop(_name)
 
 # %% ../nbs/02_synth.ipynb #5a02c700
 _K = np.array(list(LABELS_PER_IMAGE)); _KP = np.array(list(LABELS_PER_IMAGE.values()), float) / N_TRAIN
@@ -227,7 +298,10 @@ def _draw(rng, n, w):
     return [sorted(o[:k].tolist()) for o, k in zip(order, ks)]
 
 @functools.lru_cache(maxsize=8)
-def class_weights(freq_power:float=1.0, steps:int=6, n:int=20000) -> tuple:
+def class_weights(freq_power:float=1.0, # target class frequencies are `TRAIN_COUNTS ** freq_power`, normalised
+                  steps:int=6, # fixed-point calibration steps
+                  n:int=20000, # label sets simulated per step
+                 ) -> tuple:
     "Draw weights whose label sets match the class frequencies `TRAIN_COUNTS ** freq_power` (normalised)"
     target = np.array(TRAIN_COUNTS, float) ** freq_power
     target *= (_K * _KP).sum() / target.sum()             # expected labels per image
@@ -237,7 +311,10 @@ def class_weights(freq_power:float=1.0, steps:int=6, n:int=20000) -> tuple:
         w = w * (target / np.maximum(freq, 1e-4)) ** 0.8; w /= w.sum()
     return tuple(w)
 
-def sample_label_sets(n:int, seed=0, freq_power:float=1.0) -> list[list[int]]:
+def sample_label_sets(n:int, # how many label sets to draw
+                      seed=0, # seed of the draw
+                      freq_power:float=1.0, # class frequencies follow `TRAIN_COUNTS ** freq_power`; 0 makes all classes alike
+                     ) -> list[list[int]]:
     "`n` label sets drawn with the real labels-per-image distribution and class frequencies"
     return _draw(np.random.default_rng(seed), n, np.array(class_weights(float(freq_power))))
 
@@ -246,8 +323,16 @@ def _write_one(args):
     folder, id_, labels, size, seed = args
     write_rgby(folder, id_, synth_sample(labels, size, seed))
 
-def make_synthetic_hpa(dest, n_train:int=200, n_test:int=50, size:int=512, seed:int=0, freq_power:float=1.0,
-                       overwrite:bool=False, n_workers:int=0, progress:bool=True) -> Path:
+def make_synthetic_hpa(dest, # folder to write to; created if missing
+                       n_train:int=200, # samples in `train/` and `train.csv`
+                       n_test:int=50, # samples in `test/`, `sample_submission.csv` and `test_labels.csv`
+                       size:int=512, # side of each square image, in pixels
+                       seed:int=0, # seed of the Ids, label sets and fields: the same seed writes the same files
+                       freq_power:float=1.0, # class frequencies follow `TRAIN_COUNTS ** freq_power`; < 1 flattens them
+                       overwrite:bool=False, # write into `dest` even if it is not empty
+                       n_workers:int=0, # worker processes drawing the samples; 0 draws them in this process
+                       progress:bool=True, # show a progress bar
+                      ) -> Path:
     "Write a synthetic HPA data set in the Kaggle layout to `dest`"
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()) and not overwrite:

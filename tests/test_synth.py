@@ -3,6 +3,7 @@ import numpy as np, pandas as pd, pytest
 from hpa_fastai.core import *
 from hpa_fastai.data import hpa_dataloaders, find_ids, open_rgby
 from hpa_fastai.synth import *
+from hpa_fastai.synth import _cells, _landmarks
 
 def test_layout_and_determinism(tmp_path):
     a = make_synthetic_hpa(tmp_path/'a', n_train=8, n_test=3, size=64, seed=5)
@@ -41,4 +42,13 @@ def test_green_follows_labels():
     def inside_ratio(c):
         x = synth_sample([c], size=128, seed=3).astype(float); nuc = x[..., 2] > np.percentile(x[..., 2], 75)
         return x[..., 1][nuc].mean() / (x[..., 1][~nuc].mean() + 1e-3)
-    assert inside_ratio(0) > 2 and inside_ratio(25) < 0.7
+    assert inside_ratio(HPA_CLASSES.index('Nucleoplasm')) > 2 and inside_ratio(HPA_CLASSES.index('Cytosol')) < 0.7
+
+def test_patterns_by_class_name():
+    "One pattern per class, keyed by name in class order; each one draws green; unknown names are refused"
+    assert list(CLASS_PATTERNS) == HPA_CLASSES
+    rng = np.random.default_rng(4); cells = _cells(rng, 256); marks = _landmarks(rng, cells, 256)
+    for name, draw in CLASS_PATTERNS.items():
+        g = np.zeros((256, 256), np.float32); draw(g, rng, cells, marks, 256 / 512)
+        assert g.max() > 0.3, name
+    with pytest.raises(ValueError, match='not a class'): pattern('Nucleus')
