@@ -61,7 +61,8 @@ def read_json(fname, # The JSON file to read
                            'it may be truncated by an interrupted write') from None
 
 # %% ../nbs/00a_files.ipynb #08317953
-def is_writable(folder) -> bool: # A folder (it need not exist yet)
+def is_writable(folder, # A folder (it need not exist yet)
+                ) -> bool:
     "Whether files can be created in `folder` (or in the nearest existing parent it would be made in)"
     p = Path(folder).absolute()
     while not p.exists() and p != p.parent: p = p.parent
@@ -96,7 +97,8 @@ def files_fingerprint(files, # Paths of the files
         h.update(f'{Path(fn).name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:16]
 
-def git_commit(folder=None) -> str|None: # A folder inside the repository (default: this package's)
+def git_commit(folder=None, # A folder inside the repository (default: this package's)
+               ) -> str|None:
     "The git commit (with `+dirty` when there are uncommitted changes) of the code, or None outside a checkout"
     folder = Path(folder or Path(globals().get('__file__', '.')).parent)   # a notebook has no __file__
     try:

@@ -45,11 +45,13 @@ def real_data(start=None, # Where to start looking (default: the working directo
     if real is None and not quiet: print(f'skipped: {NO_REAL_DATA}')
     return real
 
-def real_sample(real:Path) -> Path:
+def real_sample(real:Path, # The real HPA folder, from `real_data`
+               ) -> Path:
     "The stem (`folder/Id`) of the complete real 4-channel sample in `real`"
     return Path(real)/'sample_4ch'/REAL_SAMPLE_ID
 
-def needs_real(start=None): # Where to start looking for the real files
+def needs_real(start=None, # Where to start looking for the real files
+               ):
     "A pytest mark that skips a test when the real HPA files are absent"
     import pytest
     return pytest.mark.skipif(real_hpa_path(start) is None, reason=NO_REAL_DATA)

@@ -1,0 +1,69 @@
+"""The house rules that keep the project easy to change: README in step with nbs/index.ipynb, parameters documented,
+imports one way. `python tests/test_docs.py` rewrites README.md from the index notebook."""
+import ast, dataclasses, importlib, inspect, json, re
+from pathlib import Path
+from fastcore.docments import docments
+
+ROOT = Path(__file__).parent.parent
+MODULES = ['core', 'files', 'data', 'synth', 'features', 'learner', 'inference', 'cli', 'experiments', 'test_utils']
+
+def readme_from_index() -> str:
+    "README.md's text: the index notebook's markdown cells, with links to notebooks made relative to the repository root"
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    text = '\n\n'.join(''.join(c['source']).strip('\n') for c in nb['cells'] if c['cell_type'] == 'markdown') + '\n'
+    return re.sub(r'\]\((?!https?:)([\w-]+\.ipynb)\)', r'](nbs/\1)', text)
+
+def test_readme_in_step_with_index():
+    assert (ROOT/'README.md').read_text() == readme_from_index(), 'README.md differs from nbs/index.ipynb: run `python tests/test_docs.py`'
+
+def _params(mod):
+    "(name, described?) for every parameter of the public functions, classes and methods of `mod`"
+    for name in mod.__all__:
+        o = getattr(mod, name)
+        fs = []
+        if inspect.isfunction(o): fs = [(name, o)]
+        if dataclasses.is_dataclass(o):                    # fields documented by a comment in the class body
+            src = inspect.getsource(o)
+            for fld in dataclasses.fields(o): yield f'{name}.{fld.name}', bool(re.search(rf'^\s+{fld.name}\s*:[^\n]*#', src, re.M))
+            fs = [(f'{name}.{k}', v) for k, v in vars(o).items() if inspect.isfunction(v) and not k.startswith('_')]
+        elif inspect.isclass(o) and o.__module__ == mod.__name__:
+            fs = [(f'{name}.{k}', v.__func__ if isinstance(v, classmethod) else v) for k, v in vars(o).items()
+                  if (inspect.isfunction(v) or isinstance(v, classmethod)) and (not k.startswith('_') or k == '__init__')]
+        for n, f in fs:
+            if getattr(f, '__module__', '') != mod.__name__: continue
+            try: docs = docments(f)
+            except ValueError: docs = _docs_without_defaults(f)     # an array default confuses fastcore's annotation guess
+            for p, doc in docs.items():
+                if p in ('self', 'cls', 'return', 'args', 'kwargs') or p.startswith('_'): continue
+                yield f'{n}({p})', bool(doc)
+
+def _docs_without_defaults(f):
+    "The `# comment` after each parameter of `f`, read from its source"
+    return dict(zip(inspect.signature(f).parameters, _comments(f)))
+
+def _comments(f):
+    "The `# comment` after each parameter of `f`, from its source"
+    src = inspect.getsource(f); names = list(inspect.signature(f).parameters)
+    head = src[:src.index('):') if '):' in src else len(src)]
+    return [(re.search(rf'\b{n}\b[^\n]*#\s*(.+)', head) or [None, None])[1] for n in names]
+
+def test_parameters_documented():
+    rows = [r for m in MODULES for r in _params(importlib.import_module(f'hpa_fastai.{m}'))]
+    missing = [n for n, ok in rows if not ok]
+    assert len(rows) > 200 and len(missing) / len(rows) <= 0.10, f'{len(missing)}/{len(rows)} parameters undocumented: {missing[:30]}'
+
+def test_imports_one_way():
+    "Each module imports only modules before it in MODULES (test_utils may use core and data)"
+    order = {m: i for i, m in enumerate(MODULES)}
+    for m in MODULES:
+        tree = ast.parse((ROOT/'hpa_fastai'/f'{m}.py').read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = node.module.split('.')[-1] if (node.level or node.module.startswith('hpa_fastai')) else None
+                if mod in order and mod != m:
+                    at_top = node in tree.body
+                    assert order[mod] < order[m] or (not at_top and m == 'data' and mod == 'features'), f'{m} imports {mod}'
+                    if not at_top: assert m == 'data' and mod == 'features', f'{m} imports {mod} inside a function'
+
+if __name__ == '__main__':
+    (ROOT/'README.md').write_text(readme_from_index()); print('README.md rewritten from nbs/index.ipynb')
