@@ -6,7 +6,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/cli.html.md"""
 
 # %% ../nbs/06_cli.ipynb #d99582bd
 from __future__ import annotations
-import contextlib, math, random, shutil, sys, time, warnings, numpy as np, pandas as pd, torch
+import contextlib, math, os, random, shutil, sys, time, warnings, numpy as np, pandas as pd, torch
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from datetime import datetime
@@ -25,8 +25,8 @@ __all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'RU
            'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged', 'DivergenceGuard',
            'check_finite', 'plain_logger', 'build_learner', 'find_lr', 'training_stages', 'rng_states',
            'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'evaluate',
-           'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'run_training', 'find_data',
-           'cli_errors', 'hpa_train', 'hpa_synth', 'hpa_features', 'hpa_predict']
+           'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state', 'broadcast',
+           'run_training', 'find_data', 'cli_errors', 'hpa_train', 'hpa_synth', 'hpa_features', 'hpa_predict']
 
 # %% ../nbs/06_cli.ipynb #29299697
 ARCHS = dict(resnet18=resnet18, resnet34=resnet34, resnet50=resnet50)
@@ -103,7 +103,9 @@ class TrainConfig:
         return self
 
 # %% ../nbs/06_cli.ipynb #8da4dacf
-def _log(msg): print(f'[hpa] {msg}', flush=True)
+def _log(msg):
+    "Print a plain progress line (on the first process only, under multi-process training)"
+    if rank_distrib() == 0: print(f'[hpa] {msg}', flush=True)
 
 def check_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
@@ -225,12 +227,14 @@ def training_stages(learn:Learner, # The learner to fit
     return [(cfg.epochs, noop, lambda s, cbs: learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs, start_epoch=s))]
 
 # %% ../nbs/06_cli.ipynb #f30e8668
+def _train_dl(learn): return getattr(learn.dls.train, 'dl', learn.dls.train)   # unwrap fastai's DistributedDL
+
 def rng_states(learn:Learner, # The learner whose training data loader to include
                ) -> dict:
     "Python, NumPy, torch and the training loader's random states, as plain values `torch.load(weights_only=True)` accepts"
     mt, keys, pos, has_gauss, cached = np.random.get_state()
     return dict(python=random.getstate(), numpy=(mt, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-                torch=torch.get_rng_state(), dl=learn.dls.train.rng.getstate())
+                torch=torch.get_rng_state(), dl=_train_dl(learn).rng.getstate())
 
 def set_rng_states(learn:Learner, # The learner whose training loader to set
                    s:dict, # From `rng_states`
@@ -240,7 +244,7 @@ def set_rng_states(learn:Learner, # The learner whose training loader to set
     mt, keys, pos, has_gauss, cached = s['numpy']
     np.random.set_state((mt, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(s['torch'])
-    learn.dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['dl']))
+    _train_dl(learn).rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['dl']))
 
 def _plain(o):
     "`o` with NumPy scalars and arrays turned into Python numbers and tensors (what `weights_only` loading accepts)"
@@ -261,7 +265,7 @@ class Checkpoint(Callback):
     def after_train(self): self.trained = not hasattr(self.learn, 'lr_finder')
     def after_epoch(self):
         if not self.trained: return
-        state = dict(stage=self.stage, epoch=self.epoch, model=self.learn.model.state_dict(), opt=_plain(self.learn.opt.state_dict()),
+        state = dict(stage=self.stage, epoch=self.epoch, model=get_model(self.learn.model).state_dict(), opt=_plain(self.learn.opt.state_dict()),
                      rng=rng_states(self.learn), f1_rows=_plain(list(self.learn.f1_history.rows)), info=_plain(self.info or {}))
         with atomic_write(self.fname, mode=None) as tmp: torch.save(state, tmp)
 
@@ -288,10 +292,12 @@ def train_learner(learn:Learner, # From `build_learner`
                   run=None, # Run folder for the checkpoint and lr_find plot (None: neither)
                   resume:dict|None=None, # A checkpoint (from `load_checkpoint`) to continue from
                   cbs=None, # Extra callbacks for every stage
+                  lr:float|None=None, # The learning rate, when already chosen (default: `cfg.lr`, else `find_lr`)
                  ) -> float:
     "Fit `learn` as `cfg` says, checkpointing each epoch; returns the learning rate used"
     run = Path(run) if run is not None else None
-    if resume is not None: lr = resume['info']['lr']
+    if lr is not None: pass
+    elif resume is not None: lr = resume['info']['lr']
     elif cfg.lr is None:
         lr = find_lr(learn, run/'lr_find.png' if run else None)
         _log(f'lr_find: {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
@@ -310,7 +316,7 @@ def train_learner(learn:Learner, # From `build_learner`
                 extra = [RestoreRandom(start, resume['rng'])] if start < n_epoch else []
                 if start >= n_epoch: set_rng_states(learn, resume['rng'])     # the next stage starts from these
         if start >= n_epoch: continue
-        ck = [Checkpoint(run/'checkpoint.pth', i, dict(lr=lr))] if run is not None else []
+        ck = [Checkpoint(run/'checkpoint.pth', i, dict(lr=lr))] if run is not None and rank_distrib() == 0 else []
         fit(start, ck + extra + list(L(cbs)))
     return lr
 
@@ -410,6 +416,33 @@ def save_figure(fname, # The PNG to write
     with atomic_write(fname, mode=None) as tmp: plt.savefig(tmp, dpi=80)
     plt.close('all'); return Path(fname)
 
+# %% ../nbs/06_cli.ipynb #e7d44814
+def distributed_state():
+    "Accelerate's process state when launched on several processes (`accelerate launch`), else None"
+    if num_distrib() <= 1: return None
+    try: from accelerate import PartialState
+    except ImportError: raise HpaConfigError('several processes need Hugging Face Accelerate: pip install "hpa_fastai[distributed]"') from None
+    _cpu_friendly_distributed_dl()
+    return PartialState(cpu=not torch.cuda.is_available())     # CPU processes: gloo (tests, laptops)
+
+def _cpu_friendly_distributed_dl():
+    "fastai's `DistributedDL` broadcasts the shuffled order as a CUDA tensor (NCCL); keep it on the CPU under gloo"
+    from fastai.distributed import DistributedDL
+    def _broadcast(self, t, rank):
+        t = LongTensor(t)
+        if torch.distributed.get_backend() == 'nccl': t = t.cuda()
+        torch.distributed.broadcast(t, rank)
+        return t.cpu().tolist()
+    DistributedDL._broadcast = _broadcast
+
+def broadcast(obj, # A picklable value, taken from rank 0
+              state=None, # From `distributed_state` (None: one process, `obj` returned as is)
+             ):
+    "`obj` as rank 0 has it, on every process"
+    if state is None: return obj
+    from accelerate.utils import broadcast_object_list
+    return broadcast_object_list([obj])[0]
+
 # %% ../nbs/06_cli.ipynb #b1e49687
 def run_training(path, # Data folder in the Kaggle layout
                  out='runs', # Folder for run folders
@@ -421,7 +454,11 @@ def run_training(path, # Data folder in the Kaggle layout
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
     t0 = time.time(); path = Path(path) if path is not None else None
-    run = prepare_run(out, name, overwrite, resume)
+    dist = distributed_state(); main, n_proc = rank_distrib() == 0, max(num_distrib(), 1)
+    if dist is not None:
+        if resume: raise HpaConfigError('--resume runs on one process: resume without `accelerate launch`, or start a new run')
+        name = broadcast(name or datetime.now().strftime('%Y%m%d-%H%M%S'), dist)      # one run folder, named by rank 0
+    run = prepare_run(out, name, overwrite, resume) if main else Path(out)/name
     if resume:
         saved = read_json(run/'config.json', 'run configuration')
         if config: _log(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
@@ -429,27 +466,34 @@ def run_training(path, # Data folder in the Kaggle layout
     else: cfg, state = TrainConfig(**config).check(), None
     set_seed(cfg.seed, reproducible=True)
     _log(f'data: {path}  →  run folder {run}')
-    dls = build_data(path, cfg)
+    with dist.main_process_first() if dist is not None else contextlib.nullcontext():
+        dls = build_data(path, cfg)                  # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
-    if not resume: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
+    if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
     _log(f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels}, features {"on" if cfg.features else "off"}')
     _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
     learn = build_learner(dls, cfg, run)
     _log(f'data ready in {time.time() - t0:.0f} s' + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else ''))
-    lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
-    _log(f'trained in {time.time() - t0:.0f} s (since start)')
+    if dist is None: lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
+    else:
+        from fastai.distributed import distrib_ctx   # needs accelerate
+        lr = broadcast(find_lr(learn, run/'lr_find.png') if cfg.lr is None and main else cfg.lr, dist)
+        with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()): train_learner(learn, cfg, run, cbs=cbs, lr=lr)
+        if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
+        os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
+    _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg)
     test = predict_test(learn, path, cfg, th, run/'submission.csv')
-    model_fn = export_hpa(learn, run/'model.pkl', th, method=cfg.threshold_method)
+    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), th, method=cfg.threshold_method)
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
     save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn))
     metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
-                   config=asdict(cfg), data=data, software=run_info(),
+                   config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
                    machine=torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads')
     write_json(run/'metrics.json', metrics)
     (run/'checkpoint.pth').unlink(missing_ok=True)

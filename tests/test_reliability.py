@@ -104,3 +104,19 @@ def test_predict_bad_sample_submission(tmp_path):
     assert r.returncode == 1 and 'ss.csv: no Id column' in r.stderr, r.stderr[-2000:]
     r = cli(['hpa-predict', 'model.pkl', 'd/test', '--tta', 'bogus'], tmp_path)
     assert r.returncode == 2 and '--tta must be one of' in r.stderr
+
+def test_two_processes(tmp_path):
+    "Data-parallel training on 2 CPU processes (gloo): one run folder, written by rank 0, each validation sample scored once"
+    import sys
+    pytest.importorskip('accelerate')
+    d = fake_hpa(tmp_path/'d', n=24, n_test=4)
+    exe = str(Path(sys.executable).parent/'hpa-train')          # the real script (a pyenv shim is a shell script)
+    r = cli(['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+             '--dynamo_backend', 'no', exe, '--path', 'd', '--out', 'runs', '--size', '32', '--bs', '4', '--epochs', '1',
+             '--lr', '1e-3', '--arch', 'resnet18', '--num-workers', '0', '--tta', 'none'], tmp_path)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    runs = list((tmp_path/'runs').iterdir())
+    assert len(runs) == 1, runs                                   # one folder, named by rank 0
+    m = json.loads((runs[0]/'metrics.json').read_text())
+    assert m['processes'] == 2 and m['valid']['n'] == 12          # the whole validation split, no padded duplicates
+    assert r.stdout.count('trained in') == 1 and 'on 2 processes' in r.stdout
