@@ -23,7 +23,10 @@ __all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_cha
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 _PLANE = {'red': [2], 'green': [1], 'blue': [0], 'yellow': [2, 1]}   # OpenCV planes are B, G, R
 
-def channel_file(folder, id_:str, channel:str) -> Path:
+def channel_file(folder, # Image folder
+                 id_:str, # Sample Id
+                 channel:str, # Channel name: 'red', 'green', 'blue' or 'yellow'
+                ) -> Path:
     "The file holding `channel` of sample `id_` in `folder`, whatever its image extension"
     folder = Path(folder)
     for ext in IMG_EXTS:
@@ -32,7 +35,9 @@ def channel_file(folder, id_:str, channel:str) -> Path:
     raise HpaDataError(f'sample {id_!r}: no {channel} channel file ({id_}_{channel}.png/.jpg) in {folder}')
 
 # %% ../nbs/01_data.ipynb #6bd3fe62
-def read_channel(fn, channel:str='green') -> np.ndarray:
+def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colour, 8- or 16-bit
+                 channel:str='green', # Its stain: which plane(s) of a colour file to keep
+                ) -> np.ndarray:
     "Read one channel file as a 2-D uint8 array, reducing colour, alpha and 16-bit files"
     fn = Path(fn)
     im = cv2.imread(str(fn), cv2.IMREAD_UNCHANGED)
@@ -45,7 +50,11 @@ def read_channel(fn, channel:str='green') -> np.ndarray:
     return np.clip(np.round(im), 0, 255).astype(np.uint8) if im.dtype != np.uint8 else im
 
 # %% ../nbs/01_data.ipynb #c930a302
-def open_rgby(folder, id_:str, size:int|None=None, channels=CHANNELS) -> np.ndarray:
+def open_rgby(folder, # Image folder
+              id_:str, # Sample Id
+              size:int|None=None, # Side to resize each channel to (`None`: as stored; the channels must then agree)
+              channels=CHANNELS, # Channel names, in the order they are stacked
+             ) -> np.ndarray:
     "Sample `id_` from `folder` as a `uint8` array H×W×C (channels in `channels` order, default red, green, blue, yellow)"
     planes = [read_channel(channel_file(folder, id_, c), c) for c in channels]
     shapes = {p.shape for p in planes}
@@ -58,7 +67,12 @@ def open_rgby(folder, id_:str, size:int|None=None, channels=CHANNELS) -> np.ndar
     return np.stack(planes, -1)
 
 # %% ../nbs/01_data.ipynb #8e3126d3
-def write_rgby(folder, id_:str, img:np.ndarray, channels=CHANNELS, ext:str='.png'):
+def write_rgby(folder, # Folder to write to (created if missing)
+               id_:str, # Sample Id
+               img:np.ndarray, # H×W×C `uint8` image
+               channels=CHANNELS, # Names of its channels, in order
+               ext:str='.png', # Image file extension
+              ):
     "Write H×W×C `uint8` `img` as one grayscale file per channel, `{id_}_{channel}{ext}`"
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     if img.ndim != 3 or img.shape[-1] != len(channels): raise ValueError(f'expected H×W×{len(channels)} array, got {img.shape}')
@@ -67,7 +81,9 @@ def write_rgby(folder, id_:str, img:np.ndarray, channels=CHANNELS, ext:str='.png
             raise OSError(f'could not write {folder/f"{id_}_{c}{ext}"}')
 
 # %% ../nbs/01_data.ipynb #d8351234
-def rgby_composite(x, stretch:bool=True) -> np.ndarray:
+def rgby_composite(x, # C×H×W image (tensor or array), on a 0-255 or 0-1 scale
+                   stretch:bool=True, # Stretch each channel to its 99.5th percentile first
+                  ) -> np.ndarray:
     "H×W×3 float RGB in [0,1] from a C×H×W image with channels red, green, blue[, yellow]"
     x = np.asarray(x.detach().cpu().float() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     if x.max() > 1.0: x = x / 255.
@@ -84,7 +100,10 @@ _TINT = {'red': (1, 0, 0), 'green': (0, 1, 0), 'blue': (0, 0, 1), 'yellow': (1, 
 class RGBYImage(TensorImage):
     "A multi-channel HPA image (C×H×W, channels red, green, blue, yellow by default)"
     @classmethod
-    def create(cls, fn, size:int|None=None, channels=CHANNELS) -> RGBYImage:
+    def create(cls, fn, # Stem `folder/Id`, an H×W×C array or a C×H×W tensor
+               size:int|None=None, # Side to resize to (`None`: as stored)
+               channels=CHANNELS, # Channel names to read from a stem
+              ) -> RGBYImage:
         "Open the sample at stem `fn` (`folder/Id`), or wrap an H×W×C array / C×H×W tensor"
         if isinstance(fn, torch.Tensor): return cls(fn)
         if isinstance(fn, np.ndarray):
@@ -92,7 +111,12 @@ class RGBYImage(TensorImage):
         else: fn = Path(fn); arr = open_rgby(fn.parent, fn.name, size=size, channels=channels)
         return cls(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
 
-    def show(self, ctx=None, panels:bool=False, stretch:bool=True, title=None, figsize=None, **kwargs):
+    def show(self, ctx=None, # Axes to draw on (default: a new figure)
+             panels:bool=False, # Also show each channel alone, tinted, beside the composite
+             stretch:bool=True, # Stretch each channel to its 99.5th percentile
+             title=None, # Title of the (composite) axes
+             figsize=None, # Figure size
+             **kwargs):
         "Show as an RGB composite; with `panels=True` (and no `ctx`) also each channel alone"
         if panels and ctx is None:
             n = len(self); names = list(CHANNELS[:n]) if n <= 4 else [str(i) for i in range(n)]
@@ -107,7 +131,8 @@ class RGBYImage(TensorImage):
 # %% ../nbs/01_data.ipynb #69315eb0
 CHANNEL_LETTERS = dict(r='red', g='green', b='blue', y='yellow')
 
-def parse_channels(channels='rgby') -> tuple:
+def parse_channels(channels='rgby', # Letters of 'rgby', or a sequence of channel names
+                  ) -> tuple:
     "Channel names from a string of letters ('rgby', 'rgb') or a sequence of names"
     if isinstance(channels, str) and channels not in CHANNELS:
         bad = set(channels) - set(CHANNEL_LETTERS)
@@ -128,14 +153,19 @@ class OpenRGBY(Transform):
         super().__init__(); store_attr('size'); self.channels = parse_channels(channels)
     def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> RGBYImage: return RGBYImage.create(o, size=self.size, channels=self.channels)
 
-def RGBYImageBlock(size:int|None=None, channels='rgby'):
+def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
+                   channels='rgby', # Channels to read: letters or names
+                  ):
     "A `TransformBlock` for multi-channel HPA images read from `folder/Id` stems"
     return TransformBlock(type_tfms=OpenRGBY(size, channels), batch_tfms=IntToFloatTensor)
 
 # %% ../nbs/01_data.ipynb #7e960dd2
 HPA_STATS = ([0.0804, 0.0526, 0.0548, 0.0827], [0.1370, 0.1015, 0.1531, 0.1381])
 
-def rgby_stats(stems, size:int|None=128, channels='rgby') -> tuple[list, list]:
+def rgby_stats(stems, # Sample stems `folder/Id`
+               size:int|None=128, # Side to resize to first (`None`: as stored)
+               channels='rgby', # Channels: letters or names
+              ) -> tuple[list, list]:
     "Per-channel mean and std (0-1 scale) over the samples at `stems`"
     chans = parse_channels(channels)
     s, s2, n = np.zeros(len(chans)), np.zeros(len(chans)), 0
@@ -147,7 +177,9 @@ def rgby_stats(stems, size:int|None=128, channels='rgby') -> tuple[list, list]:
     mean = s/n
     return mean.tolist(), np.sqrt(np.maximum(s2/n - mean**2, 0)).tolist()
 
-def channel_stats(channels='rgby', stats=None) -> tuple[list, list]:
+def channel_stats(channels='rgby', # Channels wanted: letters or names
+                  stats=None, # (mean, std) of red, green, blue, yellow (default `HPA_STATS`); other lengths pass through
+                 ) -> tuple[list, list]:
     "The mean/std of `channels` picked from 4-channel `stats` (default `HPA_STATS`)"
     mean, std = stats or HPA_STATS
     if len(mean) != 4: return list(mean), list(std)
@@ -172,7 +204,10 @@ def _repair(y, folds, cls):
         folds[src].remove(i); folds[dst].append(i)
     return True
 
-def multilabel_split(labels, valid_pct:float=0.2, seed:int=42) -> tuple[np.ndarray, np.ndarray]:
+def multilabel_split(labels, # `Target` lists, a labels DataFrame, or an (n, 28) multi-hot array
+                     valid_pct:float=0.2, # Share of the samples to validate on
+                     seed:int=42, # Seed of the split
+                    ) -> tuple[np.ndarray, np.ndarray]:
     "Train and valid indices from iterative stratification, every class with ≥ 2 samples in both folds"
     y = _as_multihot(labels)
     if len(y) < 2: raise ValueError(f'multilabel_split needs at least 2 samples, got {len(y)}')
@@ -186,15 +221,20 @@ def multilabel_split(labels, valid_pct:float=0.2, seed:int=42) -> tuple[np.ndarr
 # %% ../nbs/01_data.ipynb #683928a7
 class LabelLookup:
     "Class names of a sample, looked up by the `Id` at the end of its stem"
-    def __init__(self, df:pd.DataFrame): self.d = dict(zip(df['Id'], df['Target']))
+    def __init__(self, df:pd.DataFrame, # Labels: `Id`, and `Target` as lists of class indices
+                ): self.d = dict(zip(df['Id'], df['Target']))
     def __call__(self, stem): return [HPA_CLASSES[i] for i in self.d[Path(stem).name]]
 
-def find_ids(folder) -> list[str]:
+def find_ids(folder, # Image folder
+            ) -> list[str]:
     "Sorted Ids of the samples in `folder` that have a red channel file"
     suffixes = tuple(f'_red{e}' for e in IMG_EXTS)
     return sorted({f[:f.rindex('_red')] for f in os.listdir(folder) if f.endswith(suffixes)})
 
-def check_samples(folder, ids, channels=CHANNELS):
+def check_samples(folder, # Image folder
+                  ids, # Sample Ids to look for
+                  channels=CHANNELS, # Channels each sample must have
+                 ):
     "Raise `HpaDataError` naming the samples in `folder` that miss a channel file"
     folder = Path(folder)
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
@@ -205,14 +245,23 @@ def check_samples(folder, ids, channels=CHANNELS):
         raise HpaDataError(f'{folder}: {len(missing)} channel file(s) missing, e.g. {shown}')
 
 # %% ../nbs/01_data.ipynb #9d599edb
-def hpa_aug(max_rotate:float=20., max_zoom:float=1.1, **kwargs):
+def hpa_aug(max_rotate:float=20., # Largest rotation, in degrees
+            max_zoom:float=1.1, # Largest zoom factor
+            **kwargs, # Passed to `aug_transforms`
+           ):
     "The paper's flip + affine augmentation: dihedral flips, small rotations and zooms, no lighting or warp"
     return aug_transforms(do_flip=True, flip_vert=True, max_rotate=max_rotate, max_zoom=max_zoom,
                           max_lighting=0., max_warp=0., **kwargs)
 
 # %% ../nbs/01_data.ipynb #73a174c9
-def hpa_datablock(df:pd.DataFrame, size:int|None=256, channels='rgby', valid_idx=None, aug:bool=True,
-                  stats=None, extra_blocks=()) -> DataBlock:
+def hpa_datablock(df:pd.DataFrame, # Labels: `Id`, and `Target` as lists of class indices
+                  size:int|None=256, # Side the images are resized to (`None`: as stored)
+                  channels='rgby', # Channels to read: letters or names
+                  valid_idx=None, # Positions of the validation items (`None`: no validation set)
+                  aug:bool=True, # Apply the paper's flip + affine augmentation (`hpa_aug`)
+                  stats=None, # Per-channel (mean, std); default `HPA_STATS`
+                  extra_blocks=(), # More input blocks, after the image
+                 ) -> DataBlock:
     "A `DataBlock` of HPA stems: images (plus `extra_blocks`) and `HPA_CLASSES` multi-hot targets"
     chans = parse_channels(channels)
     blocks = (RGBYImageBlock(size, chans), *extra_blocks, MultiCategoryBlock(vocab=HPA_CLASSES))
@@ -261,7 +310,8 @@ def __getattr__(name):
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 # %% ../nbs/01_data.ipynb #44258030
-def rgby_opener(dls:DataLoaders) -> OpenRGBY:
+def rgby_opener(dls:DataLoaders, # DataLoaders (or a learner's `dls`)
+               ) -> OpenRGBY:
     "The `OpenRGBY` transform of `dls` (its image `size` and `channels`)"
     found = dls.train_ds.tls[0].tfms.fs.filter(risinstance(OpenRGBY))
     if not found: raise ValueError('these DataLoaders were not made with RGBYImageBlock')

@@ -6,12 +6,15 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/features.html.md"""
 
 # %% ../nbs/03_features.ipynb #7ac62e30
 from __future__ import annotations
-import hashlib, json, os, warnings, numpy as np, pandas as pd, cv2, torch
+import ctypes, hashlib, json, os, signal, sys, warnings, numpy as np, pandas as pd, cv2, torch
 from pathlib import Path
-from fastcore.parallel import parallel
+from multiprocessing import get_context
 from fastai.vision.all import *
+from fastcore.parallel import ProcessPoolExecutor
+from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
+from .files import atomic_write, cache_root, files_fingerprint
 
 # %% auto #0
 __all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params', 'feature_params_key', 'ssim', 'blob_shapes',
@@ -28,16 +31,22 @@ FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 FEATURE_PARAMS = dict(version=1, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9,
                       nucleus_floor=8, green_floor=4, min_blob=4, min_nucleus=60)
 
-def feature_params(params=None) -> dict: # Overrides of some `FEATURE_PARAMS` (or None)
+def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
+                  ) -> dict:
     "`FEATURE_PARAMS` updated with `params`"
     return {**FEATURE_PARAMS, **(params or {})}
 
-def feature_params_key(params=None) -> str: # Feature parameters (default `FEATURE_PARAMS`)
+def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                      ) -> str:
     "A short hash of the feature parameters: the cache key"
     return hashlib.sha1(json.dumps(params or FEATURE_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
 
 # %% ../nbs/03_features.ipynb #7fba81f8
-def ssim(x, y, win:int=7, data_range:float=255.) -> float:
+def ssim(x, # A 2-D image
+         y, # Another of the same shape
+         win:int=7, # Side of the square sliding window
+         data_range:float=255., # Range of the pixel values (255 for `uint8`)
+        ) -> float:
     "Mean structural similarity of two 2-D images, as `skimage.metrics.structural_similarity` with its defaults"
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     blur = lambda a: cv2.blur(a, (win, win), borderType=cv2.BORDER_REFLECT)
@@ -61,7 +70,9 @@ def _components(mask, min_area):
     remap = np.zeros(n, np.int32); remap[keep] = np.arange(1, len(keep) + 1)
     return remap[lab], stats[keep, cv2.CC_STAT_AREA].astype(np.float64)
 
-def blob_shapes(lab, n:int):
+def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
+                n:int, # Number of blobs
+               ):
     "Centroids (x, y), major/minor axis ratio, compactness and fitted ellipses (half-axes, angle°) of blobs 1..`n`"
     if n == 0: return np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros((0, 2)), np.zeros(0)
     ys, xs = np.nonzero(lab); l = lab[ys, xs]
@@ -104,7 +115,9 @@ def _stretch(x, q):
     return np.clip(x.astype(np.float32) * (255. / hi), 0, 255)
 
 # %% ../nbs/03_features.ipynb #cc3ba23f
-def extract_features(rgby, params=None) -> np.ndarray:
+def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: clipped to 0-255
+                     params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                    ) -> np.ndarray:
     "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"
     p = feature_params(params)
     r, g, b, y = _prep(rgby, p); ws = p['work_size']
@@ -129,14 +142,19 @@ def extract_features(rgby, params=None) -> np.ndarray:
     return np.nan_to_num(res, nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
 
 # %% ../nbs/03_features.ipynb #27fc9365
-def feature_masks(rgby, params=None):
+def feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
+                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                 ):
     "Nucleus label image, blob label image and the blurred green at `work_size`: what the features see"
     p = feature_params(params)
     r, g, b, y = _prep(rgby, p)
     nlab, _, _, blab, _ = _segment(b, g, p)
     return nlab, blab, g
 
-def show_feature_masks(rgby, params=None, figsize=(10, 5)):
+def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
+                       params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                       figsize=(10, 5), # Size of the two-panel figure
+                      ):
     "Figures 2 and 3 of the paper: nuclei over the protein, and protein blobs with fitted ellipses"
     nlab, blab, g = feature_masks(rgby, params)
     gs = _stretch(g, 99.9).astype(np.uint8)
@@ -154,7 +172,23 @@ def show_feature_masks(rgby, params=None, figsize=(10, 5)):
     return axs
 
 # %% ../nbs/03_features.ipynb #fa0a9367
-def _chunk_name(ids) -> str: return 'chunk-' + hashlib.sha1('\n'.join(ids).encode()).hexdigest()[:16] + '.parquet'
+def _chunk_files(folder, ids) -> list[Path]:
+    "Every channel file of samples `ids` in `folder`; a missing one is left out (its sample fails, and is retried)"
+    fs = []
+    for i in ids:
+        for c in CHANNELS:
+            try: fs.append(channel_file(folder, i, c))
+            except HpaDataError: pass
+    return fs
+
+def _chunk_name(folder, ids) -> str:
+    "Cache file name of a chunk: a hash of its Ids and of its files' names, sizes and modification times"
+    h = hashlib.sha1('\n'.join(ids).encode())
+    h.update(files_fingerprint(_chunk_files(folder, ids)).encode())
+    return f'chunk-{h.hexdigest()[:16]}.parquet'
+
+# %% ../nbs/03_features.ipynb #178c2254
+_COLUMNS = ['Id', *FEATURE_NAMES, 'error']
 
 def _compute_chunk(args):
     "Features (and errors) of one chunk of samples, written atomically to its cache file"
@@ -163,39 +197,63 @@ def _compute_chunk(args):
     for i in ids:
         try: rows.append([i, *extract_features(open_rgby(folder, i), params), ''])
         except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*10, str(e)])
-    df = pd.DataFrame(rows, columns=['Id', *FEATURE_NAMES, 'error'])
+    df = pd.DataFrame(rows, columns=_COLUMNS)
     if dest is not None:
-        tmp = dest.with_suffix(f'.tmp{os.getpid()}')
-        df.to_parquet(tmp, index=False); os.replace(tmp, dest)
+        with atomic_write(dest, mode=None) as tmp: df.to_parquet(tmp, index=False)
     return df
 
-# %% ../nbs/03_features.ipynb #76cced13
-def _read_chunk(fn, ids):
+# %% ../nbs/03_features.ipynb #3182d076
+def _chunk_problem(df, ids) -> str|None:
+    "What makes `df` unfit to be the cached chunk of samples `ids`, or None"
+    missing = [c for c in _COLUMNS if c not in df.columns]
+    if missing: return f'missing column(s) {missing}'
+    if list(df.columns) != _COLUMNS: return f'columns {list(df.columns)}, expected {_COLUMNS}'
+    if list(df.Id) != list(ids): return f'its Ids are not those of the chunk ({len(df)} rows for {len(ids)} Ids)'
+    text = [c for c in FEATURE_NAMES if df[c].dtype.kind not in 'fiu']
+    if text: return f'non-numeric column(s) {text}'
+    ok = (df.error == '').to_numpy()
+    if not np.isfinite(df.loc[ok, FEATURE_NAMES].to_numpy(np.float64)).all(): return 'NaN or infinite features'
+    return None
+
+def _read_chunk(fn, ids) -> pd.DataFrame|None:
+    "The cached chunk `fn` of samples `ids`, or None (with a warning naming `fn`) if it is unreadable or does not fit"
     try: df = pd.read_parquet(fn)
     except Exception as e:
         warnings.warn(f'{fn}: unreadable cache chunk ({e}); recomputing it'); return None
-    return df if list(df.Id) == list(ids) else None
+    problem = _chunk_problem(df, ids)
+    if problem: warnings.warn(f'{fn}: cache chunk does not fit ({problem}); recomputing it'); return None
+    return df
 
-def feature_table(folder, ids=None, n_workers:int|None=None, cache=True, chunk_size:int=256, params=None) -> pd.DataFrame:
-    "DataFrame of `Id` and the ten features for samples `ids` (default: all) in `folder`; cached in chunks"
-    folder = Path(folder); p = feature_params(params)
-    ids = list(ids) if ids is not None else find_ids(folder)
-    cdir = None
-    if cache:
-        cdir = (Path(cache) if not isinstance(cache, bool) else folder.parent/'features_cache')/f'{folder.name}-{feature_params_key(p)}'
-        cdir.mkdir(parents=True, exist_ok=True)
-    chunks = [ids[i:i+chunk_size] for i in range(0, len(ids), chunk_size)]
-    done, todo = {}, []
-    for k, ch in enumerate(chunks):
-        fn = cdir/_chunk_name(ch) if cdir else None
-        df = _read_chunk(fn, ch) if fn is not None and fn.exists() else None
-        if df is not None and (df.error == '').all(): done[k] = df
-        else: todo.append(k)
-    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
-    res = parallel(_compute_chunk, [(folder, chunks[k], cdir/_chunk_name(chunks[k]) if cdir else None, p) for k in todo],
-                   n_workers=n_workers, progress=len(todo) > 1)
-    done.update(zip(todo, res))
-    df = pd.concat([done[k] for k in range(len(chunks))], ignore_index=True) if chunks else pd.DataFrame(columns=['Id', *FEATURE_NAMES, 'error'])
+# %% ../nbs/03_features.ipynb #3e52f9e2
+_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
+
+def _die_with_parent(parent:int|None=None):
+    "Pool initializer: on Linux, ask the kernel to SIGTERM this worker when its parent dies (a no-op elsewhere)"
+    if not sys.platform.startswith('linux'): return
+    try: ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError): return
+    if parent is not None and os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)   # it died before we asked
+
+def _run_chunks(jobs, n_workers:int) -> list:
+    "`_compute_chunk` of each job: in this process when `n_workers` is 0, else in workers that die with it"
+    ctx = get_context('fork' if sys.platform == 'darwin' else None)       # as fastcore's `parallel`
+    parent = os.getpid() if ctx.get_start_method() == 'fork' else None    # forkserver: the server is the parent
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent, initargs=(parent,)) as ex:
+        res = ex.map(_compute_chunk, jobs)
+        return list(progress_bar(res, total=len(jobs), leave=False) if len(jobs) > 1 else res)
+
+# %% ../nbs/03_features.ipynb #76cced13
+def _cache_folder(folder:Path, params:dict, cache_dir=None) -> Path:
+    "The chunk folder of `folder`'s features under `params`: `cache_root(folder, cache_dir)/{folder.name}-{key}`"
+    cdir = cache_root(folder, cache_dir)/f'{folder.name}-{feature_params_key(params)}'
+    try: cdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HpaDataError(f'{cdir}: cannot create the feature cache ({e.strerror}); pass another `cache_dir`, or `cache=False`') from None
+    return cdir
+
+def _gather(dfs) -> pd.DataFrame:
+    "The good rows of the chunks `dfs` as one table; failed samples are warned about and kept in `attrs['failed']`"
+    df = pd.concat(dfs, ignore_index=True)
     bad = df[df.error != '']
     if len(bad):
         warnings.warn(f'{len(bad)} sample(s) could not be read and are left out: ' + '; '.join(bad.error.head(5)))
@@ -203,27 +261,77 @@ def feature_table(folder, ids=None, n_workers:int|None=None, cache=True, chunk_s
     out.attrs['failed'] = dict(zip(bad.Id, bad.error))
     return out
 
+def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
+                  ids=None, # Their Ids (default: every sample in `folder`)
+                  n_workers:int|None=None, # Processes (default: all cores, at most one a chunk; 0: this process)
+                  cache=True, # Read and write the chunk cache (`False`: compute everything, write nothing)
+                  chunk_size:int=256, # Samples per cache chunk
+                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                  cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
+                 ) -> pd.DataFrame:
+    "DataFrame of `Id` and the ten features of samples `ids` in `folder`; cached in chunks keyed by their files"
+    folder = Path(folder); p = feature_params(params)
+    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+    ids = list(ids) if ids is not None else find_ids(folder)
+    if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
+    if isinstance(cache, (str, os.PathLike)): cache_dir, cache = cache, True       # a folder given as `cache`
+    cdir = _cache_folder(folder, p, cache_dir) if cache else None
+    chunks = [ids[i:i+chunk_size] for i in range(0, len(ids), chunk_size)]
+    dests = [cdir/_chunk_name(folder, ch) if cdir else None for ch in chunks]
+    done = {}
+    for k, fn in enumerate(dests):
+        df = _read_chunk(fn, chunks[k]) if fn is not None and fn.exists() else None
+        if df is not None and (df.error == '').all(): done[k] = df
+    todo = [k for k in range(len(chunks)) if k not in done]
+    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
+    done.update(zip(todo, _run_chunks([(folder, chunks[k], dests[k], p) for k in todo], n_workers)))
+    return _gather([done[k] for k in range(len(chunks))])
+
 # %% ../nbs/03_features.ipynb #b8deba9f
+_F32_MAX = float(np.finfo(np.float32).max)
+
+def _nonfinite_rows(X, A) -> str|None:
+    "Up to five of the rows of `A` (the values of `X`) with NaN or inf: by Id for a table, else by row number"
+    bad = np.flatnonzero(~np.isfinite(A).all(1))
+    if not len(bad): return None
+    ids = None
+    if isinstance(X, pd.DataFrame): ids = X['Id'] if 'Id' in X.columns else X.index if X.index.name == 'Id' else None
+    shown = f'Ids {[str(i) for i in np.asarray(ids)[bad[:5]]]}' if ids is not None else f'rows {bad[:5].tolist()}'
+    return f'{len(bad)} row(s) with NaN or infinite features, e.g. {shown}'
+
 class FeatureNorm:
     "Quantile-clipped min-max scaling to [0, 1], fitted on training rows, then the paper's weights"
-    def __init__(self, lo, hi, weights=FEATURE_WEIGHTS):
-        self.lo, self.hi, self.weights = np.asarray(lo, np.float32), np.asarray(hi, np.float32), np.asarray(weights, np.float32)
+    def __init__(self, lo, # Value of each feature that maps to 0
+                 hi, # Value of each feature that maps to 1
+                 weights=FEATURE_WEIGHTS, # Weight of each feature after scaling
+                ):
+        clip32 = lambda v: np.clip(np.asarray(v, np.float64), -_F32_MAX, _F32_MAX).astype(np.float32)   # no inf from a cast
+        self.lo, self.hi = clip32(lo), clip32(hi)
+        self.weights = np.asarray(weights, np.float32)
     @classmethod
-    def fit(cls, X, q:float=0.01, weights=FEATURE_WEIGHTS):
-        "Fit on a (n, 10) array or a feature table's training rows"
-        X = np.asarray(X[FEATURE_NAMES] if isinstance(X, pd.DataFrame) else X, np.float64)
-        if len(X) == 0: raise ValueError('FeatureNorm.fit: no training rows')
-        return cls(np.quantile(X, q, axis=0), np.quantile(X, 1 - q, axis=0), weights)
+    def fit(cls, X, # An (n, 10) array, or a feature table (`FEATURE_NAMES` columns, Ids in `Id` or the index)
+            q:float=0.01, # Share clipped at each end: `lo`, `hi` are the `q` and `1 - q` quantiles
+            weights=FEATURE_WEIGHTS, # Weight of each feature after scaling
+           ):
+        "Fit on a (n, 10) array or a feature table's training rows; rows with NaN or inf raise `HpaDataError`"
+        A = np.asarray(X[FEATURE_NAMES] if isinstance(X, pd.DataFrame) else X, np.float64)
+        if len(A) == 0: raise ValueError('FeatureNorm.fit: no training rows')
+        A = A.reshape(len(A), -1); bad = _nonfinite_rows(X, A)
+        if bad: raise HpaDataError(f'FeatureNorm.fit: {bad}; fix or drop them before fitting')
+        return cls(np.quantile(A, q, axis=0), np.quantile(A, 1 - q, axis=0), weights)
     def __call__(self, X) -> np.ndarray:
-        X = np.asarray(X, np.float32)
-        rng = np.where(self.hi > self.lo, self.hi - self.lo, 1)
-        return (np.clip((X - self.lo) / rng, 0, 1) * self.weights).astype(np.float32)
+        "Scale raw features `X` ((n, 10) or (10,)) to [0, 1] and weight them; finite for finite input"
+        X = np.asarray(X, np.float64); lo, hi = self.lo.astype(np.float64), self.hi.astype(np.float64)
+        rng = np.where(hi > lo, hi - lo, 1.)
+        with np.errstate(over='ignore'): z = np.clip((X - lo) / rng, 0, 1)
+        return (z * self.weights).astype(np.float32)
     def __repr__(self): return f'FeatureNorm(lo={self.lo.round(3).tolist()}, hi={self.hi.round(3).tolist()})'
 
 # %% ../nbs/03_features.ipynb #04e7bf8b
 class FeatureTensor(TensorBase):
     "The ten weighted, normalised features of a sample"
-    def show(self, ctx=None, **kwargs):
+    def show(self, ctx=None, # Axes to draw in (default: a new small figure)
+             **kwargs):
         "A bar chart of the features in the lower part of `ctx`"
         if ctx is None: _, ctx = plt.subplots(figsize=(3, 1.2))
         ins = ctx.inset_axes([0.02, 0.02, 0.96, 0.28])
@@ -244,7 +352,8 @@ class FeatureLookup(Transform):
     def add(self, table:pd.DataFrame): # Feature table of more samples
         "Add the rows of `table` to the lookup"
         self.table.update(zip(table.Id, table[FEATURE_NAMES].to_numpy(np.float32)))
-    def raw(self, o) -> np.ndarray: # A stem `folder/Id`, an H×W×4 array or a 4×H×W tensor
+    def raw(self, o, # A stem `folder/Id`, an H×W×4 array or a 4×H×W tensor
+           ) -> np.ndarray:
         "The ten raw features of `o`: looked up by Id, else computed"
         if isinstance(o, (np.ndarray, torch.Tensor)):
             x = np.asarray(o.permute(1, 2, 0) if isinstance(o, torch.Tensor) else o)
@@ -264,7 +373,10 @@ def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples n
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))
 
 # %% ../nbs/03_features.ipynb #f0fbe7fa
-def short_titles(ctxs, max_names:int=3, fontsize:int=7):
+def short_titles(ctxs, # Axes whose titles to shorten
+                 max_names:int=3, # Class names kept per title line
+                 fontsize:int=7, # Font size of the new titles
+                ):
     "Shorten each axis title to `max_names` class names per line (`+n` for the rest)"
     def short(line):
         names = line.split(';')
@@ -294,17 +406,30 @@ def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None,
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
 # %% ../nbs/03_features.ipynb #6c20aa8a
+def _check_table(table:pd.DataFrame, ids, folder):
+    "Raise `HpaDataError` unless `table` has the feature columns and finite features for every one of `ids`"
+    cols = [c for c in ['Id', *FEATURE_NAMES] if c not in table.columns]
+    if cols: raise HpaDataError(f'{folder}: the feature table lacks column(s) {cols}')
+    missing = set(ids) - set(table.Id)
+    if missing: raise HpaDataError(f'{folder}: no features for {len(missing)} sample(s), e.g. {sorted(missing)[:3]}')
+    rows = table[table.Id.isin(set(ids))]
+    try: bad = _nonfinite_rows(rows, rows[FEATURE_NAMES].to_numpy(np.float64))
+    except (TypeError, ValueError) as e:
+        raise HpaDataError(f'{folder}: the feature table has non-numeric features ({e})') from None
+    if bad: raise HpaDataError(f'{folder}: the feature table has {bad}')
+
 def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
                    folder, # Their image folder
                    train_idx, # Positions of the training rows in `df`: the normaliser is fitted on these only
                    features=True, # True to compute (or read cached) features, or a ready feature table
                    n_workers=None, # Processes for computing features (default: all cores)
                    params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                   cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                   ):
-    "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, norm fitted on `train_idx`"
-    table = features if isinstance(features, pd.DataFrame) else feature_table(folder, df.Id, n_workers=n_workers, params=params)
-    missing = set(df.Id) - set(table.Id)
-    if missing: raise HpaDataError(f'{folder}: no features for {len(missing)} sample(s), e.g. {sorted(missing)[:3]}')
+    "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, checked, norm fitted on `train_idx`"
+    table = features if isinstance(features, pd.DataFrame) else feature_table(
+        folder, df.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
+    _check_table(table, df.Id, folder)
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
@@ -314,14 +439,17 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     features=False, # Add the ten biological features as a second input: True, or a ready feature table
                     feature_workers:int|None=None, # Processes for computing features (default: all cores)
                     feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                    feature_cache_dir=None, # Feature cache folder (default: beside the images if writable, else per-user)
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None
-    extra = (lambda df, folder, train_idx: [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params)]) if use else None
-    return rgby_dataloaders(path, extra_blocks=extra, **kwargs)
+    def extra(df, folder, train_idx):
+        return [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params, feature_cache_dir)]
+    return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
 
 # %% ../nbs/03_features.ipynb #aeadef75
-def feature_lookup(dls) -> FeatureLookup|None: # DataLoaders (or a learner's `dls`)
+def feature_lookup(dls, # DataLoaders (or a learner's `dls`)
+                  ) -> FeatureLookup|None:
     "The `FeatureLookup` of `dls`, or None for image-only `DataLoaders`"
     found = L(dls.train_ds.tls).map(lambda tl: tl.tfms.fs.filter(risinstance(FeatureLookup))).concat()
     return found[0] if found else None
@@ -330,10 +458,11 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
                  folder, # Image folder of the new samples
                  ids=None, # Their Ids (default: every sample in `folder`)
                  n_workers=None, # Processes (default: all cores)
+                 cache_dir=None, # Feature cache folder (default: beside `folder` if writable, else per-user)
                 ):
     "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
     lk = feature_lookup(dls)
     if lk is None: return None
-    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params)
+    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir)
     lk.add(ft)
     return ft
