@@ -135,11 +135,12 @@ def data_fingerprint(path, # Data folder in the Kaggle layout
 
 def build_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
+               cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
               ) -> DataLoaders:
     "The fused (or image-only) `DataLoaders` of `cfg` for the data at `path`, checked to train"
     check_data(path, cfg)
     dls = hpa_dataloaders(path, features=cfg.features, size=cfg.size, bs=cfg.bs, valid_pct=cfg.valid_pct, seed=cfg.seed,
-                          channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers)
+                          channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers, feature_cache_dir=cache_dir)
     if len(dls.train) == 0:
         raise HpaConfigError(f'{path}: {len(dls.train_ds)} training samples make no full batch of --bs {cfg.bs}; lower --bs')
     return dls
@@ -353,12 +354,13 @@ def predict_test(learn:Learner, # A trained learner
                  cfg:TrainConfig, # The run's settings
                  thresholds, # Per-class thresholds
                  submission=None, # Where to write the submission (None: don't)
+                 cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                 ) -> dict|None:
     "Predict `path/test` (with TTA), write the submission, and score it when `test_labels.csv` exists"
     path = Path(path); test_dir, ss = path/'test', path/'sample_submission.csv'
     if not (test_dir.is_dir() and ss.exists()): return None
     ids = read_submission_ids(ss)
-    if cfg.features: add_features(learn.dls, test_dir, ids)
+    if cfg.features: add_features(learn.dls, test_dir, ids, cache_dir=cache_dir)
     tdl = hpa_test_dl(learn.dls, test_dir, ids)
     plain = check_finite(learn.get_preds(dl=tdl)[0], 'test predictions')
     tp = check_finite(dihedral_tta(learn, tdl, agg=cfg.tta)[0], 'test TTA predictions') if cfg.tta != 'none' else plain
@@ -416,7 +418,7 @@ def save_figure(fname, # The PNG to write
     with atomic_write(fname, mode=None) as tmp: plt.savefig(tmp, dpi=80)
     plt.close('all'); return Path(fname)
 
-# %% ../nbs/06_cli.ipynb #e7d44814
+# %% ../nbs/06_cli.ipynb #0c7a329c
 def distributed_state():
     "Accelerate's process state when launched on several processes (`accelerate launch`), else None"
     if num_distrib() <= 1: return None
@@ -450,6 +452,7 @@ def run_training(path, # Data folder in the Kaggle layout
                  overwrite:bool=False, # Replace an existing run folder of that name
                  resume:bool=False, # Continue the interrupted run `out/name` from its last checkpoint
                  cbs=None, # Extra fastai callbacks for training
+                 cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                  **config, # Settings: the fields of `TrainConfig`
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
@@ -467,7 +470,7 @@ def run_training(path, # Data folder in the Kaggle layout
     set_seed(cfg.seed, reproducible=True)
     _log(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
-        dls = build_data(path, cfg)                  # features computed once, by rank 0; the others read its cache
+        dls = build_data(path, cfg, cache_dir)       # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
@@ -486,7 +489,7 @@ def run_training(path, # Data folder in the Kaggle layout
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg)
-    test = predict_test(learn, path, cfg, th, run/'submission.csv')
+    test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
     model_fn = export_hpa(learn, (run/'model.pkl').absolute(), th, method=cfg.threshold_method)
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
@@ -537,6 +540,7 @@ def hpa_train(
     name:str=None, # Run folder name (default: a time stamp)
     overwrite:store_true=False, # Replace an existing run folder of that name
     resume:store_true=False, # Continue the interrupted run OUT/NAME from its last checkpoint (with its saved settings)
+    cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     size:int=64, # Image size the network sees
     bs:int=32, # Batch size
     epochs:int=8, # Epochs
@@ -565,7 +569,7 @@ def hpa_train(
         config = {} if resume else dict(args, features=not no_features, threshold_method=thresholds)
         if not resume: TrainConfig(**config).check()                # every setting checked before any work
         data = None if resume else find_data(path)
-        return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, **config)
+        return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir, **config)
 
 # %% ../nbs/06_cli.ipynb #f25b79e8
 @call_parse
@@ -591,12 +595,13 @@ def hpa_features(
     out:str=None, # Output file (.parquet or .csv; default: FOLDER_features.parquet beside the folder)
     n_workers:int=None, # Processes (default: all cores)
     chunk_size:int=256, # Samples per cache chunk
+    cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
 ):
     "Compute (or resume) the ten biological features of every sample in FOLDER"
     with cli_errors('hpa-features'):
         folder = Path(folder)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size)
+        ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size, cache_dir=cache_dir)
         out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
         with atomic_write(out, mode=None) as tmp:
             ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
@@ -611,6 +616,7 @@ def hpa_predict(
     out:str='submission.csv', # Submission file to write
     tta:str='mean', # Dihedral TTA: mean, max or none
     bs:int=32, # Batch size
+    cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
 ):
     "Predict the samples in FOLDER with a saved model and write a Kaggle submission (a .pkl model runs code when loaded: trust it)"
     with cli_errors('hpa-predict'):
@@ -619,7 +625,7 @@ def hpa_predict(
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         learn = load_hpa(model)
-        add_features(learn.dls, folder, ids)           # cached and parallel; nothing for an image-only model
+        add_features(learn.dls, folder, ids, cache_dir=cache_dir)   # cached and parallel; nothing for an image-only model
         tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
         ids = [Path(s).name for s in tdl.items]
         probs = dihedral_tta(learn, tdl, agg=tta)[0] if tta != 'none' else learn.get_preds(dl=tdl)[0]

@@ -120,3 +120,17 @@ def test_two_processes(tmp_path):
     m = json.loads((runs[0]/'metrics.json').read_text())
     assert m['processes'] == 2 and m['valid']['n'] == 12          # the whole validation split, no padded duplicates
     assert r.stdout.count('trained in') == 1 and 'on 2 processes' in r.stdout
+
+def test_read_only_input(tmp_path):
+    "Kaggle's input folder is read-only: features are cached per user, the run goes to --out"
+    import os, shutil, stat
+    if not shutil.which('setpriv'): pytest.skip('setpriv not found: cannot drop root’s permission override')
+    d = fake_hpa(tmp_path/'input', n=16, n_test=2)
+    for p in [d, *d.rglob('*')]: p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    env = dict(os.environ, HPA_CACHE=str(tmp_path/'cache'))
+    r = subprocess.run(['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--inh-caps=-dac_override,-dac_read_search',
+                        'hpa-train', '--path', 'input', '--name', 'r', *TINY, '--lr', '1e-3'],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert (tmp_path/'runs'/'r'/'submission.csv').exists() and list((tmp_path/'cache').rglob('*.parquet'))
+    assert not (tmp_path/'features_cache').exists()
