@@ -6,7 +6,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #47244fe1
 from __future__ import annotations
-import os, warnings, numpy as np, pandas as pd, cv2, torch
+import operator, os, warnings, numpy as np, pandas as pd, cv2, torch
 from pathlib import Path
 from functools import partial
 from fastai.vision.all import *
@@ -15,8 +15,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
-           'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'rgby_stats', 'channel_stats',
-           'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
+           'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats',
+           'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
            'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
@@ -158,6 +158,32 @@ def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
                   ):
     "A `TransformBlock` for multi-channel HPA images read from `folder/Id` stems"
     return TransformBlock(type_tfms=OpenRGBY(size, channels), batch_tfms=IntToFloatTensor)
+
+# %% ../nbs/01_data.ipynb #edf28911
+def _crop_resize(x:RGBYImage, tl, cp_size, size) -> RGBYImage:
+    "Crop `x` (C×H×W) at top-left `tl` (x, y) to `cp_size` (w, h), padding by reflection where the crop leaves the image, then resize to `size` (w, h)"
+    a = x.permute(1, 2, 0).numpy()
+    h, w = a.shape[:2]; (l, t), (cw, ch) = (int(tl[0]), int(tl[1])), (int(cp_size[0]), int(cp_size[1]))
+    pad = [max(0, -t), max(0, t + ch - h), max(0, -l), max(0, l + cw - w)]
+    if any(pad): a = cv2.copyMakeBorder(a, *pad, cv2.BORDER_REFLECT_101); t, l = t + pad[0], l + pad[2]
+    a = np.ascontiguousarray(a[t:t+ch, l:l+cw])
+    if (a.shape[1], a.shape[0]) != tuple(size):
+        a = cv2.resize(a, tuple(int(s) for s in size), interpolation=cv2.INTER_AREA if a.shape[1] > size[0] else cv2.INTER_LINEAR)
+    if a.ndim == 2: a = a[..., None]
+    return RGBYImage(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1))
+
+@Resize
+def encodes(self, x:RGBYImage):
+    w, h = x.shape[-1], x.shape[-2]
+    if self.method == ResizeMethod.Squish: return _crop_resize(x, (0, 0), (w, h), self.size)
+    op = (operator.lt, operator.gt)[self.method == ResizeMethod.Pad]
+    m = w / self.size[0] if op(w / self.size[0], h / self.size[1]) else h / self.size[1]
+    cp = (int(m * self.size[0]), int(m * self.size[1]))
+    tl = (int(self.pcts[0] * (w - cp[0])), int(self.pcts[1] * (h - cp[1])))
+    return _crop_resize(x, tl, cp, self.size)
+
+@RandomResizedCrop
+def encodes(self, x:RGBYImage): return _crop_resize(x, self.tl, self.cp_size, self.final_size)
 
 # %% ../nbs/01_data.ipynb #7e960dd2
 HPA_STATS = ([0.0804, 0.0526, 0.0548, 0.0827], [0.1370, 0.1015, 0.1531, 0.1381])

@@ -20,7 +20,7 @@ from .files import atomic_write, cache_root, files_fingerprint
 __all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params', 'feature_params_key', 'ssim', 'blob_shapes',
            'extract_features', 'feature_masks', 'show_feature_masks', 'feature_table', 'FeatureNorm', 'FeatureTensor',
            'FeatureLookup', 'FeatureBlock', 'short_titles', 'show_batch', 'show_results', 'feature_blocks',
-           'hpa_dataloaders', 'feature_lookup', 'add_features']
+           'hpa_dataloaders', 'feature_lookup', 'add_features', 'FeatureMixUp']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -370,6 +370,10 @@ def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples n
                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
                 ):
     "A `TransformBlock` of the ten biological features of a sample"
+    if table is None: warnings.warn('FeatureBlock without a feature table: the ten features are computed from every image each time '
+                                    'it is loaded (every epoch); compute them once with `feature_table` and pass `table=`')
+    if norm is None: warnings.warn('FeatureBlock without a normaliser: raw features (scales from 0-1 to hundreds) go to the network; '
+                                   'pass `norm=FeatureNorm.fit(<training rows of the table>)`')
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))
 
 # %% ../nbs/03_features.ipynb #f0fbe7fa
@@ -466,3 +470,16 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
     ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir)
     lk.add(ft)
     return ft
+
+# %% ../nbs/03_features.ipynb #c0346a4c
+class FeatureMixUp(MixUp):
+    "fastai's `MixUp` for batches of several inputs of different ranks (images and features): one λ per sample for all"
+    def before_batch(self):
+        dev = self.xb[0].device
+        lam = self.distrib.sample((self.y.size(0),)).squeeze(-1).to(dev)
+        self.lam = torch.stack([lam, 1 - lam], 1).max(1)[0]
+        shuffle = torch.randperm(self.y.size(0)).to(dev)
+        mix = lambda a, b: torch.lerp(b, a, self.lam.view(-1, *[1] * (a.ndim - 1)).to(a.dtype))
+        self.learn.xb = tuple(mix(x, x[shuffle]) for x in self.xb)
+        self.yb1 = tuple(y[shuffle] for y in self.yb)
+        if not self.stack_y: self.learn.yb = tuple(mix(y.float(), y1.float()) for y, y1 in zip(self.yb, self.yb1))
