@@ -159,7 +159,7 @@ def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
     "A `TransformBlock` for multi-channel HPA images read from `folder/Id` stems"
     return TransformBlock(type_tfms=OpenRGBY(size, channels), batch_tfms=IntToFloatTensor)
 
-# %% ../nbs/01_data.ipynb #edf28911
+# %% ../nbs/01_data.ipynb #e8419df0
 def _crop_resize(x:RGBYImage, tl, cp_size, size) -> RGBYImage:
     "Crop `x` (C×H×W) at top-left `tl` (x, y) to `cp_size` (w, h), padding by reflection where the crop leaves the image, then resize to `size` (w, h)"
     a = x.permute(1, 2, 0).numpy()

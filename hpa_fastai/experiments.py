@@ -9,11 +9,17 @@ from __future__ import annotations
 import json, numpy as np, pandas as pd
 from pathlib import Path
 from datetime import datetime
+from .core import *
 from .files import atomic_write
+from .features import FEATURE_NAMES, feature_lookup
+from .learner import macro_f1
+from .inference import fit_thresholds, predict_labels
 from .cli import run_training, find_data
+from fastai.vision.all import Learner, to_np, torch
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment']
+__all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'permutation_importance',
+           'features_baseline']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 EXPERIMENTS = {
@@ -53,3 +59,75 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
     table = pd.concat([pd.read_csv(fn), pd.DataFrame([row])], ignore_index=True) if fn.exists() else pd.DataFrame([row])
     with atomic_write(fn) as f: table.to_csv(f, index=False)      # the whole table, renamed into place
     return row
+
+# %% ../nbs/07_experiments.ipynb #a27afb24
+def summarise_seeds(rows:list, # Result rows of one configuration, one per seed (from `run_experiment`)
+                   ) -> dict:
+    "One row: the configuration's fields, and `_mean` / `_sd` (sample SD, ddof=1) of every score across the seeds"
+    df = pd.DataFrame(rows)
+    scores = [c for c in df.columns if c.startswith('f1') or c == 'wall_s']
+    res = {k: df[k].iloc[0] for k in ('experiment', 'scale', 'scored_on') if k in df}
+    res.update(seeds=' '.join(map(str, df.seed)), n_seeds=len(df))
+    for c in scores: res[f'{c}_mean'], res[f'{c}_sd'] = float(df[c].mean()), float(df[c].std(ddof=1)) if len(df) > 1 else float('nan')
+    return res
+
+def run_seeds(name:str, # A key of `EXPERIMENTS`
+              path=None, # Data folder (default: data/, else the synthetic demo set)
+              seeds=(0, 1, 2), # One run per seed
+              **kwargs, # Passed to `run_experiment` (scale, out, results, overrides)
+             ) -> dict:
+    "Run configuration `name` once per seed; the mean and SD of each score across seeds"
+    return summarise_seeds([run_experiment(name, path, seed=s, **kwargs) for s in seeds])
+
+# %% ../nbs/07_experiments.ipynb #7674f3ad
+def _valid_arrays(learn:Learner, dl=None):
+    "Pooled image features, feature inputs and targets of every sample of `dl` (default: the validation set), in order"
+    dl = dl if dl is not None else learn.dls.valid.new(shuffle=False, drop_last=False)
+    m = learn.model.eval(); pooled, feats, targs = [], [], []
+    with torch.no_grad():
+        for xb, fb, yb in dl:
+            pooled.append(m.pool(m.body(xb.as_subclass(torch.Tensor)))); feats.append(fb.as_subclass(torch.Tensor).float()); targs.append(yb)
+    return torch.cat(pooled), torch.cat(feats), to_np(torch.cat(targs))
+
+def permutation_importance(learn:Learner, # A trained fused learner (images + the ten features)
+                           dl=None, # Labelled samples to score on (default: the validation set)
+                           n_repeats:int=5, # Shuffles per feature
+                           thresholds=None, # Per-class thresholds (default: fitted on the unshuffled predictions)
+                           seed:int=0, # Seed of the shuffles
+                          ) -> pd.DataFrame:
+    "Drop in macro-F1 when each feature is shuffled across samples: one row per feature, mean and SD over the repeats"
+    m = learn.model
+    if not getattr(m, 'n_features', 0): raise ValueError('permutation_importance needs a fused model (DataLoaders with features)')
+    pooled, feats, targs = _valid_arrays(learn, dl)
+    def f1(fe):
+        with torch.no_grad(): p = torch.sigmoid(m.head(torch.cat([pooled, fe * m.feature_scale], 1)))
+        return macro_f1(predict_labels(to_np(p), th, keep_top=False), targs)
+    with torch.no_grad(): base_p = to_np(torch.sigmoid(m.head(torch.cat([pooled, feats * m.feature_scale], 1))))
+    th = fit_thresholds(base_p, targs) if thresholds is None else np.asarray(thresholds)
+    base, g = f1(feats), torch.Generator().manual_seed(seed)
+    rows = []
+    for j, name in enumerate(FEATURE_NAMES):
+        drops = []
+        for _ in range(n_repeats):
+            fe = feats.clone(); fe[:, j] = fe[torch.randperm(len(fe), generator=g), j]
+            drops.append(base - f1(fe))
+        rows.append(dict(feature=name, f1_drop_mean=float(np.mean(drops)), f1_drop_sd=float(np.std(drops, ddof=1)) if n_repeats > 1 else 0.))
+    return pd.DataFrame(rows).assign(base_f1=base).sort_values('f1_drop_mean', ascending=False, ignore_index=True)
+
+def features_baseline(dls, # Fused `DataLoaders` (from `hpa_dataloaders(..., features=True)`)
+                      C:float=1.0, # Inverse regularisation of the logistic regressions
+                     ) -> dict:
+    "Macro-F1 of a one-vs-rest logistic regression on the ten normalised features, same split, thresholds as for the network"
+    from sklearn.linear_model import LogisticRegression
+    lk = feature_lookup(dls)
+    if lk is None: raise ValueError('features_baseline needs DataLoaders with the feature block')
+    def xy(ds): return (np.stack([lk.norm(lk.raw(s)) if lk.norm is not None else lk.raw(s) for s in ds.items]),
+                        np.stack([to_np(ds[i][-1]) for i in range(len(ds))]))
+    Xt, Yt = xy(dls.train_ds); Xv, Yv = xy(dls.valid_ds)
+    P = np.zeros(Yv.shape)
+    for c in range(Yv.shape[1]):
+        if 0 < Yt[:, c].sum() < len(Yt): P[:, c] = LogisticRegression(C=C, max_iter=1000).fit(Xt, Yt[:, c]).predict_proba(Xv)[:, 1]
+        else: P[:, c] = Yt[:, c].mean()
+    th = fit_thresholds(P, Yv)
+    return dict(f1_at_0_5=macro_f1(predict_labels(P, 0.5, keep_top=False), Yv), f1_thresholds=macro_f1(predict_labels(P, th), Yv),
+                n_train=len(Xt), n_valid=len(Xv), in_sample=True)

@@ -471,7 +471,7 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
     lk.add(ft)
     return ft
 
-# %% ../nbs/03_features.ipynb #c0346a4c
+# %% ../nbs/03_features.ipynb #e46cff3a
 class FeatureMixUp(MixUp):
     "fastai's `MixUp` for batches of several inputs of different ranks (images and features): one λ per sample for all"
     def before_batch(self):
