@@ -21,16 +21,18 @@ from .learner import *
 from .inference import *
 
 # %% auto #0
-__all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'RUN_FILES', 'HpaConfigError', 'fixed_threshold',
-           'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged', 'DivergenceGuard',
-           'check_finite', 'plain_logger', 'build_learner', 'find_lr', 'training_stages', 'rng_states',
-           'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'evaluate',
-           'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state', 'broadcast',
-           'run_training', 'find_data', 'cli_errors', 'hpa_train', 'hpa_synth', 'hpa_features', 'hpa_predict']
+__all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
+           'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged',
+           'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner', 'find_lr',
+           'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint',
+           'train_learner', 'score', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
+           'distributed_state', 'broadcast', 'run_training', 'find_data', 'cli_errors', 'hpa_train', 'hpa_synth',
+           'hpa_features', 'hpa_predict']
 
 # %% ../nbs/06_cli.ipynb #29299697
 ARCHS = dict(resnet18=resnet18, resnet34=resnet34, resnet50=resnet50)
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
 class HpaConfigError(ValueError):
     "Bad training or prediction settings; the message says what to change"
@@ -60,7 +62,10 @@ class TrainConfig:
     extra_dropout:float=0. # The paper's additional dropout before the head (e.g. 0.5)
     threshold_method:str='f1' # f1, freq, global, or a fixed value such as '0.4'
     tta:str='mean' # Dihedral TTA: mean, max or none
-    fp16:bool=False # Mixed precision (CUDA only)
+    fp16:bool=False # Alias of precision='fp16'
+    precision:str='auto' # On CUDA: bf16, fp16 or fp32 (auto: bf16 where supported, else fp16); the CPU trains in fp32
+    channels_last:bool=True # On CUDA: channels-last memory format (faster convolutions with mixed precision)
+    compile:bool=False # On CUDA: torch.compile the model's forward (weights are saved without compile prefixes)
     valid_pct:float=0.2 # Validation share (0: train on everything; needs freq or a fixed threshold)
     seed:int=42 # Random seed
     n:int|None=None # Use only the first n labelled samples
@@ -86,6 +91,7 @@ class TrainConfig:
         need(self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1),
              f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] (got {self.threshold_method!r})')
         need(self.tta in TTA_MODES, f'--tta must be one of {list(TTA_MODES)} (got {self.tta!r})')
+        need(self.precision in PRECISIONS, f'--precision must be one of {list(PRECISIONS)} (got {self.precision!r})')
         need(0 <= self.valid_pct < 1, f'--valid-pct must be in [0, 1) (got {self.valid_pct})')
         if self.valid_pct == 0:
             need(self.threshold_method == 'freq' or fixed is not None,
@@ -176,6 +182,23 @@ def plain_logger(learn:Learner, # The learner whose epochs to print
         _log(f'epoch {vals[0] + 1}: ' + '  '.join(parts))
     return log
 
+def use_gpu_speedups(learn:Learner, # The learner to adapt
+                     cfg:TrainConfig, # Its settings: precision, channels_last, compile
+                    ) -> str:
+    "Mixed precision, channels-last and `torch.compile` on CUDA as `cfg` says (no-ops on the CPU); returns what was done"
+    prec = 'fp16' if cfg.fp16 else cfg.precision
+    if not torch.cuda.is_available():
+        if prec not in ('auto', 'fp32') or cfg.compile: _log(f'no CUDA device: training in fp32 on the CPU (--precision {prec}' + (', --compile' if cfg.compile else '') + ' ignored)')
+        return 'fp32'
+    if prec == 'auto': prec = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    if prec == 'bf16' and not torch.cuda.is_bf16_supported(): _log('bf16 not supported by this GPU: fp16 instead'); prec = 'fp16'
+    if prec == 'bf16': learn.to_bf16()
+    elif prec == 'fp16': learn.to_fp16()
+    if cfg.channels_last: learn.to_channelslast(use_amp=False)   # fastai's ChannelsLast: the model's weights; inputs follow
+    if cfg.compile: learn.model.compile()              # in place: the state dict keeps its keys (no `_orig_mod.`)
+    _log(f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else ''))
+    return prec
+
 def build_learner(dls:DataLoaders, # From `build_data`
                   cfg:TrainConfig, # The run's settings
                   run=None, # The run folder (the learner's `path`)
@@ -184,9 +207,7 @@ def build_learner(dls:DataLoaders, # From `build_data`
     "The fused 4-channel learner of `cfg`, guarded against divergence"
     learn = hpa_learner(dls, arch=ARCHS[cfg.arch], pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
                         loss=cfg.loss, extra_dropout=cfg.extra_dropout, path=run or '.', cbs=[DivergenceGuard()])
-    if cfg.fp16:
-        if torch.cuda.is_available(): learn.to_fp16()
-        else: _log('fp16: no CUDA device, training in fp32')
+    use_gpu_speedups(learn, cfg)
     if plain is None: plain = not sys.stdout.isatty() and not IN_NOTEBOOK
     if plain:
         learn.remove_cbs(L(learn.cbs).filter(risinstance(ProgressCallback)))
@@ -557,7 +578,10 @@ def hpa_train(
     extra_dropout:float=0., # The paper's additional dropout before the head (e.g. 0.5)
     thresholds:str='f1', # Threshold method: f1, freq, global, or a fixed value such as 0.4
     tta:str='mean', # Dihedral TTA: mean, max or none
-    fp16:store_true=False, # Mixed precision (CUDA only)
+    fp16:store_true=False, # Alias of --precision fp16
+    precision:str='auto', # On CUDA: bf16, fp16, fp32, or auto (bf16 where supported, else fp16); fp32 on the CPU
+    no_channels_last:store_true=False, # On CUDA: keep the default memory format
+    compile:store_true=False, # On CUDA: torch.compile the model
     valid_pct:float=0.2, # Validation share (0: train on everything, with --thresholds freq or a value)
     seed:int=42, # Random seed
     n:int=None, # Use only the first n labelled samples
@@ -566,7 +590,7 @@ def hpa_train(
     "Train the fused ResNet34 on HPA data, fit thresholds, run TTA, report, and write a submission"
     with cli_errors('hpa-train'):
         args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
-        config = {} if resume else dict(args, features=not no_features, threshold_method=thresholds)
+        config = {} if resume else dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last)
         if not resume: TrainConfig(**config).check()                # every setting checked before any work
         data = None if resume else find_data(path)
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir, **config)

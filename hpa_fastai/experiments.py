@@ -60,7 +60,7 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
     with atomic_write(fn) as f: table.to_csv(f, index=False)      # the whole table, renamed into place
     return row
 
-# %% ../nbs/07_experiments.ipynb #a27afb24
+# %% ../nbs/07_experiments.ipynb #8dc53407
 def summarise_seeds(rows:list, # Result rows of one configuration, one per seed (from `run_experiment`)
                    ) -> dict:
     "One row: the configuration's fields, and `_mean` / `_sd` (sample SD, ddof=1) of every score across the seeds"
@@ -79,7 +79,7 @@ def run_seeds(name:str, # A key of `EXPERIMENTS`
     "Run configuration `name` once per seed; the mean and SD of each score across seeds"
     return summarise_seeds([run_experiment(name, path, seed=s, **kwargs) for s in seeds])
 
-# %% ../nbs/07_experiments.ipynb #7674f3ad
+# %% ../nbs/07_experiments.ipynb #2b8c3254
 def _valid_arrays(learn:Learner, dl=None):
     "Pooled image features, feature inputs and targets of every sample of `dl` (default: the validation set), in order"
     dl = dl if dl is not None else learn.dls.valid.new(shuffle=False, drop_last=False)
