@@ -17,7 +17,7 @@ from .core import *
 __all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
            'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats',
            'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
-           'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+           'labelled_split', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -300,6 +300,23 @@ def _labels_from(path, csv, df):
     if df is not None: return df if isinstance(df.Target.iloc[0], list) else df.assign(Target=[parse_target(t, f'Id {i}') for i,t in zip(df.Id, df.Target)])
     return read_labels(Path(path)/csv)            # `csv` is relative to `path` (an absolute path wins)
 
+def labelled_split(path, # Data folder in the Kaggle layout
+                   csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
+                   folder='train', # Image folder, relative to `path`
+                   valid_pct:float=0.2, # Validation share, stratified (`0`: train on everything)
+                   seed:int=42, # Seed of the split
+                   channels='rgby', # Channels whose files must exist
+                   df=None, # Labels as a DataFrame instead of `csv`
+                   n:int|None=None, # Use only the first `n` labelled samples
+                  ) -> tuple:
+    "The labels, image folder, and stratified train / valid positions of a Kaggle-layout folder, every file checked"
+    path = Path(path); df = _labels_from(path, csv, df)
+    if n is not None: df = df.iloc[:n].reset_index(drop=True)
+    img_dir = path/folder
+    check_samples(img_dir, df.Id, parse_channels(channels))
+    train_idx, valid_idx = multilabel_split(df, valid_pct, seed) if valid_pct else (np.arange(len(df)), np.zeros(0, int))
+    return df, img_dir, train_idx, valid_idx
+
 def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
                      folder='train', # Image folder, relative to `path`
@@ -316,11 +333,8 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      num_workers:int|None=None, # DataLoader workers (default: up to 8)
                     ) -> DataLoaders:
     "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
-    path = Path(path); df = _labels_from(path, csv, df)
-    if n is not None: df = df.iloc[:n].reset_index(drop=True)
-    chans = parse_channels(channels); img_dir = path/folder
-    check_samples(img_dir, df.Id, chans)
-    train_idx, valid_idx = multilabel_split(df, valid_pct, seed) if valid_pct else (np.arange(len(df)), [])
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n)
+    chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
     stems = [img_dir/i for i in df.Id]

@@ -14,6 +14,7 @@ from fastcore.parallel import ProcessPoolExecutor
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
+from .store import store_path, pack_rgby, open_store, store_dataloaders
 from .files import atomic_write, cache_root, files_fingerprint
 
 # %% auto #0
@@ -437,6 +438,28 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
+# %% ../nbs/03_features.ipynb #89438367
+def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', **kwargs):
+    "The packed store `hpa_dataloaders` should read: the one given, the default one (packed when `store=True`), or None"
+    if store is False or size is None: return None
+    img_dir = Path(path)/folder
+    default = store_path(img_dir, size, channels, cache_dir=cache_dir)
+    if store is None: return default if (default/'index.json').exists() else None    # auto-use a complete store
+    if store is True: return pack_rgby(img_dir, default, size=size, channels=channels)
+    return Path(store)
+
+def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
+                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None):
+    "`hpa_dataloaders` on a packed store: the same split, features and normalisation, batches read whole"
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n)
+    st = open_store(sp, folder=img_dir, ids=df.Id, size=size, channels=channels)
+    table = norm = None
+    if extra is not None:
+        lk = extra(df, img_dir, train_idx)[0].type_tfms[0]
+        table = pd.DataFrame([[i, *lk.table[i]] for i in df.Id], columns=['Id', *FEATURE_NAMES]); norm = lk.norm
+    return store_dataloaders(st, df, train_idx, valid_idx, bs=bs, aug=aug, stats=stats, features=table, feature_norm=norm,
+                             feature_type=FeatureTensor, item_tfms=item_tfms, num_workers=num_workers or 0)
+
 # %% ../nbs/03_features.ipynb #fa8fc076
 @delegates(rgby_dataloaders, but=['extra_blocks'])
 def hpa_dataloaders(path, # Data folder in the Kaggle layout
@@ -444,12 +467,15 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     feature_workers:int|None=None, # Processes for computing features (default: all cores)
                     feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
                     feature_cache_dir=None, # Feature cache folder (default: beside the images if writable, else per-user)
+                    store=None, # A packed store (`pack_rgby`) to read batches from: its path, True for the default one (packed if missing), or False for the per-item path (default: a complete default store is used when it exists)
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None
     def extra(df, folder, train_idx):
         return [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params, feature_cache_dir)]
-    return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
+    sp = _store_for(path, store, feature_cache_dir, **kwargs)
+    if sp is None: return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
+    return _store_dataloaders(path, sp, extra if use else None, **kwargs)
 
 # %% ../nbs/03_features.ipynb #aeadef75
 def feature_lookup(dls, # DataLoaders (or a learner's `dls`)
