@@ -6,17 +6,63 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/inference.html.md"""
 
 # %% ../nbs/05_inference.ipynb #5e7ee7ef
 from __future__ import annotations
-import json, numpy as np, pandas as pd, torch
+import json, warnings, numpy as np, pandas as pd, torch, torchvision
 from pathlib import Path
 from fastai.vision.all import *
+from . import __version__
 from .core import *
 from .data import *
-from .learner import macro_f1, f1_per_class, decode_probs, hpa_learner, F1History
+from .files import atomic_write, write_json, read_json
+from .features import FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
+from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner
+from .learner import decode_probs, f1_per_class, macro_f1
 
 # %% auto #0
-__all__ = ['fit_thresholds', 'predict_labels', 'set_thresholds', 'save_thresholds', 'load_thresholds', 'thresholds_file',
-           'export_hpa', 'load_hpa', 'dihedral', 'dihedral_tta', 'write_submission', 'hpa_report', 'plot_class_f1',
-           'plot_f1_curves']
+__all__ = ['check_probs', 'check_thresholds', 'fit_thresholds', 'predict_labels', 'set_thresholds', 'save_thresholds',
+           'load_thresholds', 'thresholds_file', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral',
+           'dihedral_tta', 'write_submission', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
+
+# %% ../nbs/05_inference.ipynb #652d52ff
+def _np(x) -> np.ndarray:
+    "A NumPy array from a tensor (fastai's `to_np`) or anything array-like"
+    return to_np(x) if isinstance(x, Tensor) else np.asarray(x)
+
+def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
+
+def check_probs(probs, # Probabilities (samples × classes): an array or a tensor
+                what:str='probabilities', # What they are, for the error message (a file name, say)
+                ids=None, # Sample Ids of the rows, to name the row at fault
+               ) -> np.ndarray:
+    "`probs` as a float64 (n, classes) array; NaN, infinite or outside [0, 1] raises `HpaDataError` naming the first bad row"
+    try: p = _np(probs).astype(np.float64)
+    except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: not numbers ({e})') from None
+    if p.ndim != 2: raise HpaDataError(f'{what}: expected a samples × classes array, got shape {p.shape}')
+    def first(bad):
+        r, c = np.argwhere(bad)[0]
+        row = f'row {r}' + (f' (Id {ids[r]!r})' if ids is not None and r < len(ids) else '')
+        return f'{int(bad.sum())} value(s), the first {p[r, c]} at {row}, {_cls(c, p.shape[1])}'
+    bad = ~np.isfinite(p)
+    if bad.any(): raise HpaDataError(f'{what}: NaN or infinite: {first(bad)}. The model diverged? Lower the learning rate '
+                                     '(or train in fp32) and retrain; these cannot make a submission')
+    bad = (p < 0) | (p > 1)
+    if bad.any(): raise HpaDataError(f'{what}: outside [0, 1]: {first(bad)}. Logits? Apply a sigmoid first')
+    return p
+
+def check_thresholds(thresholds, # One threshold for all classes, or one per class
+                     what:str='thresholds', # What they are, for the error message (a file name, say)
+                     n:int=N_CLASSES, # Number of classes
+                    ) -> np.ndarray:
+    "`thresholds` as a float64 array of `n`; a non-number, NaN or a value outside [0, 1] raises `HpaDataError`"
+    try: t = _np(thresholds).astype(np.float64)
+    except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: thresholds must be numbers ({e})') from None
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != n): raise HpaDataError(f'{what}: expected one threshold or {n} (one per class), got shape {t.shape}')
+    t = np.broadcast_to(t, (n,)).copy()
+    bad = ~(np.isfinite(t) & (t >= 0) & (t <= 1))
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        raise HpaDataError(f'{what}: {int(bad.sum())} threshold(s) outside [0, 1], the first {t[c]} for {_cls(c, n)}. '
+                           'Thresholds are probabilities: refit them with `fit_thresholds`')
+    return t
 
 # %% ../nbs/05_inference.ipynb #2bff074a
 def _f1_thresholds(p, t, default=0.5):
@@ -35,82 +81,271 @@ def _freq_thresholds(p, freq):
     n = len(p); ps = -np.sort(-p, axis=0)
     k = np.clip(np.round(np.asarray(freq) * n).astype(int), 0, n)
     hi = ps[np.clip(k - 1, 0, n - 1), np.arange(p.shape[1])]; lo = ps[np.clip(k, 0, n - 1), np.arange(p.shape[1])]
-    return np.where(k == 0, ps[0] + 1e-6, np.where(k >= n, ps[-1] - 1e-6, (hi + lo) / 2))
+    th = np.where(k == 0, ps[0] + 1e-6, np.where(k >= n, ps[-1] - 1e-6, (hi + lo) / 2))
+    return np.clip(th, 0., 1.)                            # 1.0: never predicted unless it is the image's top class
 
-def fit_thresholds(probs, targets=None, method:str='f1', target_freq=None, default:float=0.5,
-                   grid=np.linspace(0.02, 0.98, 49)) -> np.ndarray:
-    "Per-class thresholds for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
-    p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+def fit_thresholds(probs, # Validation probabilities (samples × classes): an array or a tensor
+                   targets=None, # Their multi-hot targets (not needed by 'freq')
+                   method:str='f1', # 'f1' (best F1 per class), 'freq' (match label frequencies) or 'global' (one value)
+                   target_freq=None, # Per-class frequencies for 'freq' (default: the training set's, `TRAIN_COUNTS / N_TRAIN`)
+                   default:float=0.5, # Threshold of a class with no positive sample ('f1')
+                   grid=None, # Candidate values for 'global' (default: 0.02, 0.04, ..., 0.98)
+                  ) -> np.ndarray:
+    "Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
+    p = check_probs(probs); n_cls = p.shape[1]
+    check_thresholds(default, 'default threshold', 1)
     if method == 'freq':
         freq = np.asarray(TRAIN_COUNTS) / N_TRAIN if target_freq is None else np.asarray(target_freq, float)
-        if len(freq) != p.shape[1]: raise ValueError(f'target_freq has {len(freq)} values for {p.shape[1]} classes')
-        return _freq_thresholds(p, freq)
+        if len(freq) != n_cls: raise ValueError(f'target_freq has {len(freq)} values for {n_cls} classes')
+        return check_thresholds(_freq_thresholds(p, freq), "'freq' thresholds", n_cls)
     if targets is None: raise ValueError(f"method {method!r} needs targets (only 'freq' does not)")
-    t = np.asarray(targets.detach().cpu() if isinstance(targets, torch.Tensor) else targets) > 0.5
+    t = _np(targets)
     if t.shape != p.shape: raise ValueError(f'probs {p.shape} and targets {t.shape} differ in shape')
-    if method == 'f1': return _f1_thresholds(p, t.astype(np.float64), default)
+    if not np.isfinite(t.astype(np.float64)).all(): raise HpaDataError('targets: NaN or infinite values')
+    t = t > 0.5
+    if method == 'f1': return check_thresholds(_f1_thresholds(p, t.astype(np.float64), default), "'f1' thresholds", n_cls)
     if method == 'global':
-        best = max(grid, key=lambda g: macro_f1(p, t, g))
-        return np.full(p.shape[1], float(best))
+        best = max(np.linspace(0.02, 0.98, 49) if grid is None else grid, key=lambda g: macro_f1(p, t, g))
+        return check_thresholds(np.full(n_cls, float(best)), "'global' threshold", n_cls)
     raise ValueError(f"method must be 'f1', 'freq' or 'global', got {method!r}")
 
 # %% ../nbs/05_inference.ipynb #c17df6d3
-def predict_labels(probs, thresholds=0.5, keep_top:bool=True) -> np.ndarray:
+def predict_labels(probs, # Probabilities (samples × 28)
+                   thresholds=0.5, # One threshold, or one per class, in [0, 1]
+                   keep_top:bool=True, # Also predict each sample's most probable class
+                  ) -> np.ndarray:
     "Boolean (n, 28) predictions from `probs`; each sample keeps its most probable class"
-    return decode_probs(torch.as_tensor(np.asarray(probs, np.float32)), torch.as_tensor(np.asarray(thresholds, np.float32)), keep_top).numpy()
+    p = check_probs(probs); th = check_thresholds(thresholds, n=p.shape[1])
+    return decode_probs(torch.as_tensor(p.astype(np.float32)), torch.as_tensor(th.astype(np.float32)), keep_top).numpy()
 
-def set_thresholds(learn:Learner, thresholds, keep_top:bool=True):
+def set_thresholds(learn:Learner, # The learner whose decoding to set
+                   thresholds, # One threshold, or one per class, in [0, 1]
+                   keep_top:bool=True, # Also predict each sample's most probable class
+                  ) -> Learner:
     "Make `learn`'s decoding (`predict`, decoded `get_preds`) use per-class `thresholds`"
-    learn.loss_func.thresh = torch.as_tensor(np.asarray(thresholds, np.float32))
+    th = check_thresholds(thresholds).astype(np.float32)
+    learn.loss_func.thresh = torch.as_tensor(th)
     learn.loss_func.keep_top = keep_top
-    learn.thresholds = np.asarray(thresholds, np.float32)
+    learn.thresholds = th
     return learn
 
-def save_thresholds(thresholds, fname, **info):
-    "Write per-class `thresholds` (and `info`, e.g. the method) as readable JSON"
-    d = dict(info, classes=HPA_CLASSES, thresholds=[round(float(t), 6) for t in np.broadcast_to(thresholds, (N_CLASSES,))])
-    Path(fname).write_text(json.dumps(d, indent=1)); return Path(fname)
+def _jsonable(o):
+    "`o` with NumPy values, tensors and paths made JSON-serialisable"
+    return json.loads(json.dumps(o, default=lambda x: x.tolist() if hasattr(x, 'tolist') else str(x)))
 
-def load_thresholds(fname) -> np.ndarray:
+def save_thresholds(thresholds, # One threshold, or one per class, in [0, 1]
+                    fname, # The JSON file to write (atomically)
+                    **kwargs, # Also recorded, e.g. `method='f1'`
+                   ) -> Path:
+    "Write per-class `thresholds` (and `kwargs`, e.g. the method) as readable JSON"
+    th = check_thresholds(thresholds, f'thresholds for {fname}')
+    return write_json(fname, dict(_jsonable(kwargs), classes=HPA_CLASSES, thresholds=[round(float(t), 6) for t in th]))
+
+def load_thresholds(fname, # A JSON file written by `save_thresholds`
+                   ) -> np.ndarray:
     "Per-class thresholds from a JSON file written by `save_thresholds`"
-    d = json.loads(Path(fname).read_text())
-    if d.get('classes', HPA_CLASSES) != HPA_CLASSES or len(d['thresholds']) != N_CLASSES:
+    d = read_json(fname, 'thresholds file')
+    if not isinstance(d, dict) or 'thresholds' not in d:
+        raise HpaDataError(f'{fname}: no "thresholds" entry: not a thresholds file written by `save_thresholds`')
+    if d.get('classes', HPA_CLASSES) != HPA_CLASSES or not isinstance(d['thresholds'], list) or len(d['thresholds']) != N_CLASSES:
         raise HpaDataError(f'{fname}: thresholds are not for the 28 HPA classes in order')
-    return np.asarray(d['thresholds'], np.float32)
+    return check_thresholds(d['thresholds'], str(fname)).astype(np.float32)
+
+def thresholds_file(fname, # A model file: `model.pkl`, `model.pth` or `model.json`
+                   ) -> Path:
+    "The thresholds JSON beside model `fname`: `model.pkl`, `model.pth` and `model.json` all share `model.thresholds.json`"
+    return Path(fname).with_suffix('.thresholds.json')
+
+# %% ../nbs/05_inference.ipynb #5f0d6397
+_RESNETS = {('BasicBlock', (2, 2, 2, 2)): 'resnet18', ('BasicBlock', (3, 4, 6, 3)): 'resnet34', ('Bottleneck', (3, 4, 6, 3)): 'resnet50',
+            ('Bottleneck', (3, 4, 23, 3)): 'resnet101', ('Bottleneck', (3, 8, 36, 3)): 'resnet152'}
+
+def _arch_name(body) -> str|None:
+    "The torchvision name of a ResNet `body` (from `hpa_body`), by its block type and counts; None if not recognised"
+    try: layers = [body[i] for i in range(4, 8)]; key = (type(layers[0][0]).__name__, tuple(len(l) for l in layers))
+    except (IndexError, TypeError, KeyError): return None
+    return _RESNETS.get(key)
+
+def _arch_fn(name:str):
+    "The torchvision model builder called `name` (only names torchvision registers: nothing else is called)"
+    try: return torchvision.models.get_model_builder(name)
+    except ValueError: raise HpaDataError(f'unknown architecture {name!r}: not a torchvision model name') from None
+
+def _loss_config(lf) -> dict:
+    "The name and settings of an `hpa_loss` loss, for model.json"
+    if isinstance(lf, SigmoidFocalLoss): return dict(name='focal', gamma=float(lf.gamma), alpha=float(lf.alpha))
+    if isinstance(lf, BCEWithLogitsLossMulti):
+        f = lf.func
+        return dict(name='bce', reduction=f.reduction, weight=None if f.weight is None else to_np(f.weight).tolist(),
+                    pos_weight=None if f.pos_weight is None else to_np(f.pos_weight).tolist())
+    raise ValueError(f"the weights-only form knows the losses of `hpa_loss` ('bce', 'focal'), not {type(lf).__name__}; "
+                     'export with `safe=False` for the pickle alone')
+
+def _loss_from(cfg:dict):
+    "The loss described by `_loss_config`"
+    kw = {k: v for k, v in cfg.items() if k != 'name'}
+    for k in ('weight', 'pos_weight'):
+        if kw.get(k) is not None: kw[k] = torch.tensor(kw[k])
+    return hpa_loss(cfg['name'], **kw)
+
+def _model_config(learn:Learner, arch:str|None=None) -> dict:
+    "Everything but the weights that `load_hpa_weights` needs to rebuild `learn`, as JSON-ready values"
+    m = learn.model
+    if not isinstance(m, HpaModel): raise ValueError(f'expected an `HpaModel` (from `hpa_learner`), got {type(m).__name__}')
+    arch = arch or _arch_name(m.body)
+    if arch is None: raise ValueError("cannot tell this body's architecture: pass `arch=` its torchvision name (e.g. 'resnet34')")
+    op = rgby_opener(learn.dls)
+    norm = learn.dls.valid.after_batch.fs.filter(risinstance(Normalize))
+    if len(norm) != 1: raise ValueError(f'expected one Normalize among the batch transforms, found {len(norm)}')
+    cfg = dict(format='hpa_fastai.model', format_version=1, hpa_fastai=__version__, arch=arch, channels=list(op.channels),
+               size=op.size, stats=dict(mean=to_np(norm[0].mean).ravel().tolist(), std=to_np(norm[0].std).ravel().tolist()),
+               n_features=m.n_features, n_hidden=m.head[1].out_features, dropout=m.head[4].p, extra_dropout=m.head[0].p,
+               feature_scale=float(m.feature_scale), loss=_loss_config(learn.loss_func), vocab=list(learn.dls.vocab),
+               bs=learn.dls.bs, aug=any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs), features=None)
+    if m.n_features:
+        lk = feature_lookup(learn.dls)
+        if lk is None: raise ValueError('the model takes features but its DataLoaders have no FeatureBlock')
+        cfg['features'] = dict(params=feature_params(lk.params), norm=None if lk.norm is None else
+                               dict(lo=lk.norm.lo.tolist(), hi=lk.norm.hi.tolist(), weights=lk.norm.weights.tolist()))
+    return cfg
+
+# %% ../nbs/05_inference.ipynb #57f65263
+def _ordered_stats(mean, std, chans):
+    "Per-channel stats in `chans` order, laid out so that `hpa_datablock` (via `channel_stats`) picks them back in that order"
+    if len(chans) != len(CHANNELS): return list(mean), list(std)
+    return [mean[chans.index(c)] for c in CHANNELS], [std[chans.index(c)] for c in CHANNELS]
+
+def _empty_dls(cfg:dict, path, device, num_workers:int) -> DataLoaders:
+    "HPA `DataLoaders` with no items, made from a model description: the transforms of `hpa_datablock`, the types stated"
+    chans = parse_channels(cfg['channels'])
+    extra = ()
+    if cfg['n_features']:
+        f = cfg['features']; nm = f['norm']
+        extra = (FeatureBlock(None, None if nm is None else FeatureNorm(nm['lo'], nm['hi'], nm['weights']), f['params']),)
+    dblock = hpa_datablock(pd.DataFrame({'Id': [], 'Target': []}), cfg['size'], chans, aug=cfg['aug'],
+                           stats=_ordered_stats(cfg['stats']['mean'], cfg['stats']['std'], chans), extra_blocks=extra)
+    stem = type(Path())
+    types = [[stem, OpenRGBY.input_types, RGBYImage], *[[stem, FeatureLookup.input_types, FeatureTensor]] * len(extra),
+             [stem, list, TensorMultiCategory, TensorMultiCategory]]
+    tls = [TfmdLists([], tfms, splits=[[], []], types=t) for tfms, t in zip(dblock._combine_type_tfms(), types)]
+    dsets = Datasets(tls=tls, n_inp=dblock.n_inp)
+    train = TfmdDL(dsets.subset(0), bs=cfg['bs'], shuffle=True, drop_last=True, num_workers=num_workers, device=device,
+                   after_item=dblock.item_tfms, after_batch=dblock.batch_tfms)
+    train._n_inp, train._types = dsets.n_inp, {tuple: [t[-1] for t in types]}      # what one batch would have told it
+    return DataLoaders(train, train.new(dsets.subset(1), shuffle=False, drop_last=False), path=path, device=device)
+
+def _rebuild(cfg:dict, state_dict, path='.', cpu:bool=True, num_workers:int|None=None, where='model.json') -> Learner:
+    "A learner rebuilt from model description `cfg` (read from `where`) with `state_dict` loaded strictly"
+    device = torch.device('cpu') if cpu else default_device()
+    if num_workers is None: num_workers = min(8, defaults.cpus)
+    try:
+        if cfg.get('vocab') != HPA_CLASSES: raise HpaDataError('its classes are not the 28 HPA classes in order')
+        dls = _empty_dls(cfg, path, device, num_workers)
+        learn = hpa_learner(dls, arch=_arch_fn(cfg['arch']), pretrained=False, loss=_loss_from(cfg['loss']), dropout=cfg['dropout'],
+                            extra_dropout=cfg['extra_dropout'], feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'], path=path)
+        learn.model.load_state_dict(state_dict)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise HpaDataError(f'{where}: cannot rebuild the model ({type(e).__name__}: {e})') from e
+    learn.model.to(device)
+    return learn
 
 # %% ../nbs/05_inference.ipynb #a3d5b7be
-def thresholds_file(fname) -> Path: return Path(fname).with_suffix('.thresholds.json')
-
-def export_hpa(learn:Learner, fname='export.pkl', thresholds=None, **info) -> Path:
-    "Export `learn` (to an absolute or learner-relative `fname`) and its thresholds as JSON beside it"
+def export_hpa(learn:Learner, # A trained HPA learner (from `hpa_learner`)
+               fname='export.pkl', # Model file, absolute or relative to `learn.path`; its stem names every file written
+               thresholds=None, # Thresholds to set and save (default: the learner's, else 0.5)
+               *,
+               safe:bool=True, # Write the weights-only form: `{stem}.pth` (state dict) and `{stem}.json` (how to rebuild)
+               pickled:bool=True, # Write fastai's pickled learner, `{stem}.pkl`
+               arch:str|None=None, # torchvision name of the body's architecture (default: recognised from a ResNet body)
+               **kwargs, # Recorded in the thresholds JSON and `model.json` (as `info`), e.g. `method='f1'`, `config={...}`
+              ) -> Path:
+    "Export `learn` as weights + JSON (safe to share) and as a pickle, with its thresholds in one JSON beside them"
+    if not (safe or pickled): raise ValueError('nothing to export: `safe` and `pickled` are both False')
     fname = Path(fname); full = (fname if fname.is_absolute() else Path(learn.path)/fname).absolute()
-    if thresholds is not None: set_thresholds(learn, thresholds)
-    learn.export(full)
-    save_thresholds(getattr(learn, 'thresholds', 0.5), thresholds_file(full), **info)
-    return full
+    th = check_thresholds(getattr(learn, 'thresholds', 0.5) if thresholds is None else thresholds)
+    if safe:                                              # described, and rebuilt strictly, before anything is written
+        cfg = dict(_model_config(learn, arch), info=_jsonable(kwargs))
+        sd = {k: v.detach().cpu().clone() for k, v in learn.model.state_dict().items()}
+        rebuilt = _rebuild(cfg, sd, full.parent, num_workers=0, where=f'{full.with_suffix(".json")} (being exported)')
+        tfms = lambda l: [type(t).__name__ for t in (*l.dls.valid.after_item.fs, *l.dls.valid.after_batch.fs)]
+        if tfms(rebuilt) != tfms(learn):
+            raise ValueError(f'the weights-only form would transform images by {tfms(rebuilt)}, this learner by {tfms(learn)}: '
+                             'make the DataLoaders with `hpa_dataloaders`, or export with `safe=False` for the pickle alone')
+    set_thresholds(learn, th)
+    tf = thresholds_file(full); tf.unlink(missing_ok=True)  # written last: no stale thresholds beside new weights
+    if safe:
+        with atomic_write(full.with_suffix('.pth'), None) as tmp: torch.save(sd, tmp)
+        write_json(full.with_suffix('.json'), cfg)
+    if pickled:
+        with atomic_write(full.with_suffix('.pkl'), None) as tmp: learn.export(tmp)
+    save_thresholds(th, tf, **kwargs)
+    return full.with_suffix('.pkl' if pickled else '.pth')
 
-def load_hpa(fname, cpu:bool=True) -> Learner:
-    "Load an exported HPA learner and apply the thresholds saved beside it"
-    learn = load_learner(fname, cpu=cpu)
+def load_hpa_weights(fname, # `model.pth` or `model.json` (the other must be beside it)
+                     cpu:bool=True, # Put the learner on the CPU (else the default device)
+                     *,
+                     num_workers:int|None=None, # DataLoader workers for its test sets (default: up to 8)
+                    ) -> Learner:
+    "Rebuild an HPA learner from its weights-only form (`torch.load(weights_only=True)` + JSON): no stored code runs"
+    fname = Path(fname); jf, wf = fname.with_suffix('.json'), fname.with_suffix('.pth')
+    cfg = read_json(jf, 'model description')
+    if not isinstance(cfg, dict) or cfg.get('format') != 'hpa_fastai.model':
+        raise HpaDataError(f'{jf}: not a model description written by `export_hpa`')
+    if cfg.get('format_version', 1) > 1: raise HpaDataError(f'{jf}: written by a newer hpa_fastai ({cfg.get("hpa_fastai")}); upgrade to load it')
+    if not wf.exists(): raise HpaDataError(f'{wf}: model weights not found beside {jf.name}')
+    try: sd = torch.load(wf, map_location='cpu', weights_only=True)
+    except Exception as e: raise HpaDataError(f'{wf}: not a weights file written by `export_hpa` ({type(e).__name__}: {e})') from e
+    if not isinstance(sd, dict): raise HpaDataError(f'{wf}: holds a {type(sd).__name__}, not a state dict')
+    return _rebuild(cfg, sd, jf.parent, cpu, num_workers, jf)
+
+def load_hpa(fname, # `model.pth`/`model.json` (weights-only, safe) or `model.pkl` (pickle: only if you trust it)
+             cpu:bool=True, # Put the learner on the CPU (else the default device)
+             *,
+             num_workers:int|None=None, # DataLoader workers of a weights-only learner (default: up to 8)
+            ) -> Learner:
+    """Load an exported HPA learner, by file type, and apply the thresholds saved beside it.
+    `.pth`/`.json`: rebuilt from weights and JSON, no stored code runs: the form to share. `.pkl`: fastai's pickled learner;
+    **unpickling runs code stored in the file**, so load only a `.pkl` you trust (a warning says so)."""
+    fname = Path(fname)
+    if not fname.exists(): raise HpaDataError(f'{fname}: model file not found')
+    if fname.suffix in ('.pth', '.json'): learn = load_hpa_weights(fname, cpu, num_workers=num_workers)
+    elif fname.suffix == '.pkl':
+        warnings.warn(f'{fname}: loading a pickled learner runs code stored in the file; load only a .pkl you trust. '
+                      f'The weights-only form ({fname.with_suffix(".pth").name} + {fname.with_suffix(".json").name}) loads without it.',
+                      stacklevel=2)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='load_learner` uses')      # fastai's version of the warning above
+            try: learn = load_learner(fname, cpu=cpu)
+            except Exception as e:
+                raise HpaDataError(f'{fname}: cannot be loaded as a learner exported by `export_hpa` ({type(e).__name__}: {e})') from e
+    else: raise HpaDataError(f'{fname}: unknown model file type {fname.suffix!r}; expected .pth/.json or .pkl from `export_hpa`')
     tf = thresholds_file(fname)
-    if not tf.exists(): raise HpaDataError(f'{tf}: thresholds file missing beside {fname}; re-export with `export_hpa`')
+    if not tf.exists(): raise HpaDataError(f'{tf}: thresholds file missing beside {fname.name}; re-export with `export_hpa`')
     return set_thresholds(learn, load_thresholds(tf))
 
 # %% ../nbs/05_inference.ipynb #a4a2e4d5
-def dihedral(x:Tensor, k:int) -> Tensor:
+def dihedral(x:Tensor, # A batch of images (N, C, H, W)
+             k:int, # Which transform, 0-7: rotation by `k % 4` quarter turns, after a horizontal flip when `k >= 4`
+            ) -> Tensor:
     "The `k`-th (0-7) of the eight dihedral transforms of a batch of images (N, C, H, W)"
     x = x.flip(-1) if k >= 4 else x
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
-def dihedral_tta(learn:Learner, dl=None, ds_idx:int=1, agg:str='mean', n:int=8):
+def dihedral_tta(learn:Learner, # The learner whose model predicts
+                 dl=None, # The DataLoader to predict (default: `learn.dls[ds_idx]`, in order)
+                 ds_idx:int=1, # Which of `learn.dls` when `dl` is None (1: validation)
+                 agg:str='mean', # Combine the transforms' probabilities by 'mean' or 'max'
+                 n:int=8, # How many of the eight transforms to use
+                ):
     "Probabilities averaged (`agg='mean'`) or maxed over the `n` dihedral transforms, and the targets (or None)"
     if agg not in ('mean', 'max'): raise ValueError(f"agg must be 'mean' or 'max', got {agg!r}")
     dl = dl if dl is not None else learn.dls[ds_idx].new(shuffle=False, drop_last=False)
     act = getcallable(learn.loss_func, 'activation')
     n_inp = getattr(learn.dls, 'n_inp', 1)
+    bar = partial(progress_bar, leave=False) if getattr(learn, 'progress', None) is not None else noop
     model = learn.model.eval(); outs, targs = [], []
     with torch.no_grad():
-        for b in progress_bar(dl, leave=False):
+        for b in bar(dl):
             xb, yb = b[:n_inp], b[n_inp:]
             ps = torch.stack([act(model(dihedral(xb[0], k), *xb[1:])) for k in range(n)])
             outs.append((ps.mean(0) if agg == 'mean' else ps.max(0)[0]).cpu())
@@ -118,12 +353,19 @@ def dihedral_tta(learn:Learner, dl=None, ds_idx:int=1, agg:str='mean', n:int=8):
     return torch.cat(outs), (torch.cat(targs) if targs else None)
 
 # %% ../nbs/05_inference.ipynb #5289cf37
-def write_submission(probs, ids, fname='submission.csv', thresholds=0.5, sample_submission=None, keep_top:bool=True) -> pd.DataFrame:
+def write_submission(probs, # Probabilities (samples × 28) of the test samples
+                     ids, # Their Ids, in the same order
+                     fname='submission.csv', # The CSV to write (atomically)
+                     thresholds=0.5, # One threshold, or one per class, in [0, 1]
+                     sample_submission=None, # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     keep_top:bool=True, # Also predict each sample's most probable class
+                    ) -> pd.DataFrame:
     "Write a Kaggle submission (`Id,Predicted`) for `probs` of samples `ids`, in `sample_submission`'s order"
     ids = [str(i) for i in ids]
     if len(ids) != len(probs): raise ValueError(f'{len(ids)} Ids but {len(probs)} rows of probabilities')
     if len(set(ids)) != len(ids): raise HpaDataError('duplicate Ids among the predictions')
-    pred = predict_labels(probs, thresholds, keep_top)
+    p = check_probs(probs, f'probabilities for {fname}', ids)
+    pred = predict_labels(p, check_thresholds(thresholds, f'thresholds for {fname}'), keep_top)
     sub = pd.DataFrame({'Id': ids, 'Predicted': [' '.join(map(str, np.flatnonzero(r))) for r in pred]})
     if sample_submission is not None:
         ss = sample_submission if isinstance(sample_submission, pd.DataFrame) else pd.read_csv(sample_submission, dtype=str)
@@ -133,21 +375,28 @@ def write_submission(probs, ids, fname='submission.csv', thresholds=0.5, sample_
             raise HpaDataError(f'predictions and sample submission disagree: {len(missing)} Id(s) of the sample submission have no '
                                f'prediction (e.g. {missing[:3]}), {len(extra)} predicted Id(s) are not in it (e.g. {extra[:3]})')
         sub = sub.set_index('Id').loc[ss.Id].reset_index()
-    sub.to_csv(fname, index=False)
+    with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
     return sub
 
 # %% ../nbs/05_inference.ipynb #b4729493
-def hpa_report(probs, targets, thresholds=0.5, keep_top:bool=True) -> pd.DataFrame:
+def hpa_report(probs, # Probabilities (samples × 28)
+               targets, # Their multi-hot targets
+               thresholds=0.5, # One threshold, or one per class, in [0, 1]
+               keep_top:bool=True, # Also predict each sample's most probable class
+              ) -> pd.DataFrame:
     "Per-class precision, recall, F1 and support, with a final 'macro' row"
-    p = predict_labels(probs, thresholds, keep_top); t = np.asarray(targets) > 0.5
+    p = predict_labels(probs, thresholds, keep_top); t = _np(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.); rec = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.)
-    f1 = np.where(2*tp + fp + fn > 0, 2*tp / np.maximum(2*tp + fp + fn, 1), 0.)
+    f1 = f1_per_class(p, t)                              # p is already 0/1: thresholded at 0.5 it stays as it is
     df = pd.DataFrame({'class': HPA_CLASSES, 'precision': prec, 'recall': rec, 'f1': f1, 'support': t.sum(0)})
     macro = pd.DataFrame({'class': ['macro'], 'precision': [prec.mean()], 'recall': [rec.mean()], 'f1': [f1.mean()], 'support': [int(t.sum())]})
     return pd.concat([df, macro], ignore_index=True)
 
-def plot_class_f1(report:pd.DataFrame, ax=None, figsize=(9, 3)):
+def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
+                  ax=None, # Matplotlib axes to draw on (default: a new figure)
+                  figsize=(9, 3), # Size of the new figure
+                 ):
     "Bar chart of per-class F1, classes ordered by training frequency"
     df = report[report['class'] != 'macro'].assign(freq=TRAIN_COUNTS).sort_values('freq', ascending=False)
     if ax is None: _, ax = plt.subplots(figsize=figsize)
@@ -157,7 +406,10 @@ def plot_class_f1(report:pd.DataFrame, ax=None, figsize=(9, 3)):
     return ax
 
 # %% ../nbs/05_inference.ipynb #cbed4c89
-def plot_f1_curves(learn:Learner, ax=None, figsize=(4.5, 3)):
+def plot_f1_curves(learn:Learner, # A learner from `hpa_learner`, fitted (its `F1History` holds the rows)
+                   ax=None, # Matplotlib axes to draw on (default: a new figure)
+                   figsize=(4.5, 3), # Size of the new figure
+                  ):
     "Train and valid macro-F1 per epoch, as recorded by the learner's `F1History` callback"
     rows = getattr(getattr(learn, 'f1_history', None), 'rows', None)
     if not rows or 'train_f1_macro' not in rows[0]: raise ValueError('no train F1 recorded: make the learner with `hpa_learner` (it adds F1History) and fit it')
