@@ -516,7 +516,7 @@ def run_training(path, # Data folder in the Kaggle layout
     if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
         learn.dls = build_data(path, cfg, cache_dir, store=False)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
-    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), th, method=cfg.threshold_method)
+    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), th, arch=cfg.arch, method=cfg.threshold_method, config=asdict(cfg))
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))

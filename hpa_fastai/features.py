@@ -438,7 +438,7 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
-# %% ../nbs/03_features.ipynb #89438367
+# %% ../nbs/03_features.ipynb #055000b4
 def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', **kwargs):
     "The packed store `hpa_dataloaders` should read: the one given, the default one (packed when `store=True`), or None"
     if store is False or size is None: return None
