@@ -13,7 +13,7 @@ from . import __version__
 from .core import *
 from .data import *
 from .files import atomic_write, write_json, read_json
-from .features import FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
+from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
 from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner
 from .learner import decode_probs, f1_per_class, macro_f1
 
@@ -221,7 +221,7 @@ def _empty_dls(cfg:dict, path, device, num_workers:int) -> DataLoaders:
     extra = ()
     if cfg['n_features']:
         f = cfg['features']; nm = f['norm']
-        extra = (FeatureBlock(None, None if nm is None else FeatureNorm(nm['lo'], nm['hi'], nm['weights']), f['params']),)
+        extra = (FeatureBlock(pd.DataFrame(columns=['Id', *FEATURE_NAMES]), None if nm is None else FeatureNorm(nm['lo'], nm['hi'], nm['weights']), f['params']),)   # new samples: computed from their image
     dblock = hpa_datablock(pd.DataFrame({'Id': [], 'Target': []}), cfg['size'], chans, aug=cfg['aug'],
                            stats=_ordered_stats(cfg['stats']['mean'], cfg['stats']['std'], chans), extra_blocks=extra)
     stem = type(Path())
