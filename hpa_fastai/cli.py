@@ -20,6 +20,7 @@ from .store import pack_rgby, store_path, list_stores, prune_stores, StoreDataLo
 from .features import feature_table, add_features, hpa_dataloaders
 from .learner import *
 from .inference import *
+from .inference import crossfit_thresholds, bootstrap_f1
 
 # %% auto #0
 __all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
@@ -347,35 +348,49 @@ def train_learner(learn:Learner, # From `build_learner`
 # %% ../nbs/06_cli.ipynb #21c63f71
 def score(probs, # Probabilities (n, 28)
           targs, # Multi-hot targets (n, 28)
-          thresholds, # Per-class thresholds
+          thresholds, # Per-class thresholds, or per-sample ones from `crossfit_thresholds`
           tta=None, # TTA probabilities of the same samples, if any
+          tta_thresholds=None, # Thresholds for the TTA probabilities (fitted on TTA probabilities)
           in_sample:bool=False, # Whether `thresholds` were fitted on these very samples
+          seed:int=0, # Seed of the bootstrap
          ) -> dict:
-    "Macro-F1 at 0.5 and at `thresholds` (and after TTA), labelled with whether the thresholds saw these samples"
-    res = dict(f1_at_0_5=macro_f1(predict_labels(probs, 0.5, False), targs), f1_thresholds=macro_f1(predict_labels(probs, thresholds), targs))
-    if tta is not None: res['f1_tta_thresholds'] = macro_f1(predict_labels(tta, thresholds), targs)
-    return {**{k: round(float(v), 4) for k, v in res.items()}, 'n': len(targs), 'in_sample': in_sample}
+    "Macro-F1 at 0.5, at `thresholds` (without and with keep-top), after TTA, and a bootstrap 95 % interval of `f1_thresholds`"
+    f1 = lambda p, th, top: round(macro_f1(predict_labels(p, th, top), targs), 4)
+    res = dict(f1_at_0_5=f1(probs, 0.5, False), f1_thresholds=f1(probs, thresholds, False), f1_thresholds_keep_top=f1(probs, thresholds, True))
+    if tta is not None: res['f1_tta_thresholds'] = f1(tta, tta_thresholds, False)
+    res['f1_thresholds_ci95'] = [round(v, 4) for v in bootstrap_f1(probs, targs, thresholds, seed=seed)]
+    return {**res, 'n': len(targs), 'in_sample': in_sample}
+
+def _fit(probs, targs, cfg:TrainConfig):
+    "Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones for scoring; and whether those are in-sample"
+    fixed = fixed_threshold(cfg.threshold_method)
+    if fixed is not None: th = np.full(N_CLASSES, fixed); return th, th, False
+    th = fit_thresholds(probs, targs, cfg.threshold_method)
+    if len(probs) < 4: return th, th, True                    # too few samples to cross-fit: said to be in-sample
+    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed), False
 
 def evaluate(learn:Learner, # A trained learner
              cfg:TrainConfig, # The run's settings
             ) -> tuple:
-    "Thresholds fitted on the validation predictions, their scores, and the per-class report (None without validation)"
+    "Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None without validation)"
     fixed = fixed_threshold(cfg.threshold_method)
     if not len(learn.dls.valid_ds):                   # --valid-pct 0: freq thresholds from the training images' probabilities
-        if fixed is not None: return np.full(N_CLASSES, fixed, np.float32), None, None
-        probs = check_finite(learn.get_preds(dl=learn.dls.train.new(shuffle=False, drop_last=False))[0], 'training predictions')
-        return fit_thresholds(probs, method='freq'), None, None
+        if fixed is not None: th = np.full(N_CLASSES, fixed, np.float32)
+        else: th = fit_thresholds(check_finite(learn.get_preds(dl=learn.dls.train.new(shuffle=False, drop_last=False))[0], 'training predictions'), method='freq')
+        return dict(plain=th, tta=th), None, None
     probs, targs = learn.get_preds(ds_idx=1)
     check_finite(probs, 'validation predictions')
-    th = np.full(N_CLASSES, fixed, np.float32) if fixed is not None else fit_thresholds(probs, targs, cfg.threshold_method)
+    th, th_cf, ins = _fit(probs, targs, cfg)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
-    metrics = score(probs, targs, th, tta, in_sample=cfg.threshold_method in ('f1', 'global'))
-    return th, metrics, hpa_report(tta if tta is not None else probs, targs, th)
+    tth, tth_cf, _ = _fit(tta, targs, cfg) if tta is not None else (th, th_cf, ins)
+    metrics = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed)
+    report = hpa_report(tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False)
+    return dict(plain=th, tta=tth), metrics, report
 
 def predict_test(learn:Learner, # A trained learner
                  path, # Data folder: its `test/` and `sample_submission.csv` are used when present
                  cfg:TrainConfig, # The run's settings
-                 thresholds, # Per-class thresholds
+                 thresholds, # From `evaluate`: {'plain': per-class thresholds, 'tta': thresholds for TTA probabilities}
                  submission=None, # Where to write the submission (None: don't)
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                 ) -> dict|None:
@@ -388,11 +403,11 @@ def predict_test(learn:Learner, # A trained learner
     plain = check_finite(learn.get_preds(dl=tdl)[0], 'test predictions')
     tp = check_finite(dihedral_tta(learn, tdl, agg=cfg.tta)[0], 'test TTA predictions') if cfg.tta != 'none' else plain
     if submission is not None:
-        write_submission(tp, ids, submission, thresholds, ss)
+        write_submission(tp, ids, submission, thresholds['tta'] if cfg.tta != 'none' else thresholds['plain'], ss)
         _log(f'submission: {submission} ({len(ids)} rows)')
     if not (path/'test_labels.csv').exists(): return None
     tt = encode_targets(read_labels(path/'test_labels.csv').set_index('Id').loc[ids].Target)
-    return score(plain, tt, thresholds, tp if cfg.tta != 'none' else None, in_sample=False)
+    return score(plain, tt, thresholds['plain'], tp if cfg.tta != 'none' else None, thresholds['tta'], in_sample=False, seed=cfg.seed)
 
 def read_submission_ids(fname, # A Kaggle sample_submission.csv
                         ) -> list:
@@ -516,7 +531,9 @@ def run_training(path, # Data folder in the Kaggle layout
     if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
         learn.dls = build_data(path, cfg, cache_dir, store=False)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
-    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), th, arch=cfg.arch, method=cfg.threshold_method, config=asdict(cfg))
+    model_th = th['tta'] if cfg.tta != 'none' else th['plain']      # hpa-predict applies TTA by default, as the run did
+    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), model_th, arch=cfg.arch, method=cfg.threshold_method,
+                          fitted_on=f'validation TTA ({cfg.tta}) probabilities' if cfg.tta != 'none' else 'validation probabilities', config=asdict(cfg))
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
@@ -529,8 +546,11 @@ def run_training(path, # Data folder in the Kaggle layout
     if report is not None: print(report.round(3).to_string(index=False))
     for split in ('valid', 'test'):
         if split in metrics:
-            m = metrics[split]; note = ' (in-sample: thresholds fitted on these samples)' if m['in_sample'] else ''
-            _log(f'{split} macro-F1 on {m["n"]} samples{note}: ' + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1')))
+            m = metrics[split]
+            note = (' (in-sample: thresholds fitted on these samples)' if m['in_sample'] else
+                    ' (thresholds cross-fitted: never fitted on the sample scored)' if split == 'valid' else ' (thresholds fitted on validation)')
+            _log(f'{split} macro-F1 on {m["n"]} samples{note}: ' + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
+                 + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}')
     _log(f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json, figures' +
          (', submission.csv' if test is not None or (run/'submission.csv').exists() else ''))
     return metrics

@@ -19,8 +19,9 @@ from .learner import decode_probs, f1_per_class, macro_f1
 
 # %% auto #0
 __all__ = ['check_probs', 'check_thresholds', 'fit_thresholds', 'predict_labels', 'set_thresholds', 'save_thresholds',
-           'load_thresholds', 'thresholds_file', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral',
-           'dihedral_tta', 'write_submission', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
+           'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1', 'export_hpa',
+           'load_hpa_weights', 'load_hpa', 'dihedral', 'dihedral_tta', 'write_submission', 'hpa_report',
+           'plot_class_f1', 'plot_f1_curves']
 
 # %% ../nbs/05_inference.ipynb #652d52ff
 def _np(x) -> np.ndarray:
@@ -111,11 +112,15 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
 
 # %% ../nbs/05_inference.ipynb #c17df6d3
 def predict_labels(probs, # Probabilities (samples × 28)
-                   thresholds=0.5, # One threshold, or one per class, in [0, 1]
+                   thresholds=0.5, # One threshold, one per class, or one per sample and class (from `crossfit_thresholds`), in [0, 1]
                    keep_top:bool=True, # Also predict each sample's most probable class
                   ) -> np.ndarray:
     "Boolean (n, 28) predictions from `probs`; each sample keeps its most probable class"
-    p = check_probs(probs); th = check_thresholds(thresholds, n=p.shape[1])
+    p = check_probs(probs)
+    if np.ndim(thresholds) == 2:                          # per-sample rows: each checked like per-class thresholds
+        th = np.stack([check_thresholds(r, n=p.shape[1]) for r in _np(thresholds)])
+        if th.shape != p.shape: raise HpaDataError(f'per-sample thresholds {th.shape} do not match probabilities {p.shape}')
+    else: th = check_thresholds(thresholds, n=p.shape[1])
     return decode_probs(torch.as_tensor(p.astype(np.float32)), torch.as_tensor(th.astype(np.float32)), keep_top).numpy()
 
 def set_thresholds(learn:Learner, # The learner whose decoding to set
@@ -155,6 +160,37 @@ def thresholds_file(fname, # A model file: `model.pkl`, `model.pth` or `model.js
                    ) -> Path:
     "The thresholds JSON beside model `fname`: `model.pkl`, `model.pth` and `model.json` all share `model.thresholds.json`"
     return Path(fname).with_suffix('.thresholds.json')
+
+# %% ../nbs/05_inference.ipynb #3364cd1c
+def crossfit_thresholds(probs, # Validation probabilities (samples × classes)
+                        targets, # Their multi-hot targets
+                        method:str='f1', # Threshold method, as in `fit_thresholds`
+                        k:int=5, # Folds (fewer when there are fewer than 2k samples)
+                        seed:int=0, # Seed of the stratified folds
+                        **kwargs, # Passed to `fit_thresholds`
+                       ) -> np.ndarray:
+    "Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample"
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    p, t = check_probs(probs), _np(targets) > 0.5
+    n = len(p); k = min(k, n // 2)
+    if k < 2: raise ValueError(f'crossfit_thresholds needs at least 4 samples, got {n}')
+    th = np.zeros(p.shape, np.float64)
+    folds = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), t.astype(int))
+    for fit_idx, held in folds: th[held] = fit_thresholds(p[fit_idx], t[fit_idx], method, **kwargs)
+    return th
+
+def bootstrap_f1(probs, # Probabilities (samples × classes)
+                 targets, # Multi-hot targets
+                 thresholds=0.5, # Per-class (or per-sample) thresholds
+                 keep_top:bool=False, # Each sample keeps its most probable class
+                 n:int=1000, # Resamples
+                 seed:int=0, # Seed of the resampling
+                ) -> tuple:
+    "95 % bootstrap interval (2.5th, 97.5th percentile) of macro-F1 over resampled samples"
+    pred, t = predict_labels(probs, thresholds, keep_top), _np(targets) > 0.5
+    rng = np.random.default_rng(seed); m = len(t)
+    scores = [macro_f1(pred[idx], t[idx]) for idx in rng.integers(0, m, (n, m))]
+    return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
 
 # %% ../nbs/05_inference.ipynb #5f0d6397
 _RESNETS = {('BasicBlock', (2, 2, 2, 2)): 'resnet18', ('BasicBlock', (3, 4, 6, 3)): 'resnet34', ('Bottleneck', (3, 4, 6, 3)): 'resnet50',
