@@ -161,7 +161,7 @@ def thresholds_file(fname, # A model file: `model.pkl`, `model.pth` or `model.js
     "The thresholds JSON beside model `fname`: `model.pkl`, `model.pth` and `model.json` all share `model.thresholds.json`"
     return Path(fname).with_suffix('.thresholds.json')
 
-# %% ../nbs/05_inference.ipynb #3364cd1c
+# %% ../nbs/05_inference.ipynb #3883a460
 def crossfit_thresholds(probs, # Validation probabilities (samples × classes)
                         targets, # Their multi-hot targets
                         method:str='f1', # Threshold method, as in `fit_thresholds`

@@ -1,4 +1,4 @@
-"""A four-channel ImageNet ResNet34, fused with the ten biological features, trained the fastai way: `lr_find`, one-cycle, the paper's cyclical learning rate, export and predict.
+"""A four-channel ImageNet CNN — the paper's ResNet34, or a DenseNet, EfficientNet, ConvNeXt or timm model — fused with the ten biological features, trained the fastai way: `lr_find`, one-cycle, the paper's cyclical learning rate, export and predict.
 
 Docs: https://hpa-fastai.github.io/hpa_fastai/learner.html.md"""
 
@@ -6,20 +6,23 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/learner.html.md"""
 
 # %% ../nbs/04_learner.ipynb #0767c915
 from __future__ import annotations
-import urllib.error, numpy as np, torch, torch.nn as nn, torchvision
+import re, difflib, urllib.error, numpy as np, torch, torch.nn as nn, torchvision
 from pathlib import Path
+from collections import OrderedDict
 from functools import partial
 from torchvision.ops import sigmoid_focal_loss
 from fastai.vision.all import *
 from fastai.metrics import ActivationType
+from copy import deepcopy                 # after fastai's star import, which brings a `copy` function
 from .core import *
 from .data import *
 from .features import FEATURE_NAMES
 
 # %% auto #0
-__all__ = ['FOURTH_CHANNEL_INITS', 'rgby_stem', 'PretrainedWeightsError', 'load_arch', 'hpa_body', 'HpaModel', 'hpa_splitter',
-           'decode_probs', 'BCEWithLogitsLossMulti', 'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1',
-           'F1Macro', 'SchedTriangular', 'F1History', 'hpa_learner']
+__all__ = ['FOURTH_CHANNEL_INITS', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch', 'PretrainedWeightsError', 'load_arch',
+           'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'HpaModel', 'hpa_splitter', 'decode_probs',
+           'BCEWithLogitsLossMulti', 'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1', 'F1Macro',
+           'SchedTriangular', 'F1History', 'hpa_learner']
 
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -35,56 +38,188 @@ def rgby_stem(
     w = conv.weight.data
     src = {'red': w[:, 0], 'green': w[:, 1], 'blue': w[:, 2],
            'yellow': {'zero': torch.zeros_like(w[:, 0]), 'blue': w[:, 2], 'red': w[:, 0], 'mean': w.mean(1)}[fourth_channel]}
-    new = nn.Conv2d(len(channels), conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
-    new.weight.data = torch.stack([src[c] for c in channels], 1).clone()
-    if conv.bias is not None: new.bias.data = conv.bias.data.clone()
+    if conv.groups != 1: raise ValueError(f'the stem convolution must have groups=1, got {conv.groups}')
+    new = deepcopy(conv)                 # same class and settings: stride, padding, dilation, bias (and timm's `Conv2dSame`)
+    new.in_channels = len(channels)
+    new.weight = nn.Parameter(torch.stack([src[c] for c in channels], 1).clone())
     return new
+
+# %% ../nbs/04_learner.ipynb #5e6ab734
+_NOT_STAGED = ('googlenet', 'inception_v3', 'maxvit', 'vit_')   # torchvision classifiers whose body is no plain sequence of stages
+
+def known_archs() -> tuple:
+    "The torchvision names `resolve_arch` accepts: torchvision's classification CNNs ('resnet34', 'densenet121', 'efficientnet_b0', 'convnext_tiny', ...)"
+    return tuple(n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(_NOT_STAGED))
+
+def _timm():
+    "The timm module, or an `ImportError` that says how to install it"
+    try: import timm
+    except ImportError as e: raise ImportError("timm architectures need timm: pip install 'hpa_fastai[timm]' (or pip install timm)") from e
+    return timm
+
+class TimmArch:
+    "A timm model by name, built like a torchvision constructor: `TimmArch('resnet18')(weights=None)`"
+    def __init__(self,
+        name:str, # timm model name, with or without a pretrained tag ('resnet18', 'resnet18.a1_in1k')
+    ): self.name, self.__name__ = name, f'timm/{name}'
+    def __call__(self,
+        weights=None, # `None`: random weights; anything else: timm's pretrained weights (from the Hugging Face hub or its cache)
+    ) -> nn.Module:
+        "The full timm model, classifier included"
+        return _timm().create_model(self.name, pretrained=weights is not None)
+    def __repr__(self): return f'TimmArch({self.name!r})'
+
+def _arch_name(arch): return getattr(arch, '__name__', repr(arch))
+
+def _unknown_arch(name):
+    "The message for an architecture name nobody knows"
+    close = difflib.get_close_matches(name.lower(), known_archs(), n=3, cutoff=0.7)
+    why = (f'{name!r} is a torchvision model, but not a CNN whose body is a sequence of stages ending in a feature map'
+           if name.lower().startswith(_NOT_STAGED) else f'unknown architecture {name!r}')
+    return (why + (f' (did you mean {" or ".join(map(repr, close))}?)' if close else '') +
+            ". Pass a torchvision model name such as 'resnet34', 'densenet121', 'efficientnet_b0' or 'convnext_tiny' "
+            "(all of them: hpa_fastai.learner.known_archs()), a constructor such as torchvision.models.densenet121, "
+            "or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
+
+def resolve_arch(
+    arch=resnet34, # A constructor (`densenet121`, a `TimmArch`), a torchvision name ('densenet121'), or 'timm/<name>'
+):
+    "The constructor `arch` stands for: a callable as it is, a name from `known_archs()` from `torchvision.models`, 'timm/<name>' from timm"
+    if isinstance(arch, nn.Module):
+        raise TypeError(f'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built {type(arch).__name__}')
+    if callable(arch): return arch
+    if not isinstance(arch, str): raise TypeError(f'arch must be a constructor or a name, got {arch!r}')
+    name = arch.strip()
+    if name.lower().startswith(('timm/', 'timm:')):
+        n, timm = name[5:], _timm()
+        if not (n.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(n)):
+            raise ValueError(f'timm has no model {n!r}: timm.list_models({n.split(".")[0][:5] + "*"!r}) lists similar names')
+        return TimmArch(n)
+    key = name.lower().removeprefix('torchvision/')
+    if key in known_archs(): return torchvision.models.get_model_builder(key)
+    raise ValueError(_unknown_arch(name))
 
 # %% ../nbs/04_learner.ipynb #dd577dd8
 class PretrainedWeightsError(RuntimeError):
     "ImageNet weights were asked for but could not be loaded"
 
 def _tv_weights(arch):
-    "torchvision's ImageNet weights enum for a ResNet `arch`"
-    name = {'resnet18': 'ResNet18_Weights', 'resnet34': 'ResNet34_Weights', 'resnet50': 'ResNet50_Weights',
-            'resnet101': 'ResNet101_Weights'}.get(arch.__name__)
-    if name is None: raise ValueError(f'no ImageNet weights known for {arch.__name__}; pass `weights=` a local file')
-    return getattr(torchvision.models, name).IMAGENET1K_V1
+    "torchvision's ImageNet weights of `arch`, found by name: IMAGENET1K_V1 (the classic ones) where it has them, else DEFAULT"
+    try: ws = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError, TypeError) as e:
+        raise PretrainedWeightsError(f'torchvision knows no ImageNet weights for {_arch_name(arch)}: pass `weights=` the path of a '
+                                     f'state-dict file, or `pretrained=False` to train from random weights') from e
+    return getattr(ws, 'IMAGENET1K_V1', None) or ws.DEFAULT
+
+_OLD_DENSE_KEY = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$')
+
+def _load_state_file(m, fn, name):
+    "Load the state-dict file `fn` into `m` (torchvision's old DenseNet key names renamed, as torchvision does)"
+    sd = torch.load(fn, map_location='cpu', weights_only=True)
+    if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
+    meta = getattr(sd, '_metadata', None)                       # the modules' versions, which batch norm reads
+    sd = OrderedDict((_OLD_DENSE_KEY.sub(r'\1\2', k), v) for k, v in sd.items())
+    if meta is not None: sd._metadata = meta
+    try: m.load_state_dict(sd)
+    except RuntimeError as e: raise PretrainedWeightsError(f'weights file {fn} does not fit {name}: {e}') from e
 
 def load_arch(
-    arch=resnet34, # A torchvision ResNet constructor
-    pretrained:bool=True, # Load torchvision's ImageNet weights (cached, or downloaded)
+    arch=resnet34, # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    pretrained:bool=True, # Load the ImageNet weights (torchvision's or timm's cache, or a download)
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
 ) -> nn.Module:
-    "A torchvision `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random (`pretrained=False`)"
+    "The full model `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random (`pretrained=False`)"
+    arch = resolve_arch(arch); name = _arch_name(arch)
     if weights is not None:
         fn = Path(weights)
         if not fn.exists(): raise PretrainedWeightsError(f'weights file {fn} not found')
-        m = arch(weights=None)
-        sd = torch.load(fn, map_location='cpu', weights_only=True)
-        m.load_state_dict(sd.get('state_dict', sd) if isinstance(sd, dict) else sd)
+        m = arch(weights=None); _load_state_file(m, fn, name)
         return m
     if not pretrained: return arch(weights=None)
+    if isinstance(arch, TimmArch):
+        try: return arch(weights=True)
+        except ImportError: raise
+        except Exception as e:              # offline, timm fails in many ways (huggingface_hub, requests, httpx, urllib): all reported
+            raise PretrainedWeightsError(
+                f'could not load pretrained weights for {name} ({type(e).__name__}: {e}). Either run once where the Hugging Face hub '
+                f'can be reached (timm caches the weights under HF_HOME; HF_HUB_OFFLINE=1 then reads them from there), or pass `weights=` '
+                f'the path of a state-dict file (torch.save(timm.create_model({arch.name!r}, pretrained=True).state_dict(), path)), '
+                f'or pass `pretrained=False` to train from random weights.') from e
     w = _tv_weights(arch)
     try: return arch(weights=w)
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         fn = Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name
         raise PretrainedWeightsError(
-            f'could not load ImageNet weights for {arch.__name__} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, '
+            f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, '
             f'or pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.') from e
 
 # %% ../nbs/04_learner.ipynb #2e6415c7
+def first_conv(
+    m:nn.Module, # A model that takes RGB images
+) -> tuple: # (dotted name, the convolution)
+    "The first `nn.Conv2d` of `m` taking 3 channels: ResNet `conv1`, DenseNet `features.conv0`, EfficientNet and ConvNeXt `features.0.0`"
+    for n, l in m.named_modules():
+        if isinstance(l, nn.Conv2d) and l.in_channels == 3: return n, l
+    raise ValueError(f'{type(m).__name__} has no nn.Conv2d taking 3 channels whose filters could be adapted')
+
+def adapt_stem(
+    m:nn.Module, # A model that takes RGB images; changed in place
+    channels='rgby', # Input channels, in order
+    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
+) -> nn.Module:
+    "`m` with its `first_conv` replaced by `rgby_stem`'s copy for `channels`"
+    n, conv = first_conv(m)
+    parent, _, attr = n.rpartition('.')
+    setattr(m.get_submodule(parent), attr, rgby_stem(conv, channels, fourth_channel))
+    return m
+
+def _is_pool(l): return re.search(r'Pool[123]d$', type(l).__name__) is not None      # fastai's `_is_pool_type`
+def _has_conv(m): return any(isinstance(l, nn.Conv2d) for l in m.modules())
+def _n_params(m): return sum(p.numel() for p in m.parameters())
+
+def cut_body(
+    m:nn.Module, # A full model (classifier included), its stem already adapted
+    arch=None, # The constructor it came from, to look up fastai's `model_meta` cut
+) -> nn.Module:
+    "The convolutional body of `m`, cut as fastai's `create_body` does; timm models keep their `forward_features`"
+    if isinstance(arch, TimmArch) or type(m).__module__.startswith('timm.'):
+        if hasattr(m, 'reset_classifier'): m.reset_classifier(0)
+        return TimmBody(m)
+    ch = list(m.children())
+    cut = model_meta.get(arch, {}).get('cut')
+    if cut is None: cut = next((i for i in reversed(range(len(ch))) if _is_pool(ch[i]) and not any(map(_has_conv, ch[i:]))), None)
+    if cut is None:
+        cut = len(ch)
+        while cut > 1 and not _has_conv(ch[cut-1]): cut -= 1
+    ch = ch[:cut]
+    while len(ch) < 4 and any(type(c) is nn.Sequential for c in ch):          # e.g. `features`: open it into its stages
+        i = max((i for i, c in enumerate(ch) if type(c) is nn.Sequential), key=lambda i: _n_params(ch[i]))
+        ch[i:i+1] = list(ch[i].children())
+    if isinstance(m, torchvision.models.DenseNet): ch.append(nn.ReLU(inplace=True))   # DenseNet's forward applies it after `features`
+    return nn.Sequential(*ch)
+
 def hpa_body(
-    arch=resnet34, # A torchvision ResNet constructor
-    pretrained:bool=True, # Start from torchvision's ImageNet weights
+    arch=resnet34, # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    pretrained:bool=True, # Start from the ImageNet weights
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
     channels='rgby', # Input channels, in order
     fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
-) -> nn.Sequential:
+) -> nn.Module:
     "The convolutional body of `arch` with a stem for `channels`"
-    m = load_arch(arch, pretrained, weights)
-    m.conv1 = rgby_stem(m.conv1, channels, fourth_channel)
-    return nn.Sequential(*list(m.children())[:-2])
+    arch = resolve_arch(arch)
+    return cut_body(adapt_stem(load_arch(arch, pretrained, weights), channels, fourth_channel), arch)
+
+def _body_features(body):
+    "Channels of the feature map `body` gives, from one dummy forward as fastai's `num_features_model`; a clear error if it gives none"
+    was, err = body.training, None
+    try:
+        for sz in (32, 64, 128, 256):                          # the smallest size the body runs on
+            try: o = dummy_eval(body, (sz, sz)); break
+            except Exception as e: err = e
+        else: raise ValueError(f'the body {type(body).__name__} does not run on 32 to 256 px images ({type(err).__name__}: {err})') from err
+    finally: body.train(was)
+    if o.ndim != 4: raise ValueError(f'the body gives {tuple(o.shape)}, not a (bs, channels, h, w) feature map: hpa_learner needs a CNN')
+    return o.shape[1]
 
 class HpaModel(nn.Module):
     "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5)"
@@ -99,7 +234,7 @@ class HpaModel(nn.Module):
     ):
         super().__init__()
         self.body, self.n_features, self.feature_scale = body, n_features, feature_scale
-        nf = num_features_model(body) * 2
+        nf = _body_features(body) * 2
         self.pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf))
         self.head = nn.Sequential(nn.Dropout(extra_dropout), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
                                   nn.BatchNorm1d(n_hidden), nn.Dropout(dropout), nn.Linear(n_hidden, n_out))
@@ -115,11 +250,30 @@ class HpaModel(nn.Module):
         return self.head(r)
 
 # %% ../nbs/04_learner.ipynb #f2b3e665
+def _stages(body):
+    "`body`'s stages in order, and the parameters it holds itself"
+    if not isinstance(body, TimmBody): return list(body.children()), list(body.parameters(recurse=False))
+    m = body.model; ch, total = list(m.children()), _n_params(m)
+    while ch:
+        i = max(range(len(ch)), key=lambda i: _n_params(ch[i]))
+        if 2 * _n_params(ch[i]) <= total or not list(ch[i].children()): break
+        ch[i:i+1] = list(ch[i].children())                                  # e.g. timm's `blocks` or `stages`
+    return ch, list(m.parameters(recurse=False))
+
+def _split_idx(stages):
+    "Where the early stages end: fastai's cut for ResNets (6) and DenseNets (7), else half way"
+    kinds = {type(l) for s in stages for l in s.modules()}
+    if len(stages) == 8 and kinds & {torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck}: return 6
+    if torchvision.models.densenet._DenseBlock in kinds: return 7
+    return max(1, len(stages) // 2)
+
 def hpa_splitter(
     m:HpaModel, # The model to split into parameter groups
 ):
-    "Three parameter groups: body[:6], body[6:], pooling + head"
-    return L(m.body[:6], m.body[6:], nn.ModuleList([m.pool, m.head])).map(params)
+    "Three parameter groups: the body's early stages (a ResNet's body[:6]), its late stages, pooling + head"
+    stages, own = _stages(m.body)
+    k = _split_idx(stages)
+    return L(own + params(nn.ModuleList(stages[:k])), params(nn.ModuleList(stages[k:])), params(nn.ModuleList([m.pool, m.head])))
 
 # %% ../nbs/04_learner.ipynb #158e9569
 def decode_probs(
@@ -264,7 +418,7 @@ class F1History(Callback):
 # %% ../nbs/04_learner.ipynb #fdc4e970
 def hpa_learner(
     dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
-    arch=resnet34, # A torchvision ResNet constructor
+    arch=resnet34, # A constructor (`resnet34`, `densenet121`, `efficientnet_b0`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
     pretrained:bool=True, # Start from torchvision's ImageNet weights (and freeze the body)
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
     fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
