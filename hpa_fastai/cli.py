@@ -23,7 +23,7 @@ from .inference import *
 from .inference import crossfit_thresholds, bootstrap_f1
 
 # %% auto #0
-__all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
            'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged',
            'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner', 'find_lr',
            'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint',
@@ -32,7 +32,6 @@ __all__ = ['ARCHS', 'TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PR
            'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
-ARCHS = dict(resnet18=resnet18, resnet34=resnet34, resnet50=resnet50)
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
@@ -52,7 +51,7 @@ class TrainConfig:
     bs:int=32 # Batch size
     epochs:int=8 # Epochs
     lr:float|None=None # Learning rate (None: lr_find's valley)
-    arch:str='resnet34' # resnet18, resnet34 or resnet50
+    arch:str='resnet34' # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
     pretrained:bool=False # Start from ImageNet weights (torchvision's cache or download)
     weights:str|None=None # Start from this local ImageNet state-dict file
     fourth_channel:str='blue' # Yellow filter init: zero, blue, red or mean
@@ -82,7 +81,8 @@ class TrainConfig:
         need(self.bs >= 1, f'--bs must be at least 1 (got {self.bs})')
         need(self.epochs >= 1, f'--epochs must be at least 1 (got {self.epochs})')
         need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f'--lr must be a positive number (got {self.lr}); leave it out to use lr_find')
-        need(self.arch in ARCHS, f'--arch must be one of {list(ARCHS)} (got {self.arch!r})')
+        try: resolve_arch(self.arch)
+        except (ValueError, TypeError, ImportError) as e: errs.append(f'--arch: {e}')
         need(self.fourth_channel in FOURTH_CHANNEL_INITS, f'--fourth-channel must be one of {list(FOURTH_CHANNEL_INITS)} (got {self.fourth_channel!r})')
         try: parse_channels(self.channels)
         except ValueError as e: errs.append(f'--channels: {e}')
@@ -208,7 +208,7 @@ def build_learner(dls:DataLoaders, # From `build_data`
                   plain:bool|None=None, # Plain per-epoch lines instead of progress bars (default: when stdout is not a terminal or notebook)
                  ) -> Learner:
     "The fused 4-channel learner of `cfg`, guarded against divergence"
-    learn = hpa_learner(dls, arch=ARCHS[cfg.arch], pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
+    learn = hpa_learner(dls, arch=cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
                         loss=cfg.loss, extra_dropout=cfg.extra_dropout, path=run or '.', cbs=[DivergenceGuard()])
     use_gpu_speedups(learn, cfg)
     if plain is None: plain = not sys.stdout.isatty() and not IN_NOTEBOOK
@@ -593,7 +593,7 @@ def hpa_train(
     bs:int=32, # Batch size
     epochs:int=8, # Epochs
     lr:float=None, # Learning rate (default: lr_find's valley)
-    arch:str='resnet34', # resnet18, resnet34 or resnet50
+    arch:str='resnet34', # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ...) or timm/<name>
     pretrained:store_true=False, # Start from ImageNet weights (torchvision's cache or download)
     weights:str=None, # Start from this local ImageNet state-dict file
     fourth_channel:str='blue', # Yellow filter init: zero, blue, red or mean
