@@ -22,7 +22,7 @@ from .features import FEATURE_NAMES
 __all__ = ['FOURTH_CHANNEL_INITS', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch', 'PretrainedWeightsError', 'load_arch',
            'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'HpaModel', 'hpa_splitter', 'decode_probs',
            'BCEWithLogitsLossMulti', 'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1', 'F1Macro',
-           'SchedTriangular', 'F1History', 'hpa_learner']
+           'SchedTriangular', 'F1History', 'MonitorNames', 'hpa_learner']
 
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -415,6 +415,17 @@ class F1History(Callback):
     def after_epoch(self):                   # `get_preds` fires after_epoch too, with no training phase: skipped
         if self.trained: self.rows.append(dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])))
 
+# %% ../nbs/04_learner.ipynb #f260f9ea
+class MonitorNames(Callback):
+    "Let trackers' `monitor='f1_macro'` (or 'loss') mean the validation column; a name matching no column is refused, naming them"
+    order = Recorder.order + 5                     # after the recorder names its columns, before the trackers (60) read them
+    def before_fit(self):
+        names = list(self.recorder.metric_names[1:])
+        for cb in self.learn.cbs.filter(risinstance(TrackerCallback)):
+            if cb.monitor in names: continue
+            if f'valid_{cb.monitor}' in names: cb.monitor = f'valid_{cb.monitor}'
+            else: raise ValueError(f'{type(cb).__name__}: monitor={cb.monitor!r} is not a recorded column; choose from {names[:-1]}')
+
 # %% ../nbs/04_learner.ipynb #fdc4e970
 def hpa_learner(
     dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
@@ -437,7 +448,7 @@ def hpa_learner(
     model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale)
     apply_init(model.head, nn.init.kaiming_normal_)
     if metrics is None: metrics = [F1Macro(thresh)]
-    cbs = [F1History(), *L(kwargs.pop('cbs', None))]
+    cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)
     if pretrained or weights is not None: learn.freeze()
     return learn
