@@ -145,11 +145,14 @@ def build_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
                cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                store=None, # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+               external=None, # A folder of extra training samples (e.g. HPAv18), training split only
+               external_csv=None, # Their labels CSV
               ) -> DataLoaders:
     "The fused (or image-only) `DataLoaders` of `cfg` for the data at `path`, checked to train"
     check_data(path, cfg)
     dls = hpa_dataloaders(path, features=cfg.features, size=cfg.size, bs=cfg.bs, valid_pct=cfg.valid_pct, seed=cfg.seed,
-                          channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers, feature_cache_dir=cache_dir, store=store)
+                          channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers, feature_cache_dir=cache_dir, store=store,
+                          external=external, external_csv=external_csv)
     if len(dls.train) == 0:
         raise HpaConfigError(f'{path}: {len(dls.train_ds)} training samples make no full batch of --bs {cfg.bs}; lower --bs')
     return dls
@@ -492,6 +495,8 @@ def run_training(path, # Data folder in the Kaggle layout
                  cbs=None, # Extra fastai callbacks for training
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                  store=None, # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+                 external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
+                 external_csv=None, # Their labels CSV (e.g. HPAv18RBGY_wodpl.csv)
                  **config, # Settings: the fields of `TrainConfig`
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
@@ -505,12 +510,15 @@ def run_training(path, # Data folder in the Kaggle layout
         saved = read_json(run/'config.json', 'run configuration')
         if config: _log(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
         cfg, path, state = TrainConfig(**saved['config']).check(), Path(saved['data']['path']), load_checkpoint(run/'checkpoint.pth')
+        if 'external' in saved['data']: external, external_csv = saved['data']['external']['path'], saved['data']['external']['csv_path']
     else: cfg, state = TrainConfig(**config).check(), None
     set_seed(cfg.seed, reproducible=True)
     _log(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
-        dls = build_data(path, cfg, cache_dir, store)   # features computed once, by rank 0; the others read its cache
+        dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
+    if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
+                                                     n_samples=sum(Path(s).parent == Path(external) for s in dls.train_ds.items))
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
@@ -529,7 +537,7 @@ def run_training(path, # Data folder in the Kaggle layout
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg)
     if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
-        learn.dls = build_data(path, cfg, cache_dir, store=False)
+        learn.dls = build_data(path, cfg, cache_dir, store=False, external=external, external_csv=external_csv)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
     model_th = th['tta'] if cfg.tta != 'none' else th['plain']      # hpa-predict applies TTA by default, as the run did
     model_fn = export_hpa(learn, (run/'model.pkl').absolute(), model_th, arch=cfg.arch, method=cfg.threshold_method,
@@ -589,6 +597,8 @@ def hpa_train(
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     pack:store_true=False, # Pack the images into a store first (or reuse an up-to-date one): batches read whole, ~100x faster loading
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
+    external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
+    external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
     size:int=64, # Image size the network sees
     bs:int=32, # Batch size
     epochs:int=8, # Epochs
@@ -622,7 +632,7 @@ def hpa_train(
         data = None if resume else find_data(path)
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
-                            store=True if pack else False if no_store else None, **config)
+                            store=True if pack else False if no_store else None, external=external, external_csv=external_csv, **config)
 
 # %% ../nbs/06_cli.ipynb #f25b79e8
 @call_parse

@@ -17,7 +17,7 @@ from .core import *
 __all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
            'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats',
            'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
-           'labelled_split', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+           'labelled_split', 'sample_stems', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -308,14 +308,31 @@ def labelled_split(path, # Data folder in the Kaggle layout
                    channels='rgby', # Channels whose files must exist
                    df=None, # Labels as a DataFrame instead of `csv`
                    n:int|None=None, # Use only the first `n` labelled samples
+                   external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
+                   external_csv=None, # Their labels (`Id,Target`, e.g. HPAv18RBGY_wodpl.csv)
                   ) -> tuple:
-    "The labels, image folder, and stratified train / valid positions of a Kaggle-layout folder, every file checked"
+    "The labels, image folder, and stratified train / valid positions of a Kaggle-layout folder (+ external training samples), every file checked"
     path = Path(path); df = _labels_from(path, csv, df)
     if n is not None: df = df.iloc[:n].reset_index(drop=True)
     img_dir = path/folder
     check_samples(img_dir, df.Id, parse_channels(channels))
     train_idx, valid_idx = multilabel_split(df, valid_pct, seed) if valid_pct else (np.arange(len(df)), np.zeros(0, int))
+    if external is not None:
+        if external_csv is None: raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
+        ext = read_labels(external_csv); check_samples(external, ext.Id, parse_channels(channels))
+        dup = sorted(set(ext.Id) & set(df.Id))
+        if dup: raise HpaDataError(f'{external_csv}: {len(dup)} Id(s) also in the training labels, e.g. {dup[:3]}')
+        n0 = len(df)
+        df = pd.concat([df.assign(folder=str(img_dir)), ext.assign(folder=str(Path(external)))], ignore_index=True)
+        train_idx = np.concatenate([train_idx, np.arange(n0, len(df))])      # never in validation: it stays Kaggle-only
     return df, img_dir, train_idx, valid_idx
+
+def sample_stems(df:pd.DataFrame, # Labels, with a `folder` column when samples come from several folders
+                 img_dir, # The folder of rows without one
+                ) -> list:
+    "The stem `folder/Id` of every row of `df`"
+    if 'folder' not in df: return [Path(img_dir)/i for i in df.Id]
+    return [Path(f)/i for f, i in zip(df.folder, df.Id)]
 
 def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
@@ -329,15 +346,17 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      aug:bool=True, # Apply the paper's flip + affine augmentation (`hpa_aug`)
                      df=None, # Labels as a DataFrame instead of `csv`
                      n:int|None=None, # Use only the first `n` labelled samples
+                     external=None, # A folder of extra training samples (e.g. HPAv18): training split only
+                     external_csv=None, # Their labels CSV
                      extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
                      num_workers:int|None=None, # DataLoader workers (default: up to 8)
                     ) -> DataLoaders:
     "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n)
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv)
     chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
-    stems = [img_dir/i for i in df.Id]
+    stems = sample_stems(df, img_dir)
     if num_workers is None: num_workers = min(8, defaults.cpus)
     return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 

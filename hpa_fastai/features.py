@@ -432,8 +432,11 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
                    cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                   ):
     "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, checked, norm fitted on `train_idx`"
-    table = features if isinstance(features, pd.DataFrame) else feature_table(
-        folder, df.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
+    if isinstance(features, pd.DataFrame): table = features
+    elif 'folder' in df:                          # samples from several folders (e.g. Kaggle + HPAv18): one cached table each
+        table = pd.concat([feature_table(fo, g.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
+                           for fo, g in df.groupby('folder', sort=False)], ignore_index=True)
+    else: table = feature_table(folder, df.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
     _check_table(table, df.Id, folder)
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
@@ -442,6 +445,9 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
 def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', **kwargs):
     "The packed store `hpa_dataloaders` should read: the one given, the default one (packed when `store=True`), or None"
     if store is False or size is None: return None
+    if kwargs.get('external') is not None:
+        if store not in (None, False): raise ValueError('a packed store holds one folder: train with external samples per item (store=False)')
+        return None
     img_dir = Path(path)/folder
     default = store_path(img_dir, size, channels, cache_dir=cache_dir)
     if store is None: return default if (default/'index.json').exists() else None    # auto-use a complete store

@@ -415,7 +415,7 @@ class F1History(Callback):
     def after_epoch(self):                   # `get_preds` fires after_epoch too, with no training phase: skipped
         if self.trained: self.rows.append(dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])))
 
-# %% ../nbs/04_learner.ipynb #f260f9ea
+# %% ../nbs/04_learner.ipynb #93bee8e7
 class MonitorNames(Callback):
     "Let trackers' `monitor='f1_macro'` (or 'loss') mean the validation column; a name matching no column is refused, naming them"
     order = Recorder.order + 5                     # after the recorder names its columns, before the trackers (60) read them
