@@ -16,7 +16,8 @@ from .core import *
 from .files import *
 from .data import *
 from .synth import make_synthetic_hpa
-from .store import pack_rgby, store_path, list_stores, prune_stores, StoreDataLoader
+from .store import pack_rgby, store_path, open_store, list_stores, prune_stores, StoreDataLoader, StoreDataset
+from .features import FeatureTensor, feature_lookup
 from .features import feature_table, add_features, hpa_dataloaders
 from .learner import *
 from .inference import *
@@ -28,8 +29,8 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner', 'find_lr',
            'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint',
            'train_learner', 'score', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
-           'distributed_state', 'broadcast', 'run_training', 'find_data', 'cli_errors', 'hpa_train', 'hpa_synth',
-           'hpa_features', 'hpa_predict', 'hpa_pack']
+           'distributed_state', 'broadcast', 'run_training', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl',
+           'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -634,6 +635,27 @@ def hpa_train(
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
                             store=True if pack else False if no_store else None, external=external, external_csv=external_csv, **config)
 
+# %% ../nbs/06_cli.ipynb #a0519e97
+def store_test_dl(learn:Learner, # A trained or loaded learner
+                  folder, # Folder of samples to predict
+                  ids=None, # Their Ids, in this order (default: every sample in `folder`)
+                  bs:int=32, # Batch size
+                  cache_dir=None, # Cache root for the store and the features (default: beside the data if writable, else per-user)
+                  n_workers:int|None=None, # Processes for packing and features (default: all cores)
+                 ) -> DataLoader:
+    "A test `DataLoader` reading whole batches from a packed store of `folder` (packed at the learner's size when needed)"
+    op, folder = rgby_opener(learn.dls), Path(folder)
+    ids = list(ids) if ids is not None else find_ids(folder)
+    if op.size is None: raise HpaConfigError('the model reads images at their stored size: a packed store needs a fixed size')
+    sp = pack_rgby(folder, store_path(folder, op.size, op.channels, cache_dir=cache_dir), size=op.size, ids=ids,
+                   channels=op.channels, n_workers=n_workers)
+    st, lk, feats = open_store(sp, folder=folder, ids=ids, size=op.size, channels=op.channels), feature_lookup(learn.dls), None
+    if lk is not None:
+        add_features(learn.dls, folder, ids, n_workers=n_workers, cache_dir=cache_dir)
+        raw = np.stack([lk.table[i] for i in ids]); feats = lk.norm(raw) if lk.norm is not None else raw
+    ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
+    return StoreDataLoader(ds, bs=bs, shuffle=False, drop_last=False, after_batch=list(learn.dls.valid.after_batch.fs), device=learn.dls.device)
+
 # %% ../nbs/06_cli.ipynb #f25b79e8
 @call_parse
 def hpa_synth(
@@ -680,6 +702,7 @@ def hpa_predict(
     tta:str='mean', # Dihedral TTA: mean, max or none
     bs:int=32, # Batch size
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
+    pack:store_true=False, # Pack FOLDER at the model's size first (or reuse its store) and read whole batches
 ):
     "Predict the samples in FOLDER with a saved model and write a Kaggle submission (a .pkl model runs code when loaded: trust it)"
     with cli_errors('hpa-predict'):
@@ -688,9 +711,13 @@ def hpa_predict(
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         learn = load_hpa(model)
-        add_features(learn.dls, folder, ids, cache_dir=cache_dir)   # cached and parallel; nothing for an image-only model
-        tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
-        ids = [Path(s).name for s in tdl.items]
+        if pack:
+            ids = ids if ids is not None else find_ids(folder)
+            tdl = store_test_dl(learn, folder, ids, bs=bs, cache_dir=cache_dir)
+        else:
+            add_features(learn.dls, folder, ids, cache_dir=cache_dir)   # cached and parallel; nothing for an image-only model
+            tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
+            ids = [Path(s).name for s in tdl.items]
         probs = dihedral_tta(learn, tdl, agg=tta)[0] if tta != 'none' else learn.get_preds(dl=tdl)[0]
         check_finite(probs, f'predictions of {model}')
         write_submission(probs, ids, out, learn.thresholds, sample_submission)

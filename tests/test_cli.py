@@ -20,6 +20,8 @@ def test_synth_train_predict(tmp_path):
     assert sub.Id.tolist() == pd.read_csv(tmp_path/'data'/'sample_submission.csv', dtype=str).Id.tolist()
     run(['hpa-predict', str(r/'model.pkl'), 'data/test', '--sample-submission', 'data/sample_submission.csv', '--out', 'p.csv', '--tta', 'mean'], tmp_path)
     assert pd.read_csv(tmp_path/'p.csv', dtype=str, keep_default_na=False).equals(sub)   # same model, thresholds and TTA
+    run(['hpa-predict', str(r/'model.pth'), 'data/test', '--sample-submission', 'data/sample_submission.csv', '--out', 'p2.csv', '--pack'], tmp_path)
+    assert pd.read_csv(tmp_path/'p2.csv', dtype=str, keep_default_na=False).equals(sub)  # weights-only form, packed test set
     run(['hpa-features', 'data/train', '--out', 'f.csv', '--n-workers', '0'], tmp_path)
     assert len(pd.read_csv(tmp_path/'f.csv')) == 40
 
