@@ -75,6 +75,12 @@ def read_labels(
     if not csv.exists(): raise HpaDataError(f'{csv}: file not found')
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError: raise HpaDataError(f'{csv}: file is empty') from None
+    except UnicodeDecodeError:
+        raw = csv.read_bytes()
+        try: raw.decode('utf-8'); pos = 0
+        except UnicodeDecodeError as e: pos = e.start
+        line = raw[:pos].count(b'\n') + 1
+        raise HpaDataError(f'{csv}: line {line} is not UTF-8 text (byte {raw[pos]:#04x}); save the file as UTF-8') from None
     missing = [c for c in ('Id', 'Target') if c not in df.columns]
     if missing: raise HpaDataError(f'{csv}: missing column(s) {missing}; found {list(df.columns)}')
     if not len(df): raise HpaDataError(f'{csv}: no rows')

@@ -13,6 +13,7 @@ def test_synth_train_predict(tmp_path):
     out = run(['hpa-train', '--path', 'data', '--size', '32', '--bs', '8', '--epochs', '1', '--lr', '1e-3', '--arch', 'resnet18',
                '--name', 'r1', '--num-workers', '0'], tmp_path)
     assert 'random initialisation' in out and 'test macro-F1' in out
+    assert '\r' not in out and '█' not in out               # plain lines in a log: no progress bars
     r = tmp_path/'runs'/'r1'
     m = json.loads((r/'metrics.json').read_text())
     assert {'valid', 'test', 'wall_s', 'config'} <= set(m) and m['config']['features'] is True

@@ -39,3 +39,7 @@ def test_real_train_csv():
 def test_real_external_csv():
     df = read_labels(REAL/'HPAv18RBGY_wodpl.csv')
     assert len(df) == 74606 and df.Id[0] == '10580_1610_C1_1'
+
+def test_read_labels_not_utf8(tmp_path):
+    (tmp_path/'train.csv').write_bytes('Id,Target\na,1\nab\xe9,1\n'.encode('latin-1'))
+    with pytest.raises(HpaDataError, match=r'train.csv: line 3 is not UTF-8 text'): read_labels(tmp_path/'train.csv')
