@@ -225,11 +225,11 @@ def build_learner(dls:DataLoaders, # From `build_data`
 def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
             plot=None, # Save lr_find's plot to this file
             default:float=1e-3, # The rate used when the suggestion can't be trusted
-            num_it:int|None=None, # Iterations (default: 100, at least 50; several epochs on a small data set)
+            num_it:int|None=None, # Iterations (default: three epochs' batches, between 50 and 100; several epochs on a small data set)
            ) -> float:
     "lr_find's valley, or `default` with a warning when the valley sits at the edge of the range searched"
-    num_it = num_it or 100
-    sug = learn.lr_find(start_lr=1e-7, end_lr=10, num_it=max(50, num_it), show_plot=plot is not None)
+    num_it = max(50, num_it or min(100, 3 * len(learn.dls.train)))
+    sug = learn.lr_find(start_lr=1e-7, end_lr=10, num_it=num_it, show_plot=plot is not None)
     if plot is not None:
         with atomic_write(plot, mode=None) as tmp: plt.savefig(tmp, dpi=80)
         plt.close('all')

@@ -15,7 +15,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
-from .files import atomic_write, cache_root, files_fingerprint
+from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
 __all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params', 'feature_params_key', 'ssim', 'blob_shapes',
@@ -241,7 +241,7 @@ def _run_chunks(jobs, n_workers:int) -> list:
     parent = os.getpid() if ctx.get_start_method() == 'fork' else None    # forkserver: the server is the parent
     with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent, initargs=(parent,)) as ex:
         res = ex.map(_compute_chunk, jobs)
-        return list(progress_bar(res, total=len(jobs), leave=False) if len(jobs) > 1 else res)
+        return list(progress_bar(res, total=len(jobs), leave=False) if len(jobs) > 1 and show_progress() else res)
 
 # %% ../nbs/03_features.ipynb #76cced13
 def _cache_folder(folder:Path, params:dict, cache_dir=None) -> Path:

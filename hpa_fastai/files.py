@@ -12,7 +12,7 @@ from .core import HpaDataError
 
 # %% auto #0
 __all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'is_writable', 'user_cache_root', 'cache_root',
-           'files_fingerprint', 'git_commit', 'run_info']
+           'files_fingerprint', 'git_commit', 'run_info', 'show_progress']
 
 # %% ../nbs/00a_files.ipynb #ad04b568
 @contextlib.contextmanager
@@ -116,3 +116,10 @@ def run_info() -> dict:
         try: vers[p] = md.version(p)
         except md.PackageNotFoundError: vers[p] = None
     return dict(python=sys.version.split()[0], packages=vers, git_commit=git_commit())
+
+# %% ../nbs/00a_files.ipynb #3f419e36
+def show_progress() -> bool:
+    "Whether progress bars render here: standard output is a terminal, or this is a notebook"
+    try: from fastcore.imports import IN_NOTEBOOK
+    except ImportError: IN_NOTEBOOK = False
+    return bool(IN_NOTEBOOK or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty()))

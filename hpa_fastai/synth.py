@@ -12,6 +12,7 @@ from fastcore.parallel import parallel
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import write_rgby
+from .files import show_progress
 
 # %% auto #0
 __all__ = ['CLASS_PATTERNS', 'smooth_noise', 'pattern', 'synth_sample', 'class_weights', 'sample_label_sets',
@@ -331,7 +332,7 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
                        freq_power:float=1.0, # class frequencies follow `TRAIN_COUNTS ** freq_power`; < 1 flattens them
                        overwrite:bool=False, # write into `dest` even if it is not empty
                        n_workers:int=0, # worker processes drawing the samples; 0 draws them in this process
-                       progress:bool=True, # show a progress bar
+                       progress:bool|None=None, # show a progress bar (default: in a terminal or notebook, not in a log)
                       ) -> Path:
     "Write a synthetic HPA data set in the Kaggle layout to `dest`"
     dest = Path(dest)
@@ -344,7 +345,7 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
     folders = [dest/'train'] * n_train + [dest/'test'] * n_test
     (dest/'train').mkdir(parents=True, exist_ok=True); (dest/'test').mkdir(exist_ok=True)
     jobs = list(zip(folders, ids, sets, [size] * len(ids), seeds))
-    parallel(_write_one, jobs, n_workers=n_workers, progress=progress, threadpool=False)
+    parallel(_write_one, jobs, n_workers=n_workers, progress=show_progress() if progress is None else progress, threadpool=False)
     tgt = [' '.join(map(str, t)) for t in sets]
     pd.DataFrame({'Id': ids[:n_train], 'Target': tgt[:n_train]}).to_csv(dest/'train.csv', index=False)
     pd.DataFrame({'Id': ids[n_train:], 'Predicted': '0'}).to_csv(dest/'sample_submission.csv', index=False)
