@@ -61,7 +61,8 @@ class TrainConfig:
     loss:str='bce' # bce or focal
     schedule:str='one_cycle' # one_cycle, or clr for the paper's triangular cyclical rate
     cycle_len:float=2. # Cycle length in epochs for the clr schedule
-    extra_dropout:float=0. # The paper's additional dropout before the head (e.g. 0.5)
+    extra_dropout:float=0. # The paper's additional dropout (e.g. 0.5), placed by `dropout_at`
+    dropout_at:str='last' # Where extra_dropout acts: 'last' (before the last FC layer, the paper's) or 'concat'
     threshold_method:str='f1' # f1, freq, global, or a fixed value such as '0.4'
     tta:str='mean' # Dihedral TTA: mean, max or none
     fp16:bool=False # Alias of precision='fp16'
@@ -91,6 +92,7 @@ class TrainConfig:
         need(self.schedule in SCHEDULES, f'--schedule must be one of {list(SCHEDULES)} (got {self.schedule!r})')
         need(self.cycle_len > 0, f'--cycle-len must be positive (got {self.cycle_len})')
         need(0 <= self.extra_dropout < 1, f'--extra-dropout must be in [0, 1) (got {self.extra_dropout})')
+        need(self.dropout_at in DROPOUT_PLACES, f'--dropout-at must be one of {list(DROPOUT_PLACES)} (got {self.dropout_at!r})')
         need(self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1),
              f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] (got {self.threshold_method!r})')
         need(self.tta in TTA_MODES, f'--tta must be one of {list(TTA_MODES)} (got {self.tta!r})')
@@ -213,7 +215,7 @@ def build_learner(dls:DataLoaders, # From `build_data`
                  ) -> Learner:
     "The fused 4-channel learner of `cfg`, guarded against divergence"
     learn = hpa_learner(dls, arch=cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
-                        loss=cfg.loss, extra_dropout=cfg.extra_dropout, path=run or '.', cbs=[DivergenceGuard()])
+                        loss=cfg.loss, extra_dropout=cfg.extra_dropout, dropout_at=cfg.dropout_at, path=run or '.', cbs=[DivergenceGuard()])
     use_gpu_speedups(learn, cfg)
     if plain is None: plain = not sys.stdout.isatty() and not IN_NOTEBOOK
     if plain:
@@ -613,7 +615,8 @@ def hpa_train(
     loss:str='bce', # bce or focal
     schedule:str='one_cycle', # one_cycle, or clr for the paper's triangular cyclical rate
     cycle_len:float=2., # Cycle length in epochs for --schedule clr
-    extra_dropout:float=0., # The paper's additional dropout before the head (e.g. 0.5)
+    extra_dropout:float=0., # The paper's additional dropout (e.g. 0.5)
+    dropout_at:str='last', # Where --extra-dropout acts: last (before the last FC layer, as the paper says) or concat
     thresholds:str='f1', # Threshold method: f1, freq, global, or a fixed value such as 0.4
     tta:str='mean', # Dihedral TTA: mean, max or none
     fp16:store_true=False, # Alias of --precision fp16

@@ -19,10 +19,11 @@ from .data import *
 from .features import FEATURE_NAMES
 
 # %% auto #0
-__all__ = ['FOURTH_CHANNEL_INITS', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch', 'PretrainedWeightsError', 'load_arch',
-           'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'HpaModel', 'hpa_splitter', 'decode_probs',
-           'BCEWithLogitsLossMulti', 'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1', 'F1Macro',
-           'SchedTriangular', 'F1History', 'MonitorNames', 'hpa_learner']
+__all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
+           'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
+           'effective_dropout', 'HpaModel', 'hpa_splitter', 'decode_probs', 'BCEWithLogitsLossMulti',
+           'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1', 'F1Macro', 'SchedTriangular', 'F1History',
+           'MonitorNames', 'hpa_learner']
 
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -221,6 +222,14 @@ def _body_features(body):
     if o.ndim != 4: raise ValueError(f'the body gives {tuple(o.shape)}, not a (bs, channels, h, w) feature map: hpa_learner needs a CNN')
     return o.shape[1]
 
+DROPOUT_PLACES = ('last', 'concat')
+
+def effective_dropout(p1:float, # Rate of one dropout
+                      p2:float, # Rate of a second one, in series
+                     ) -> float:
+    "The rate of one dropout equivalent to two in series: a unit survives both with probability (1 − p1)(1 − p2)"
+    return 1 - (1 - p1) * (1 - p2)
+
 class HpaModel(nn.Module):
     "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5)"
     def __init__(self,
@@ -229,15 +238,18 @@ class HpaModel(nn.Module):
         n_out:int=N_CLASSES, # Number of outputs (class logits)
         n_hidden:int=512, # Width of the fully connected layer after the fusion
         dropout:float=0.5, # Dropout before the output layer
-        extra_dropout:float=0., # The paper's additional dropout before the fully connected layers
+        extra_dropout:float=0., # The paper's additional dropout (placed by `dropout_at`)
         feature_scale:float=1., # Factor applied to the features before concatenation
+        dropout_at:str='last', # Where `extra_dropout` acts: 'last' (before the last FC layer, as the paper says) or 'concat' (on the image ⊕ features concatenation)
     ):
         super().__init__()
+        if dropout_at not in DROPOUT_PLACES: raise ValueError(f'dropout_at must be one of {DROPOUT_PLACES}, got {dropout_at!r}')
         self.body, self.n_features, self.feature_scale = body, n_features, feature_scale
         nf = _body_features(body) * 2
+        p_concat, p_last = (extra_dropout, dropout) if dropout_at == 'concat' else (0., effective_dropout(dropout, extra_dropout))
         self.pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf))
-        self.head = nn.Sequential(nn.Dropout(extra_dropout), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
-                                  nn.BatchNorm1d(n_hidden), nn.Dropout(dropout), nn.Linear(n_hidden, n_out))
+        self.head = nn.Sequential(nn.Dropout(p_concat), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
+                                  nn.BatchNorm1d(n_hidden), nn.Dropout(p_last), nn.Linear(n_hidden, n_out))
     def forward(self,
         x, # Image batch, (bs, channels, h, w)
         feats=None, # Feature batch, (bs, n_features); required when `n_features` > 0
@@ -440,12 +452,13 @@ def hpa_learner(
     extra_dropout:float=0., # The paper's additional dropout before the fully connected layers
     feature_scale:float=1., # Factor applied to the features before concatenation
     n_hidden:int=512, # Width of the fully connected layer after the fusion
+    dropout_at:str='last', # Where `extra_dropout` acts: 'last' (the paper's) or 'concat'
     **kwargs, # Passed to fastai's `Learner` (`cbs` are added to `F1History`)
 ) -> Learner: # Its body frozen when it starts from pretrained weights
     "A fastai `Learner` for HPA `dls`: 4-channel `arch`, fused with the features when `dls` has them"
     n_feat = len(FEATURE_NAMES) if getattr(dls, 'n_inp', 1) == 2 else 0
     body = hpa_body(arch, pretrained, weights, rgby_opener(dls).channels, fourth_channel)
-    model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale)
+    model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale, dropout_at)
     apply_init(model.head, nn.init.kaiming_normal_)
     if metrics is None: metrics = [F1Macro(thresh)]
     cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]

@@ -203,3 +203,27 @@ def test_export_refuses_what_it_cannot_describe(tiny_learn, tmp_path):
     learn = hpa_learner(tiny_learn.dls, arch=resnet18, pretrained=False, loss=torch.nn.BCEWithLogitsLoss())
     with pytest.raises(ValueError, match='safe=False'): export_hpa(learn, tmp_path/'model.pkl')
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+def test_crossfit_never_sees_the_scored_fold():
+    "Each sample's thresholds come from a fit on the other folds only (and equal that fit)"
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    from hpa_fastai.inference import crossfit_thresholds
+    rng = np.random.default_rng(3)
+    T = (rng.random((60, 28)) < 0.15).astype(np.float32); T[np.arange(60), rng.integers(0, 28, 60)] = 1
+    P = np.clip(0.3 * T + 0.7 * rng.random((60, 28)), 0, 1)
+    th = crossfit_thresholds(P, T, k=5, seed=7)
+    folds = list(MultilabelStratifiedKFold(n_splits=5, shuffle=True, random_state=7).split(np.zeros(60), (T > 0.5).astype(int)))
+    assert sorted(np.concatenate([h for _, h in folds]).tolist()) == list(range(60))
+    for fit_idx, held in folds:
+        assert not set(fit_idx) & set(held)
+        np.testing.assert_allclose(th[held], np.broadcast_to(fit_thresholds(P[fit_idx], T[fit_idx]), (len(held), 28)))
+    ins = macro_f1(predict_labels(P, fit_thresholds(P, T), keep_top=False), T)
+    assert macro_f1(predict_labels(P, th, keep_top=False), T) < ins      # in-sample flatters
+
+def test_keep_top_separated():
+    "f1_thresholds never includes keep-top; f1_thresholds_keep_top does"
+    from hpa_fastai.cli import score
+    T = np.zeros((4, 28), np.float32); T[:, 3] = 1
+    P = np.full((4, 28), 0.1, np.float32); P[:, 3] = 0.4                 # below 0.5: only keep-top predicts class 3
+    s = score(P, T, np.full(28, 0.5))
+    assert s['f1_thresholds'] == 0 and s['f1_thresholds_keep_top'] > 0 and s['in_sample'] is False
