@@ -40,12 +40,15 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
                    path=None, # Data folder (default: data/, else the synthetic demo set)
                    seed:int=0, # Random seed (split, initialisation, augmentation)
                    scale:str='cpu', # A key of `SCALES`: 'cpu' or 'gpu'
+                   seeds=None, # Several seeds: one run each, and the row returned holds the mean and SD of each score (`summarise_seeds`)
                    out='runs/experiments', # Folder for the run folders and the results table
                    results='results.csv', # The results table, inside `out`
                    **overrides, # `TrainConfig` fields that override the configuration
                   ) -> dict:
     "Train the named configuration at `scale` with `seed` and append its results row to `out/results`"
     if name not in EXPERIMENTS: raise KeyError(f'unknown experiment {name!r}; choose from {list(EXPERIMENTS)}')
+    if seeds is not None:
+        return summarise_seeds([run_experiment(name, path, s, scale, None, out, results, **overrides) for s in seeds])
     if scale not in SCALES: raise KeyError(f'scale must be one of {list(SCALES)}')
     cfg = {**SCALES[scale], **EXPERIMENTS[name], **overrides}
     mult, gpu_size = cfg.pop('epoch_mult', 1), cfg.pop('gpu_size', None)
@@ -77,7 +80,7 @@ def run_seeds(name:str, # A key of `EXPERIMENTS`
               **kwargs, # Passed to `run_experiment` (scale, out, results, overrides)
              ) -> dict:
     "Run configuration `name` once per seed; the mean and SD of each score across seeds"
-    return summarise_seeds([run_experiment(name, path, seed=s, **kwargs) for s in seeds])
+    return run_experiment(name, path, seeds=seeds, **kwargs)
 
 # %% ../nbs/07_experiments.ipynb #2b8c3254
 def _valid_arrays(learn:Learner, dl=None):
