@@ -103,6 +103,7 @@ class TrainConfig:
                  f"--valid-pct 0 leaves no labelled validation set to fit --thresholds {self.threshold_method} on: "
                  "use --thresholds freq, or a fixed value such as --thresholds 0.4")
         need(self.n is None or self.n >= 2, f'--n must be at least 2 (got {self.n})')
+        need(0 <= self.seed < 2**32, f'--seed must be between 0 and 2**32 - 1 (got {self.seed})')
         need(self.num_workers is None or self.num_workers >= 0, f'--num-workers must be 0 or more (got {self.num_workers})')
         need(self.weights is None or Path(self.weights).is_file(), f'--weights {self.weights}: file not found')
         return errs
@@ -444,6 +445,7 @@ def prepare_run(out, # Folder for run folders
     run = out/name
     if resume:
         if not (run/'config.json').exists(): raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
+        if (run/'metrics.json').exists(): raise HpaConfigError(f'{run}: this run already finished (metrics.json); nothing to resume')
         return run
     if run.exists() and any(run.iterdir()):
         if not overwrite:
@@ -631,10 +633,15 @@ def hpa_train(
     "Train the fused ResNet34 on HPA data, fit thresholds, run TTA, report, and write a submission"
     with cli_errors('hpa-train'):
         args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
-        config = {} if resume else dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last)
-        if not resume: TrainConfig(**config).check()                # every setting checked before any work
-        data = None if resume else find_data(path)
+        config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last)
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
+        if (external is None) != (external_csv is None): raise HpaConfigError('--external and --external-csv go together: give both')
+        if resume:
+            if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
+            changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | ({'path': path} if path else {})
+            return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)   # warns that these are ignored
+        TrainConfig(**config).check()                             # every setting checked before any work
+        data = None if resume else find_data(path)
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
                             store=True if pack else False if no_store else None, external=external, external_csv=external_csv, **config)
 
@@ -673,6 +680,9 @@ def hpa_synth(
 ):
     "Write a synthetic HPA data set in the Kaggle layout"
     with cli_errors('hpa-synth'):
+        if n_train < 2: raise HpaConfigError(f'--n-train must be at least 2 (got {n_train})')
+        if n_test < 0: raise HpaConfigError(f'--n-test must be 0 or more (got {n_test})')
+        if size < 16: raise HpaConfigError(f'--size must be at least 16 (got {size})')
         d = make_synthetic_hpa(dest, n_train=n_train, n_test=n_test, size=size, seed=seed, freq_power=freq_power, overwrite=overwrite,
                                n_workers=n_workers if n_workers is not None else defaults.cpus)
         _log(f'wrote {n_train} train + {n_test} test samples to {d}')
@@ -688,6 +698,8 @@ def hpa_features(
     "Compute (or resume) the ten biological features of every sample in FOLDER"
     with cli_errors('hpa-features'):
         folder = Path(folder)
+        if chunk_size < 1: raise HpaConfigError(f'--chunk-size must be at least 1 (got {chunk_size})')
+        if n_workers is not None and n_workers < 0: raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size, cache_dir=cache_dir)
         out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
@@ -714,6 +726,7 @@ def hpa_predict(
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         learn = load_hpa(model)
+        if not show_progress(): learn.remove_cbs(L(learn.cbs).filter(risinstance(ProgressCallback)))   # plain log lines
         if pack:
             ids = ids if ids is not None else find_ids(folder)
             tdl = store_test_dl(learn, folder, ids, bs=bs, cache_dir=cache_dir)

@@ -455,7 +455,7 @@ def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='
     return Path(store)
 
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
-                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None):
+                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None):
     "`hpa_dataloaders` on a packed store: the same split, features and normalisation, batches read whole"
     df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n)
     st = open_store(sp, folder=img_dir, ids=df.Id, size=size, channels=channels)

@@ -24,6 +24,7 @@ def atomic_write(fname, # The final file name
     fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=fname.parent, prefix=f'.tmp-{fname.name}.', suffix=fname.suffix)
     os.close(fd); tmp = Path(tmp)
+    umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600: give the file a plain write's mode
     try:
         if mode is None: yield tmp
         else:

@@ -23,6 +23,9 @@ TINY = ['--size', '32', '--bs', '8', '--epochs', '1', '--arch', 'resnet18', '--n
     (dict(arch='vgg'), "--arch: "),
     (dict(channels='rgbx'), 'unknown channel letter'),
     (dict(weights='nowhere.pth'), '--weights nowhere.pth: file not found'),
+    (dict(seed=-1), '--seed must be between'),
+    (dict(dropout_at='first'), '--dropout-at must be one of'),
+    (dict(precision='fp8'), '--precision must be one of'),
 ])
 def test_bad_settings(kw, msg):
     with pytest.raises(HpaConfigError, match=msg.replace('[', r'\[').replace(')', r'\)')): TrainConfig(**kw).check()
@@ -134,3 +137,25 @@ def test_read_only_input(tmp_path):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     assert (tmp_path/'runs'/'r'/'submission.csv').exists() and list((tmp_path/'cache').rglob('*.parquet'))
     assert not (tmp_path/'features_cache').exists()
+
+def test_train_on_a_packed_store(tmp_path):
+    "A packed store (here packed by the run) trains, evaluates and predicts; the next run finds and uses it"
+    d = fake_hpa(tmp_path/'d', n=24, n_test=4)
+    kw = dict(out=tmp_path/'runs', size=32, bs=8, epochs=1, lr=1e-3, arch='resnet18', num_workers=0, tta='mean')
+    m = run_training(d, name='packed', store=True, **kw)
+    assert (tmp_path/'runs'/'packed'/'submission.csv').exists() and m['valid']['n'] > 0
+    again = run_training(d, name='auto', **kw)                      # a complete store is used without asking
+    assert again['valid'] == m['valid']
+
+def test_files_get_a_plain_write_mode(tmp_path):
+    import os
+    from hpa_fastai.files import write_text
+    umask = os.umask(0o022)
+    try: write_text(tmp_path/'a.txt', 'x')
+    finally: os.umask(umask)
+    assert (tmp_path/'a.txt').stat().st_mode & 0o777 == 0o644
+
+def test_resume_a_finished_run(tmp_path):
+    d = fake_hpa(tmp_path/'d', n=16)
+    run_training(d, out=tmp_path/'runs', name='done', size=32, bs=8, epochs=1, lr=1e-3, arch='resnet18', num_workers=0, tta='none', features=False)
+    with pytest.raises(HpaConfigError, match='already finished'): run_training(None, out=tmp_path/'runs', name='done', resume=True)
