@@ -22,13 +22,24 @@ __all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment', 'summarise_seeds', 'run_se
            'features_baseline']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
+_CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
 EXPERIMENTS = {
-    'table1_zero':                dict(features=False, fourth_channel='zero', epoch_mult=1),
-    'table1_zero_thresh':         dict(features=False, fourth_channel='zero', epoch_mult=2),
-    'table1_blue_thresh':         dict(features=False, fourth_channel='blue', epoch_mult=2),
-    'table1_blue_thresh_dropout': dict(features=False, fourth_channel='blue', epoch_mult=2, extra_dropout=0.5),
-    'sec63_rgb_no_features':      dict(features=False, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512),
-    'sec63_rgb_features':         dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512),
+    'table1_zero':                dict(features=False, fourth_channel='zero', epoch_mult=1, **_CLR,
+                                       paper='Table 1 row 1: 4th-channel filter zeros, 20 epochs (leaderboard 0.366)'),
+    'table1_zero_thresh':         dict(features=False, fourth_channel='zero', epoch_mult=2, **_CLR,
+                                       paper='Table 1 row 2: zeros + per-class thresholds, 40 epochs (0.387)'),
+    'table1_blue_thresh':         dict(features=False, fourth_channel='blue', epoch_mult=2, **_CLR,
+                                       paper='Table 1 rows 3 and 5: copied filter + thresholds (0.403), + TTA (0.401), 40 epochs'),
+    'table1_blue_thresh_dropout': dict(features=False, fourth_channel='blue', epoch_mult=2, extra_dropout=0.5, **_CLR,
+                                       paper='Table 1 row 4: copied filter + thresholds + extra dropout before the last FC layer (0.394)'),
+    'sec63_rgb_no_features':      dict(features=False, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
+                                       paper='§6.3: RGB, 512 px, extra dropout, 50 epochs, without the features (best valid 0.4189)'),
+    'sec63_rgb_features':         dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
+                                       paper='§6.3: the same with the ten biological features (best valid 0.4110)'),
+    'ours_blue_thresh_one_cycle': dict(features=False, fourth_channel='blue', epoch_mult=2, schedule='one_cycle',
+                                       paper='ours: table1_blue_thresh with fastai one-cycle (fine_tune when pretrained) instead of the cyclical rate'),
+    'ours_sec63_features_one_cycle': dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50,
+                                          schedule='one_cycle', paper='ours: sec63_rgb_features with one-cycle'),
 }
 SCALES = {
     'cpu': dict(size=48, bs=32, epochs=3, lr=3e-3, pretrained=False, arch='resnet34', tta='mean'),
@@ -51,12 +62,14 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
         return summarise_seeds([run_experiment(name, path, s, scale, None, out, results, **overrides) for s in seeds])
     if scale not in SCALES: raise KeyError(f'scale must be one of {list(SCALES)}')
     cfg = {**SCALES[scale], **EXPERIMENTS[name], **overrides}
-    mult, gpu_size = cfg.pop('epoch_mult', 1), cfg.pop('gpu_size', None)
+    mult, gpu_size, gpu_epochs = cfg.pop('epoch_mult', 1), cfg.pop('gpu_size', None), cfg.pop('gpu_epochs', None)
+    cfg.pop('paper', None)
     cfg['epochs'] = int(cfg['epochs'] * mult)
     if scale == 'gpu' and gpu_size: cfg['size'] = gpu_size
+    if scale == 'gpu' and gpu_epochs and 'epochs' not in overrides: cfg['epochs'] = gpu_epochs
     m = run_training(find_data(path), out=out, name=f'{name}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}', seed=seed, **cfg)   # a new folder each run
     split = 'test' if 'test' in m else 'valid'
-    row = dict(experiment=name, seed=seed, scale=scale, scored_on=split, **m[split], wall_s=m['wall_s'],
+    row = dict(experiment=name, paper=EXPERIMENTS[name]['paper'], seed=seed, scale=scale, scored_on=split, **m[split], wall_s=m['wall_s'],
                config=json.dumps({k: v for k, v in cfg.items()}))
     fn = Path(out)/results
     table = pd.concat([pd.read_csv(fn), pd.DataFrame([row])], ignore_index=True) if fn.exists() else pd.DataFrame([row])
@@ -68,7 +81,7 @@ def summarise_seeds(rows:list, # Result rows of one configuration, one per seed 
                    ) -> dict:
     "One row: the configuration's fields, and `_mean` / `_sd` (sample SD, ddof=1) of every score across the seeds"
     df = pd.DataFrame(rows)
-    scores = [c for c in df.columns if c.startswith('f1') or c == 'wall_s']
+    scores = [c for c in df.columns if (c.startswith('f1') or c == 'wall_s') and pd.api.types.is_numeric_dtype(df[c])]   # not the CI lists
     res = {k: df[k].iloc[0] for k in ('experiment', 'scale', 'scored_on') if k in df}
     res.update(seeds=' '.join(map(str, df.seed)), n_seeds=len(df))
     for c in scores: res[f'{c}_mean'], res[f'{c}_sd'] = float(df[c].mean()), float(df[c].std(ddof=1)) if len(df) > 1 else float('nan')
