@@ -21,7 +21,7 @@ from .features import FeatureTensor, feature_lookup
 from .features import feature_table, add_features, hpa_dataloaders
 from .learner import *
 from .inference import *
-from .inference import crossfit_thresholds, bootstrap_f1
+from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
@@ -541,6 +541,11 @@ def run_training(path, # Data folder in the Kaggle layout
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg)
+    imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed) if cfg.features and valid else None
+    if imp is not None:
+        with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
+        _log('feature importance (macro-F1 drop when shuffled, validation): ' +
+             ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples()) + ' (all: feature_importance.csv)')
     if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
         learn.dls = build_data(path, cfg, cache_dir, store=False, external=external, external_csv=external_csv)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
@@ -552,6 +557,7 @@ def run_training(path, # Data folder in the Kaggle layout
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
     save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn))
     metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
+                   **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
                    config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
                    machine=torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads')
     write_json(run/'metrics.json', metrics)

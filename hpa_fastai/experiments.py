@@ -13,13 +13,12 @@ from .core import *
 from .files import atomic_write
 from .features import FEATURE_NAMES, feature_lookup
 from .learner import macro_f1
-from .inference import fit_thresholds, predict_labels, crossfit_thresholds
+from .inference import fit_thresholds, predict_labels, crossfit_thresholds, permutation_importance
 from .cli import run_training, find_data
 from fastai.vision.all import Learner, to_np, torch
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'permutation_importance',
-           'features_baseline']
+__all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'features_baseline']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 _CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
@@ -96,40 +95,6 @@ def run_seeds(name:str, # A key of `EXPERIMENTS`
     return run_experiment(name, path, seeds=seeds, **kwargs)
 
 # %% ../nbs/07_experiments.ipynb #2b8c3254
-def _valid_arrays(learn:Learner, dl=None):
-    "Pooled image features, feature inputs and targets of every sample of `dl` (default: the validation set), in order"
-    dl = dl if dl is not None else learn.dls.valid.new(shuffle=False, drop_last=False)
-    m = learn.model.eval(); pooled, feats, targs = [], [], []
-    with torch.no_grad():
-        for xb, fb, yb in dl:
-            pooled.append(m.pool(m.body(xb.as_subclass(torch.Tensor)))); feats.append(fb.as_subclass(torch.Tensor).float()); targs.append(yb)
-    return torch.cat(pooled), torch.cat(feats), to_np(torch.cat(targs))
-
-def permutation_importance(learn:Learner, # A trained fused learner (images + the ten features)
-                           dl=None, # Labelled samples to score on (default: the validation set)
-                           n_repeats:int=5, # Shuffles per feature
-                           thresholds=None, # Per-class thresholds (default: fitted on the unshuffled predictions)
-                           seed:int=0, # Seed of the shuffles
-                          ) -> pd.DataFrame:
-    "Drop in macro-F1 when each feature is shuffled across samples: one row per feature, mean and SD over the repeats"
-    m = learn.model
-    if not getattr(m, 'n_features', 0): raise ValueError('permutation_importance needs a fused model (DataLoaders with features)')
-    pooled, feats, targs = _valid_arrays(learn, dl)
-    def f1(fe):
-        with torch.no_grad(): p = torch.sigmoid(m.head(torch.cat([pooled, fe * m.feature_scale], 1)))
-        return macro_f1(predict_labels(to_np(p), th, keep_top=False), targs)
-    with torch.no_grad(): base_p = to_np(torch.sigmoid(m.head(torch.cat([pooled, feats * m.feature_scale], 1))))
-    th = fit_thresholds(base_p, targs) if thresholds is None else np.asarray(thresholds)
-    base, g = f1(feats), torch.Generator().manual_seed(seed)
-    rows = []
-    for j, name in enumerate(FEATURE_NAMES):
-        drops = []
-        for _ in range(n_repeats):
-            fe = feats.clone(); fe[:, j] = fe[torch.randperm(len(fe), generator=g), j]
-            drops.append(base - f1(fe))
-        rows.append(dict(feature=name, f1_drop_mean=float(np.mean(drops)), f1_drop_sd=float(np.std(drops, ddof=1)) if n_repeats > 1 else 0.))
-    return pd.DataFrame(rows).assign(base_f1=base).sort_values('f1_drop_mean', ascending=False, ignore_index=True)
-
 def features_baseline(dls, # Fused `DataLoaders` (from `hpa_dataloaders(..., features=True)`)
                       C:float=1.0, # Inverse regularisation of the logistic regressions
                      ) -> dict:
