@@ -15,7 +15,7 @@ from .data import *
 from .files import atomic_write, write_json, read_json
 from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
 from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner
-from .learner import decode_probs, f1_per_class, macro_f1
+from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
 
 # %% auto #0
 __all__ = ['check_probs', 'check_thresholds', 'fit_thresholds', 'predict_labels', 'set_thresholds', 'save_thresholds',
@@ -24,10 +24,6 @@ __all__ = ['check_probs', 'check_thresholds', 'fit_thresholds', 'predict_labels'
            'plot_class_f1', 'plot_f1_curves']
 
 # %% ../nbs/05_inference.ipynb #652d52ff
-def _np(x) -> np.ndarray:
-    "A NumPy array from a tensor (fastai's `to_np`) or anything array-like"
-    return to_np(x) if isinstance(x, Tensor) else np.asarray(x)
-
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
 
 def check_probs(probs, # Probabilities (samples × classes): an array or a tensor
@@ -35,7 +31,7 @@ def check_probs(probs, # Probabilities (samples × classes): an array or a tenso
                 ids=None, # Sample Ids of the rows, to name the row at fault
                ) -> np.ndarray:
     "`probs` as a float64 (n, classes) array; NaN, infinite or outside [0, 1] raises `HpaDataError` naming the first bad row"
-    try: p = _np(probs).astype(np.float64)
+    try: p = as_numpy(probs).astype(np.float64)
     except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: not numbers ({e})') from None
     if p.ndim != 2: raise HpaDataError(f'{what}: expected a samples × classes array, got shape {p.shape}')
     def first(bad):
@@ -54,7 +50,7 @@ def check_thresholds(thresholds, # One threshold for all classes, or one per cla
                      n:int=N_CLASSES, # Number of classes
                     ) -> np.ndarray:
     "`thresholds` as a float64 array of `n`; a non-number, NaN or a value outside [0, 1] raises `HpaDataError`"
-    try: t = _np(thresholds).astype(np.float64)
+    try: t = as_numpy(thresholds).astype(np.float64)
     except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: thresholds must be numbers ({e})') from None
     if t.ndim > 1 or (t.ndim == 1 and len(t) != n): raise HpaDataError(f'{what}: expected one threshold or {n} (one per class), got shape {t.shape}')
     t = np.broadcast_to(t, (n,)).copy()
@@ -100,7 +96,7 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
         if len(freq) != n_cls: raise ValueError(f'target_freq has {len(freq)} values for {n_cls} classes')
         return check_thresholds(_freq_thresholds(p, freq), "'freq' thresholds", n_cls)
     if targets is None: raise ValueError(f"method {method!r} needs targets (only 'freq' does not)")
-    t = _np(targets)
+    t = as_numpy(targets)
     if t.shape != p.shape: raise ValueError(f'probs {p.shape} and targets {t.shape} differ in shape')
     if not np.isfinite(t.astype(np.float64)).all(): raise HpaDataError('targets: NaN or infinite values')
     t = t > 0.5
@@ -118,7 +114,7 @@ def predict_labels(probs, # Probabilities (samples × 28)
     "Boolean (n, 28) predictions from `probs`; each sample keeps its most probable class"
     p = check_probs(probs)
     if np.ndim(thresholds) == 2:                          # per-sample rows: each checked like per-class thresholds
-        th = np.stack([check_thresholds(r, n=p.shape[1]) for r in _np(thresholds)])
+        th = np.stack([check_thresholds(r, n=p.shape[1]) for r in as_numpy(thresholds)])
         if th.shape != p.shape: raise HpaDataError(f'per-sample thresholds {th.shape} do not match probabilities {p.shape}')
     else: th = check_thresholds(thresholds, n=p.shape[1])
     return decode_probs(torch.as_tensor(p.astype(np.float32)), torch.as_tensor(th.astype(np.float32)), keep_top).numpy()
@@ -171,7 +167,7 @@ def crossfit_thresholds(probs, # Validation probabilities (samples × classes)
                        ) -> np.ndarray:
     "Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample"
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-    p, t = check_probs(probs), _np(targets) > 0.5
+    p, t = check_probs(probs), as_numpy(targets) > 0.5
     n = len(p); k = min(k, n // 2)
     if k < 2: raise ValueError(f'crossfit_thresholds needs at least 4 samples, got {n}')
     th = np.zeros(p.shape, np.float64)
@@ -187,7 +183,7 @@ def bootstrap_f1(probs, # Probabilities (samples × classes)
                  seed:int=0, # Seed of the resampling
                 ) -> tuple:
     "95 % bootstrap interval (2.5th, 97.5th percentile) of macro-F1 over resampled samples"
-    pred, t = predict_labels(probs, thresholds, keep_top), _np(targets) > 0.5
+    pred, t = predict_labels(probs, thresholds, keep_top), as_numpy(targets) > 0.5
     rng = np.random.default_rng(seed); m = len(t)
     scores = [macro_f1(pred[idx], t[idx]) for idx in rng.integers(0, m, (n, m))]
     return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
@@ -456,7 +452,7 @@ def hpa_report(probs, # Probabilities (samples × 28)
                keep_top:bool=True, # Also predict each sample's most probable class
               ) -> pd.DataFrame:
     "Per-class precision, recall, F1 and support, with a final 'macro' row"
-    p = predict_labels(probs, thresholds, keep_top); t = _np(targets) > 0.5
+    p = predict_labels(probs, thresholds, keep_top); t = as_numpy(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.); rec = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.)
     f1 = f1_per_class(p, t)                              # p is already 0/1: thresholded at 0.5 it stays as it is

@@ -22,8 +22,8 @@ from .features import FEATURE_NAMES
 __all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
            'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
            'effective_dropout', 'HpaModel', 'hpa_splitter', 'decode_probs', 'BCEWithLogitsLossMulti',
-           'SigmoidFocalLoss', 'hpa_loss', 'f1_per_class', 'macro_f1', 'F1Macro', 'SchedTriangular', 'F1History',
-           'MonitorNames', 'hpa_learner']
+           'SigmoidFocalLoss', 'hpa_loss', 'as_numpy', 'f1_per_class', 'macro_f1', 'F1Macro', 'SchedTriangular',
+           'F1History', 'MonitorNames', 'hpa_learner']
 
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -351,9 +351,10 @@ def hpa_loss(
     raise ValueError(f"loss must be 'bce', 'focal' or a loss function, got {loss!r}")
 
 # %% ../nbs/04_learner.ipynb #84f8d157
-def _np(x):
-    "A NumPy array from a tensor or array-like"
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def as_numpy(x, # A tensor (any device, typed or not) or anything array-like
+            ) -> np.ndarray:
+    "A NumPy array from a tensor (fastai's `to_np`) or anything array-like"
+    return to_np(x) if isinstance(x, torch.Tensor) else np.asarray(x)
 
 def f1_per_class(
     probs, # Probabilities, (n_samples, n_classes)
@@ -361,7 +362,7 @@ def f1_per_class(
     thresholds=0.5, # One threshold, or one per class
 ) -> np.ndarray:
     "F1 of each class for `probs` above `thresholds` (0 where a class has no true and no predicted sample)"
-    p, t = _np(probs) > np.asarray(thresholds), _np(targets) > 0.5
+    p, t = as_numpy(probs) > np.asarray(thresholds), as_numpy(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.)
