@@ -15,13 +15,15 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
+from .segment import segment_nuclei, segment_cells, label_outlines
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
-__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'feature_params', 'feature_params_key', 'ssim', 'blob_shapes',
-           'extract_features', 'feature_masks', 'show_feature_masks', 'feature_table', 'FeatureNorm', 'FeatureTensor',
-           'FeatureLookup', 'FeatureBlock', 'short_titles', 'show_batch', 'show_results', 'feature_blocks',
-           'hpa_dataloaders', 'feature_lookup', 'add_features', 'FeatureMixUp']
+__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'EXTENDED_NAMES', 'feature_params', 'feature_params_key', 'ssim',
+           'blob_shapes', 'extract_features', 'extended_features', 'feature_masks', 'show_feature_masks',
+           'feature_table', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock', 'short_titles',
+           'show_batch', 'show_results', 'feature_blocks', 'hpa_dataloaders', 'feature_lookup', 'add_features',
+           'FeatureMixUp']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -29,12 +31,12 @@ FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssi
 FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 
 # %% ../nbs/03_features.ipynb #80b8c68d
-FEATURE_PARAMS = dict(version=1, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9,
-                      nucleus_floor=8, green_floor=4, min_blob=4, min_nucleus=60)
+FEATURE_PARAMS = dict(version=2, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9,
+                      green_floor=4, min_blob=150, nucleus_dim=0.5, typical_nucleus=2000)   # areas in px at 512²
 
 def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
                   ) -> dict:
-    "`FEATURE_PARAMS` updated with `params`"
+    "`FEATURE_PARAMS` updated with `params` (areas are given in px at 512² and scaled to `work_size`)"
     return {**FEATURE_PARAMS, **(params or {})}
 
 def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
@@ -74,7 +76,7 @@ def _components(mask, min_area):
 def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
                 n:int, # Number of blobs
                ):
-    "Centroids (x, y), major/minor axis ratio, compactness and fitted ellipses (half-axes, angle°) of blobs 1..`n`"
+    "Centroids (x, y), major/minor axis ratio, compactness (≥ 1) and fitted ellipses (half-axes, angle°) of blobs 1..`n`"
     if n == 0: return np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros((0, 2)), np.zeros(0)
     ys, xs = np.nonzero(lab); l = lab[ys, xs]
     m = lambda w=None: np.bincount(l, w, minlength=n + 1)[1:]
@@ -88,41 +90,54 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
     axes = 2 * np.sqrt(np.stack([l1, l2], -1))                    # half-axes of the ellipse with the same moments
     angle = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))
     contours, _ = cv2.findContours((lab > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    perim = np.zeros(n + 1)
-    for c in contours: perim[lab[c[0, 0, 1], c[0, 0, 0]]] += cv2.arcLength(c, True)
-    compact = perim[1:]**2 / (4 * np.pi * a)
+    perim, poly = np.zeros(n + 1), np.zeros(n + 1)
+    for c in contours:
+        k = lab[c[0, 0, 1], c[0, 0, 0]]; c = cv2.approxPolyDP(c, 0.75, True)   # the outline without its pixel staircase
+        perim[k] += cv2.arcLength(c, True); poly[k] += cv2.contourArea(c)
+    perim, poly = perim[1:], poly[1:]
+    compact = perim**2 / (4 * np.pi * np.maximum(poly, np.maximum(perim / 2, 1e-9)))   # polygon area, ≥ a 1-px strip's
     return np.stack([cx, cy], -1), ratio, compact, axes, angle
 
 # %% ../nbs/03_features.ipynb #82cc2888
 def _prep(rgby, params):
-    "Channels at `work_size`, blurred, as float32 (red, green, blue, yellow)"
+    "The sample at `work_size` (uint8 H×W×4) and its channels blurred, as float32 (red, green, blue, yellow)"
     ws = params['work_size']
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
     if x.dtype != np.uint8: x = np.clip(x, 0, 255).astype(np.uint8)
     if x.shape[0] != ws or x.shape[1] != ws: x = cv2.resize(x, (ws, ws), interpolation=cv2.INTER_AREA if x.shape[0] > ws else cv2.INTER_LINEAR)
-    return [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)]
+    return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)]
 
-def _segment(b, g, p):
+def _area(p, key) -> float:
+    "Parameter `key`, an area in px at 512², at the working size"
+    return p[key] * (p['work_size'] / 512)**2
+
+def _segment(x, g, p):
     "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
-    nuc = cv2.morphologyEx(_otsu_mask(b, p['nucleus_floor']), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    nlab, nareas = _components(nuc, p['min_nucleus'])
+    nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), dim=p['nucleus_dim'])
+    nareas = np.bincount(nlab.ravel())[1:].astype(np.float64)
     gmask = _otsu_mask(g, p['green_floor'])
-    blab, bareas = _components(gmask, p['min_blob'])
+    blab, bareas = _components(gmask, _area(p, 'min_blob'))
     return nlab, nareas, gmask, blab, bareas
 
 def _stretch(x, q):
     hi = max(float(np.percentile(x, q)), 1.)
     return np.clip(x.astype(np.float32) * (255. / hi), 0, 255)
 
+def _nearest_nucleus(nlab, cen):
+    "For blob centroids `cen`: the label of the nearest nucleus and the distance to its edge (0 inside)"
+    ws = nlab.shape[0]
+    dist, idx = cv2.distanceTransformWithLabels((nlab == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(idx.max() + 1, np.int32); inside = nlab > 0
+    lut[idx[inside]] = nlab[inside]                  # each nucleus pixel's own index -> its nucleus
+    ci = np.clip(np.round(cen).astype(int), 0, ws - 1)
+    return lut[idx[ci[:, 1], ci[:, 0]]], dist[ci[:, 1], ci[:, 0]].astype(np.float64)
+
 # %% ../nbs/03_features.ipynb #cc3ba23f
-def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: clipped to 0-255
-                     params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                    ) -> np.ndarray:
-    "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"
-    p = feature_params(params)
-    r, g, b, y = _prep(rgby, p); ws = p['work_size']
-    nlab, nareas, gmask, blab, bareas = _segment(b, g, p); nucm = nlab > 0
+def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
+    "The ten features of one sample, and the extended set after them if `extended` (one segmentation for both)"
+    x, (r, g, b, y) = _prep(rgby, p); ws = p['work_size']
+    nlab, nareas, gmask, blab, bareas = _segment(x, g, p); nucm = nlab > 0
     gf = g.astype(np.float64); gsum = gf.sum()
     f1 = gf[nucm].sum() / gsum if gsum > 0 else 0.
     gs = _stretch(g, p['stretch_q'])
@@ -133,14 +148,63 @@ def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not 
     else:
         cen, ratio, compact, _, _ = blob_shapes(blab, len(bareas))
         f7, f8 = compact.mean(), ratio.mean()
-        f9 = bareas.mean() / (nareas.mean() if len(nareas) else ws * ws)
         if len(nareas):
-            dist = cv2.distanceTransform((~nucm).astype(np.uint8), cv2.DIST_L2, 3)
-            ci = np.clip(np.round(cen).astype(int), 0, ws - 1)
-            f10 = dist[ci[:, 1], ci[:, 0]].mean() / ws
-        else: f10 = 1.
-    res = np.array([f1, f2, f3, f4, f5, f6, f7, f8, f9, f10], np.float32)
-    return np.nan_to_num(res, nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
+            near, dist = _nearest_nucleus(nlab, cen); na = nareas[near - 1]
+            f9, f10 = (bareas / na).mean(), (dist / np.sqrt(na / np.pi)).mean()
+        else:
+            a0 = _area(p, 'typical_nucleus')
+            f9, f10 = bareas.mean() / a0, ws / 2 / np.sqrt(a0 / np.pi)
+    res = [f1, f2, f3, f4, f5, f6, f7, f8, f9, f10]
+    if extended: res += _extended(x, (r, g, b, y), nlab, gmask)
+    return np.nan_to_num(np.array(res, np.float32), nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
+
+def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: clipped to 0-255
+                     params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                    ) -> np.ndarray:
+    "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"
+    return _features(rgby, feature_params(params))
+
+# %% ../nbs/03_features.ipynb #0902f4ab
+EXTENDED_NAMES = ['pearson_green_red', 'pearson_green_yellow', 'pearson_green_blue',
+                  'manders_green_red', 'manders_green_yellow', 'manders_green_blue',
+                  'green_share_nucleus', 'green_share_cytoplasm', 'green_share_edge',
+                  'cell_green_cv', 'cells_positive', 'n_cells']
+
+# %% ../nbs/03_features.ipynb #834b8c39
+def _pearson(a, b) -> float:
+    "Pearson correlation of two 1-D arrays; 0 when either is constant"
+    a, b = a - a.mean(), b - b.mean(); d = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / d) if d > 0 else 0.
+
+def _extended(x, chans, nlab, gmask) -> list:
+    "The `EXTENDED_NAMES` features from the working-size sample `x`, its blurred channels, nuclei and green mask"
+    r, g, b, y = chans
+    cells = segment_cells(x, nlab)
+    inside = cells > 0
+    n = int(cells.max())
+    if n == 0 or not inside.any(): return [0.] * len(EXTENDED_NAMES)
+    gi = g[inside].astype(np.float64); gt = gi.sum()
+    pear = [_pearson(gi, o[inside].astype(np.float64)) for o in (r, y, b)]
+    def manders(o):
+        t, _ = cv2.threshold(o.astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        return float(gi[o[inside] > t].sum() / gt) if gt > 0 else 0.
+    mand = [manders(o) for o in (r, y, b)]
+    k = np.ones((5, 5), np.uint8); cf = cells.astype(np.float32)
+    edge = inside & (cv2.dilate(cf, k) != cv2.erode(cf, k)) & (nlab == 0)
+    nuc, cyto = inside & (nlab > 0), inside & (nlab == 0) & ~edge
+    shares = [float(g[m].sum() / gt) if gt > 0 else 0. for m in (nuc, cyto, edge)]
+    lab = cells[inside]
+    area = np.bincount(lab, minlength=n + 1)[1:]; ok = area > 0
+    mean_g = np.bincount(lab, gi, minlength=n + 1)[1:][ok] / area[ok]
+    pos = np.bincount(lab, gmask[inside].astype(np.float64), minlength=n + 1)[1:][ok] / area[ok]
+    cv = float(mean_g.std() / mean_g.mean()) if mean_g.mean() > 0 else 0.
+    return [*pear, *mand, *shares, cv, float((pos >= 0.05).mean()), float(ok.sum())]
+
+def extended_features(rgby, # One H×W×4 sample (red, green, blue, yellow)
+                      params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                     ) -> np.ndarray:
+    "The `EXTENDED_NAMES` features of one sample, measured inside its segmented cells, as float32[12]"
+    return _features(rgby, feature_params(params), extended=True)[len(FEATURE_NAMES):]
 
 # %% ../nbs/03_features.ipynb #27fc9365
 def feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
@@ -148,8 +212,8 @@ def feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
                  ):
     "Nucleus label image, blob label image and the blurred green at `work_size`: what the features see"
     p = feature_params(params)
-    r, g, b, y = _prep(rgby, p)
-    nlab, _, _, blab, _ = _segment(b, g, p)
+    x, (r, g, b, y) = _prep(rgby, p)
+    nlab, _, _, blab, _ = _segment(x, g, p)
     return nlab, blab, g
 
 def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
@@ -161,8 +225,7 @@ def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
     gs = _stretch(g, 99.9).astype(np.uint8)
     fig, axs = plt.subplots(1, 2, figsize=figsize)
     over = np.stack([gs*0, gs, gs*0], -1)
-    cnt, _ = cv2.findContours((nlab > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(over, cnt, -1, (80, 120, 255), 1)
+    over[label_outlines(nlab)] = (80, 120, 255)
     axs[0].imshow(over); axs[0].set_title('nuclei (outlines) over protein', fontsize=9)
     ell = np.stack([gs, gs, gs], -1) // 2
     n = int(blab.max()); cen, _, _, axes, angle = blob_shapes(blab, n)
@@ -189,39 +252,42 @@ def _chunk_name(folder, ids) -> str:
     return f'chunk-{h.hexdigest()[:16]}.parquet'
 
 # %% ../nbs/03_features.ipynb #178c2254
-_COLUMNS = ['Id', *FEATURE_NAMES, 'error']
+def _names(params:dict) -> list:
+    "Feature columns under `params`: the paper's ten, then `EXTENDED_NAMES` when `params['extended']`"
+    return FEATURE_NAMES + (EXTENDED_NAMES if params.get('extended') else [])
 
 def _compute_chunk(args):
     "Features (and errors) of one chunk of samples, written atomically to its cache file"
     folder, ids, dest, params = args
-    rows = []
+    names, rows = _names(params), []
     for i in ids:
-        try: rows.append([i, *extract_features(open_rgby(folder, i), params), ''])
-        except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*10, str(e)])
-    df = pd.DataFrame(rows, columns=_COLUMNS)
+        try: rows.append([i, *_features(open_rgby(folder, i), params, params.get('extended', False)), ''])
+        except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
+    df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
     if dest is not None:
         with atomic_write(dest, mode=None) as tmp: df.to_parquet(tmp, index=False)
     return df
 
 # %% ../nbs/03_features.ipynb #3182d076
-def _chunk_problem(df, ids) -> str|None:
-    "What makes `df` unfit to be the cached chunk of samples `ids`, or None"
-    missing = [c for c in _COLUMNS if c not in df.columns]
+def _chunk_problem(df, ids, names=FEATURE_NAMES) -> str|None:
+    "What makes `df` unfit to be the cached chunk of samples `ids` with feature columns `names`, or None"
+    cols = ['Id', *names, 'error']
+    missing = [c for c in cols if c not in df.columns]
     if missing: return f'missing column(s) {missing}'
-    if list(df.columns) != _COLUMNS: return f'columns {list(df.columns)}, expected {_COLUMNS}'
+    if list(df.columns) != cols: return f'columns {list(df.columns)}, expected {cols}'
     if list(df.Id) != list(ids): return f'its Ids are not those of the chunk ({len(df)} rows for {len(ids)} Ids)'
-    text = [c for c in FEATURE_NAMES if df[c].dtype.kind not in 'fiu']
+    text = [c for c in names if df[c].dtype.kind not in 'fiu']
     if text: return f'non-numeric column(s) {text}'
     ok = (df.error == '').to_numpy()
-    if not np.isfinite(df.loc[ok, FEATURE_NAMES].to_numpy(np.float64)).all(): return 'NaN or infinite features'
+    if not np.isfinite(df.loc[ok, names].to_numpy(np.float64)).all(): return 'NaN or infinite features'
     return None
 
-def _read_chunk(fn, ids) -> pd.DataFrame|None:
+def _read_chunk(fn, ids, names=FEATURE_NAMES) -> pd.DataFrame|None:
     "The cached chunk `fn` of samples `ids`, or None (with a warning naming `fn`) if it is unreadable or does not fit"
     try: df = pd.read_parquet(fn)
     except Exception as e:
         warnings.warn(f'{fn}: unreadable cache chunk ({e}); recomputing it'); return None
-    problem = _chunk_problem(df, ids)
+    problem = _chunk_problem(df, ids, names)
     if problem: warnings.warn(f'{fn}: cache chunk does not fit ({problem}); recomputing it'); return None
     return df
 
@@ -269,9 +335,11 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
                   chunk_size:int=256, # Samples per cache chunk
                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
                   cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
+                  extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
                  ) -> pd.DataFrame:
-    "DataFrame of `Id` and the ten features of samples `ids` in `folder`; cached in chunks keyed by their files"
+    "DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed by their files"
     folder = Path(folder); p = feature_params(params)
+    if extended: p = {**p, 'extended': True}                                      # its own cache key
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     ids = list(ids) if ids is not None else find_ids(folder)
     if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
@@ -281,7 +349,7 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
     dests = [cdir/_chunk_name(folder, ch) if cdir else None for ch in chunks]
     done = {}
     for k, fn in enumerate(dests):
-        df = _read_chunk(fn, chunks[k]) if fn is not None and fn.exists() else None
+        df = _read_chunk(fn, chunks[k], _names(p)) if fn is not None and fn.exists() else None
         if df is not None and (df.error == '').all(): done[k] = df
     todo = [k for k in range(len(chunks)) if k not in done]
     if n_workers is None: n_workers = min(defaults.cpus, len(todo))

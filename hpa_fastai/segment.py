@@ -10,7 +10,7 @@ import numpy as np, cv2, matplotlib.pyplot as plt
 from skimage.segmentation import watershed
 
 # %% auto #0
-__all__ = ['segment_nuclei', 'segment_cells', 'show_segmentation']
+__all__ = ['segment_nuclei', 'segment_cells', 'label_outlines', 'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
 def _scale(img) -> float: return img.shape[0] / 512
@@ -68,8 +68,9 @@ def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow)
     return watershed(-c.astype(np.float32), nuc, mask=fg).astype(np.int32)
 
 # %% ../nbs/01c_segment.ipynb #f87a2f7b
-def _outline(lab:np.ndarray) -> np.ndarray:
-    "Pixels of `lab` on a region's edge"
+def label_outlines(lab:np.ndarray, # A label image (0 background)
+                  ) -> np.ndarray:
+    "Boolean mask of the pixels of `lab` on a region's edge (where touching regions meet, too)"
     return (cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != cv2.erode(lab.astype(np.float32), np.ones((3, 3)))) & (lab > 0)
 
 def _stretch8(x:np.ndarray, q:float=99.5) -> np.ndarray:
@@ -90,8 +91,8 @@ def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, gree
     else:
         rgb = np.stack([_stretch8(x[..., 0]), _stretch8(x[..., 1]), _stretch8(x[..., 2])], -1)
         cells = segment_cells(x, nuclei) if cells is None else cells
-    if cells is not None: rgb[_outline(cells)] = 255
-    rgb[_outline(nuclei)] = (0, 255, 255)
+    if cells is not None: rgb[label_outlines(cells)] = 255
+    rgb[label_outlines(nuclei)] = (0, 255, 255)
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(rgb); ax.axis('off')
     ax.set_title(title or f'{nuclei.max()} nuclei' + ('' if cells is None else f', {len(np.unique(cells)) - 1} cells'), fontsize=9)

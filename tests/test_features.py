@@ -51,17 +51,17 @@ def _folder(tmp_path, n=6):
 
 def test_resume_after_kill(tmp_path, monkeypatch):
     folder, ids = _folder(tmp_path)
-    calls = []; orig = F.extract_features
-    def flaky(x, params=None):
+    calls = []; orig = F._features
+    def flaky(x, params, extended=False):
         calls.append(1)
         if len(calls) == 5: raise KeyboardInterrupt   # killed while computing the 3rd chunk
-        return orig(x, params)
-    monkeypatch.setattr(F, 'extract_features', flaky)
+        return orig(x, params, extended)
+    monkeypatch.setattr(F, '_features', flaky)
     with pytest.raises(KeyboardInterrupt): feature_table(folder, ids, n_workers=0, chunk_size=2)
     cdir = next((tmp_path/'features_cache').iterdir())
     assert len(list(cdir.glob('chunk-*.parquet'))) == 2 and not list(cdir.glob('*.tmp*'))
-    calls.clear(); monkeypatch.setattr(F, 'extract_features', orig)
-    monkeypatch.setattr(F, 'extract_features', lambda x, params=None: (calls.append(1), orig(x, params))[1])
+    calls.clear(); monkeypatch.setattr(F, '_features', orig)
+    monkeypatch.setattr(F, '_features', lambda x, params, extended=False: (calls.append(1), orig(x, params, extended))[1])
     ft = feature_table(folder, ids, n_workers=0, chunk_size=2)
     assert len(calls) == 2 and list(ft.Id) == ids           # only the missing chunk was computed
     fresh = feature_table(folder, ids, n_workers=0, cache=False)
@@ -132,9 +132,9 @@ def test_real_sample_features():
 # --- Reliability: caches keyed by content, checked chunks, NaN/empty input, read-only data, no orphaned workers
 
 def _counting(monkeypatch):
-    "Count `extract_features` calls (serial runs only)"
-    calls, orig = [], F.extract_features
-    monkeypatch.setattr(F, 'extract_features', lambda x, params=None: (calls.append(1), orig(x, params))[1])
+    "Count feature computations (serial runs only)"
+    calls, orig = [], F._features
+    monkeypatch.setattr(F, '_features', lambda x, params, extended=False: (calls.append(1), orig(x, params, extended))[1])
     return calls
 
 def test_regenerated_image_recomputed(tmp_path, monkeypatch):
