@@ -18,7 +18,8 @@ from .cli import run_training, find_data
 from fastai.vision.all import Learner, to_np, torch
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'SCALES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'features_baseline']
+__all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'seeds_table', 'vs_spread',
+           'features_baseline']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 _CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
@@ -93,6 +94,31 @@ def run_seeds(name:str, # A key of `EXPERIMENTS`
              ) -> dict:
     "Run configuration `name` once per seed; the mean and SD of each score across seeds"
     return run_experiment(name, path, seeds=seeds, **kwargs)
+
+# %% ../nbs/07_experiments.ipynb #932df7e6
+SCORES = ['f1_at_0_5', 'f1_thresholds', 'f1_thresholds_keep_top', 'f1_tta_thresholds']
+
+def seeds_table(rows:list, # Rows from `run_seeds` / `run_experiment(seeds=...)`, one per configuration
+                scores=SCORES, # Score columns to show
+               ) -> pd.DataFrame:
+    "One line per configuration: what it was scored on, and each score as 'mean ± SD' over its seeds"
+    out = []
+    for r in rows:
+        line = dict(experiment=r['experiment'], scored_on=r.get('scored_on', '?'), seeds=r.get('seeds', ''))
+        for c in scores:
+            if f'{c}_mean' in r: line[c] = f"{r[f'{c}_mean']:.3f} ± {r[f'{c}_sd']:.3f}"
+        if 'wall_s_mean' in r: line['wall_s'] = round(r['wall_s_mean'])
+        out.append(line)
+    return pd.DataFrame(out).set_index('experiment')
+
+def vs_spread(a:dict, # A row from `run_seeds` (means and SDs)
+              b:dict, # Another
+              score:str='f1_thresholds', # The score to compare
+             ) -> dict:
+    "Difference of `score` (a − b), its standard error from the seeds, and whether it exceeds twice that"
+    d = a[f'{score}_mean'] - b[f'{score}_mean']
+    se = float(np.sqrt(a[f'{score}_sd']**2 / a['n_seeds'] + b[f'{score}_sd']**2 / b['n_seeds']))
+    return dict(a=a['experiment'], b=b['experiment'], score=score, diff=round(float(d), 4), se=round(se, 4), exceeds_spread=bool(abs(d) > 2 * se))
 
 # %% ../nbs/07_experiments.ipynb #2b8c3254
 def features_baseline(dls, # Fused `DataLoaders` (from `hpa_dataloaders(..., features=True)`)
