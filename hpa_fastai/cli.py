@@ -523,10 +523,13 @@ def run_training(path, # Data folder in the Kaggle layout
         dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
     if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
-                                                     n_samples=sum(Path(s).parent == Path(external) for s in dls.train_ds.items))
+                                                     n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
+    if isinstance(dls.train, StoreDataLoader):
+        st = dls.train_ds.store
+        _log('batches read whole from the packed store' + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}'))
     _log(f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels}, features {"on" if cfg.features else "off"}')
     _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
@@ -606,7 +609,7 @@ def hpa_train(
     overwrite:store_true=False, # Replace an existing run folder of that name
     resume:store_true=False, # Continue the interrupted run OUT/NAME from its last checkpoint (with its saved settings)
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
-    pack:store_true=False, # Pack the images into a store first (or reuse an up-to-date one): batches read whole, ~100x faster loading
+    pack:store_true=False, # Pack the images (and the --external folder, into a store of its own) first, or reuse up-to-date stores: batches read whole, ~100x faster loading
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
@@ -747,7 +750,7 @@ def hpa_predict(
 
 @call_parse
 def hpa_pack(
-    folder:str, # Image folder to pack (e.g. data/hpa/train); with --list / --prune, the data whose cache root to look in
+    folder:str, # Image folder to pack: Kaggle PNGs (data/hpa/train) or HPAv18 colour JPEGs (the --external folder of hpa-train); with --list / --prune, the data whose cache root to look in
     size:int=512, # Side of the packed images (the size you train at)
     dest:str=None, # Store folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     channels:str='rgby', # Channels to pack

@@ -302,7 +302,7 @@ def test_device_cache(fake12, tmp_path, capsys):
     dls = store_dataloaders(st, df, tr, va, bs=4, aug=False, device_cache=True, device='cpu')
     assert 'no CUDA device' in capsys.readouterr().out and dls.valid_ds._src is None
     rows = st.rows(df.Id)
-    cache, remap = S._device_cache(st.array, rows, 'cpu')           # the copy itself, on the CPU
+    cache, remap = S._device_cache(st, rows, 'cpu')           # the copy itself, on the CPU
     np.testing.assert_array_equal(cache[torch.as_tensor(remap)].numpy(), st.array[rows])
     ds = StoreDataset(st, df.Id.iloc[va], encode_targets(df.Target.iloc[va]), src=cache, rows=remap[va])
     np.testing.assert_array_equal(ds.batch(np.arange(len(va)))[0].numpy(), st.read(df.Id.iloc[va]))
