@@ -391,8 +391,8 @@ class StoreUnion:
     def rows(self, ids # Ids to look up
             ) -> np.ndarray:
         "Row numbers of `ids` in the union (`HpaDataError` for an Id no store holds)"
-        missing = [i for i in ids if i not in self.row]
-        if missing: self.stores[0].rows(missing[:1])                     # its error says why
+        i = next((i for i in ids if i not in self.row), None)
+        if i is not None: next((s for s in self.stores if i in s.failed), self.stores[0]).rows([i])   # its error says why
         return np.fromiter((self.row[i] for i in ids), np.int64)
 
     def read_rows(self, rows, # Row numbers in the union
