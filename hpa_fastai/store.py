@@ -406,8 +406,9 @@ class StoreUnion:
         part = np.searchsorted(self.offsets, rows, side='right') - 1
         for k, s in enumerate(self.stores):
             m = np.flatnonzero(part == k)
-            if len(m) == len(rows): s.read_rows(rows - self.offsets[k], out, keep_order=True)   # all from one store: no copy
-            elif len(m): out[m] = s.read_rows(rows[m] - self.offsets[k])
+            if not len(m): continue
+            if m[-1] - m[0] + 1 == len(m): s.read_rows(rows[m] - self.offsets[k], out[m[0]:m[-1] + 1])   # a contiguous share (always, in row order): read in place
+            else: out[m] = s.read_rows(rows[m] - self.offsets[k])
         return out
 
     def read(self, ids # Ids to read, in this order
