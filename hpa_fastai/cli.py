@@ -8,6 +8,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/cli.html.md"""
 from __future__ import annotations
 import contextlib, math, os, random, shutil, sys, time, warnings, numpy as np, pandas as pd, torch
 from dataclasses import dataclass, asdict, fields
+from typing import Annotated
 from pathlib import Path
 from datetime import datetime
 from fastcore.script import call_parse, store_true
@@ -24,13 +25,13 @@ from .inference import *
 from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance
 
 # %% auto #0
-__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'HpaConfigError',
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'SEEDS_FILES', 'HpaConfigError',
            'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged',
            'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner', 'find_lr',
            'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint',
            'train_learner', 'score', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
-           'distributed_state', 'broadcast', 'run_training', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl',
-           'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
+           'distributed_state', 'broadcast', 'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data',
+           'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -429,7 +430,7 @@ def read_submission_ids(fname, # A Kaggle sample_submission.csv
     return ss.Id.tolist()
 
 # %% ../nbs/06_cli.ipynb #84a17f77
-RUN_FILES = ('config.json', 'checkpoint.pth', 'metrics.json', 'model.pkl', 'submission.csv')
+RUN_FILES = ('config.json', 'checkpoint.pth', 'metrics.json', 'model.pkl', 'submission.csv', 'seeds.json')
 
 def prepare_run(out, # Folder for run folders
                 name=None, # Run folder name (default: a time stamp, made unique)
@@ -523,10 +524,13 @@ def run_training(path, # Data folder in the Kaggle layout
         dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
     if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
-                                                     n_samples=sum(Path(s).parent == Path(external) for s in dls.train_ds.items))
+                                                     n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
+    if isinstance(dls.train, StoreDataLoader):
+        st = dls.train_ds.store
+        _log('batches read whole from the packed store' + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}'))
     _log(f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels}, features {"on" if cfg.features else "off"}')
     _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
@@ -574,6 +578,71 @@ def run_training(path, # Data folder in the Kaggle layout
          (', submission.csv' if test is not None or (run/'submission.csv').exists() else ''))
     return metrics
 
+# %% ../nbs/06_cli.ipynb #fd2e6e70
+SEEDS_FILES = ('seeds.json', 'seeds.csv')
+
+def check_seeds(seeds, # The seeds asked for (`--seeds`)
+                seed=None, # A single `--seed`, which excludes `seeds`
+               ) -> list[int]:
+    "The seeds of a several-seed run, after checking them: two or more, all different, each valid; `HpaConfigError` otherwise"
+    seeds, errs = list(seeds), []
+    if seed is not None: errs.append('--seed and --seeds contradict each other: give one')
+    if len(seeds) < 2: errs.append(f'--seeds needs two or more seeds for a mean and SD (got {seeds}); use --seed for one run')
+    if len(set(seeds)) < len(seeds): errs.append(f'--seeds must all differ (got {seeds})')
+    errs += [f'--seeds: {s} is not between 0 and 2**32 - 1' for s in seeds if not 0 <= s < 2**32]
+    if num_distrib() > 1: errs.append('--seeds runs its trainings one after another in one process: start it without `accelerate launch`')
+    if errs: raise HpaConfigError('bad settings:\n  ' + '\n  '.join(errs))
+    return [int(s) for s in seeds]
+
+def _scored_on(split:str, m:dict) -> str:
+    if split == 'test': return f'test_labels.csv, {m["n"]} samples, thresholds fitted on validation'
+    return (f'validation, {m["n"]} samples (each seed its own split), thresholds ' +
+            ('fitted on the samples scored (in-sample)' if m['in_sample'] else 'cross-fitted'))
+
+def seeds_summary(metrics:dict, # Seed → the metrics of its run (from `run_training`)
+                 ) -> pd.DataFrame:
+    "One row per score: what it was scored on, the mean and sample SD (ddof=1) across the seeds, and each seed's value"
+    seeds, rows = list(metrics), []
+    def row(score, on, vals):
+        v = np.asarray(vals, np.float64)
+        return dict(score=score, scored_on=on, n_seeds=len(v), mean=float(v.mean()), sd=float(v.std(ddof=1)), **{f'seed_{s}': float(x) for s, x in zip(seeds, v)})
+    for split in ('valid', 'test'):
+        ms = [metrics[s].get(split) for s in seeds]
+        if ms[0] is None: continue
+        for k, v in ms[0].items():                       # the 95 % intervals are one seed's: not averaged
+            if k.startswith('f1') and isinstance(v, (int, float)): rows.append(row(f'{split}.{k}', _scored_on(split, ms[0]), [m[k] for m in ms]))
+    rows.append(row('wall_s', 'seconds each run took', [metrics[s]['wall_s'] for s in seeds]))
+    return pd.DataFrame(rows)
+
+def train_seeds(path, # Data folder in the Kaggle layout
+                seeds, # Two or more different seeds: one complete run each
+                out='runs', # Folder for run folders
+                name=None, # Run folder name (default: a time stamp); the seeds' runs go in its `seed-{s}` sub-folders
+                overwrite:bool=False, # Replace an existing run folder of that name
+                **kwargs, # Passed to every `run_training` (settings, `store`, `external`, `cache_dir`, `cbs`)
+               ) -> pd.DataFrame:
+    "One `run_training` per seed in `out/name/seed-{s}`, then `seeds.csv` and `seeds.json`: mean and SD of every score, labelled with what it was scored on"
+    seeds = check_seeds(seeds, kwargs.pop('seed', None))
+    TrainConfig(**{k: v for k, v in kwargs.items() if k in {f.name for f in fields(TrainConfig)}}).check()
+    run = prepare_run(out, name, overwrite)
+    state = dict(seeds=seeds, status='running', runs={}, submission='none: each seed-S/ folder holds its own model and submission.csv')
+    write_json(run/'seeds.json', state)
+    metrics = {}
+    for k, s in enumerate(seeds):
+        _log(f'seed {s} ({k + 1} of {len(seeds)}) → {run/f"seed-{s}"}')
+        try: metrics[s] = run_training(path, out=run, name=f'seed-{s}', seed=s, **kwargs)
+        except BaseException as e:                       # diverged, bad data, interrupted: recorded, nothing summarised
+            write_json(run/'seeds.json', dict(state, status='failed', failed=dict(seed=s, error=f'{type(e).__name__}: {e}')))
+            _log(f'seed {s} failed: no mean or SD written ({run/"seeds.json"} says which seed and why)')
+            raise
+        state['runs'][str(s)] = f'seed-{s}'; write_json(run/'seeds.json', state)
+    table = seeds_summary(metrics)
+    with atomic_write(run/'seeds.csv') as f: table.to_csv(f, index=False)
+    write_json(run/'seeds.json', dict(state, status='done', scores=table.to_dict('records')))
+    for r in table.itertuples(): _log(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
+    _log(f'seeds.csv and seeds.json in {run}; no submission for the series: each seed-S/ holds its own model and submission.csv')
+    return table
+
 # %% ../nbs/06_cli.ipynb #0a014988
 def find_data(path=None, # A data folder, or None to look in data/ and build the demo set there if needed
               ) -> Path:
@@ -606,7 +675,7 @@ def hpa_train(
     overwrite:store_true=False, # Replace an existing run folder of that name
     resume:store_true=False, # Continue the interrupted run OUT/NAME from its last checkpoint (with its saved settings)
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
-    pack:store_true=False, # Pack the images into a store first (or reuse an up-to-date one): batches read whole, ~100x faster loading
+    pack:store_true=False, # Pack the images (and the --external folder, into a store of its own) first, or reuse up-to-date stores: batches read whole, ~100x faster loading
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
@@ -632,14 +701,18 @@ def hpa_train(
     no_channels_last:store_true=False, # On CUDA: keep the default memory format
     compile:store_true=False, # On CUDA: torch.compile the model
     valid_pct:float=0.2, # Validation share (0: train on everything, with --thresholds freq or a value)
-    seed:int=42, # Random seed
+    seed:int=None, # Random seed (default 42)
+    seeds:Annotated[int, {'nargs': '+'}]=None, # Several seeds, e.g. 0 1 2: one run each in NAME/seed-S, then seeds.csv / seeds.json with the mean and SD of every score (no submission of their own)
     n:int=None, # Use only the first n labelled samples
     num_workers:int=None, # DataLoader workers
 ):
     "Train the fused ResNet34 on HPA data, fit thresholds, run TTA, report, and write a submission"
     with cli_errors('hpa-train'):
         args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
-        config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last)
+        config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last,
+                      seed=TrainConfig.seed if seed is None else seed)
+        if seeds and resume: raise HpaConfigError("--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)")
+        if seeds: check_seeds(seeds, seed)
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
         if (external is None) != (external_csv is None): raise HpaConfigError('--external and --external-csv go together: give both')
         if resume:
@@ -648,8 +721,12 @@ def hpa_train(
             return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)   # warns that these are ignored
         TrainConfig(**config).check()                             # every setting checked before any work
         data = None if resume else find_data(path)
+        store = True if pack else False if no_store else None
+        if seeds:
+            return train_seeds(data, seeds, out=out, name=name, overwrite=overwrite, cache_dir=cache_dir, store=store, external=external,
+                               external_csv=external_csv, **{k: v for k, v in config.items() if k != 'seed'})
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
-                            store=True if pack else False if no_store else None, external=external, external_csv=external_csv, **config)
+                            store=store, external=external, external_csv=external_csv, **config)
 
 # %% ../nbs/06_cli.ipynb #a0519e97
 def store_test_dl(learn:Learner, # A trained or loaded learner
@@ -747,7 +824,7 @@ def hpa_predict(
 
 @call_parse
 def hpa_pack(
-    folder:str, # Image folder to pack (e.g. data/hpa/train); with --list / --prune, the data whose cache root to look in
+    folder:str, # Image folder to pack: Kaggle PNGs (data/hpa/train) or HPAv18 colour JPEGs (the --external folder of hpa-train); with --list / --prune, the data whose cache root to look in
     size:int=512, # Side of the packed images (the size you train at)
     dest:str=None, # Store folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     channels:str='rgby', # Channels to pack

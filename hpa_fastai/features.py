@@ -518,29 +518,33 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
 # %% ../nbs/03_features.ipynb #055000b4
-def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', **kwargs):
-    "The packed store `hpa_dataloaders` should read: the one given, the default one (packed when `store=True`), or None"
+def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', external=None, **kwargs) -> list|None:
+    "The packed stores `hpa_dataloaders` should read, one per image folder (Kaggle, then `external`): given, default (packed when `store=True`), or None"
     if store is False or size is None: return None
-    if kwargs.get('external') is not None:
-        if store not in (None, False): raise ValueError('a packed store holds one folder: train with external samples per item (store=False)')
-        return None
-    img_dir = Path(path)/folder
-    default = store_path(img_dir, size, channels, cache_dir=cache_dir)
-    if store is None: return default if (default/'index.json').exists() else None    # auto-use a complete store
-    if store is True: return pack_rgby(img_dir, default, size=size, channels=channels)
-    return Path(store)
+    folders = [Path(path)/folder] + ([Path(external)] if external is not None else [])
+    default = [store_path(f, size, channels, cache_dir=cache_dir) for f in folders]
+    if len(set(default)) < len(default):
+        raise HpaDataError(f'{folders[0]} and {folders[1]} have the same name: their default stores would both be {default[0]}; '
+                           'pass `store=(kaggle_store, external_store)`, or another `feature_cache_dir`')
+    if store is None: return default if all((d/'index.json').exists() for d in default) else None    # auto-use complete stores
+    if store is True: return [pack_rgby(f, d, size=size, channels=channels) for f, d in zip(folders, default)]
+    given = [Path(s) for s in (store if isinstance(store, (list, tuple)) else [store])]
+    if len(given) > len(folders): raise ValueError(f'{len(given)} stores given for {len(folders)} image folder(s)')
+    return given + default[len(given):]               # a given Kaggle store; the external folder's default one
 
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
                        channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None):
-    "`hpa_dataloaders` on a packed store: the same split, features and normalisation, batches read whole"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n)
-    st = open_store(sp, folder=img_dir, ids=df.Id, size=size, channels=channels)
+    "`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and normalisation, batches read whole"
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv)
+    ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
+    sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
+    if external is not None: sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
     table = norm = None
     if extra is not None:
         lk = extra(df, img_dir, train_idx)[0].type_tfms[0]
         table = pd.DataFrame([[i, *lk.table[i]] for i in df.Id], columns=['Id', *FEATURE_NAMES]); norm = lk.norm
-    return store_dataloaders(st, df, train_idx, valid_idx, bs=bs, aug=aug, stats=stats, features=table, feature_norm=norm,
-                             feature_type=FeatureTensor, item_tfms=item_tfms, num_workers=num_workers or 0)
+    return store_dataloaders(sts if len(sts) > 1 else sts[0], df, train_idx, valid_idx, bs=bs, aug=aug, stats=stats, features=table,
+                             feature_norm=norm, feature_type=FeatureTensor, item_tfms=item_tfms, num_workers=num_workers or 0)
 
 # %% ../nbs/03_features.ipynb #fa8fc076
 @delegates(rgby_dataloaders, but=['extra_blocks'])
@@ -549,7 +553,7 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     feature_workers:int|None=None, # Processes for computing features (default: all cores)
                     feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
                     feature_cache_dir=None, # Feature cache folder (default: beside the images if writable, else per-user)
-                    store=None, # A packed store (`pack_rgby`) to read batches from: its path, True for the default one (packed if missing), or False for the per-item path (default: a complete default store is used when it exists)
+                    store=None, # Packed stores (`pack_rgby`) to read batches from: a path, True for the default ones (packed if missing), or False for the per-item path (default: used when complete). With `external`, that folder has its own store: pass (kaggle, external) paths, or one path and its default
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None

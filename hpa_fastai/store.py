@@ -17,8 +17,8 @@ from .data import *
 
 # %% auto #0
 __all__ = ['STORE_FORMAT', 'INDEX', 'PLAN', 'IMAGES', 'PARTIAL', 'DONE', 'store_path', 'pack_rgby', 'RGBYStore', 'open_store',
-           'list_stores', 'prune_stores', 'StoreFeatures', 'StoreDataset', 'StoreDataLoader', 'store_batch_tfms',
-           'store_dataloaders']
+           'list_stores', 'prune_stores', 'StoreUnion', 'StoreFeatures', 'StoreDataset', 'StoreDataLoader',
+           'store_batch_tfms', 'store_dataloaders']
 
 # %% ../nbs/01b_store.ipynb #bd5f28cc
 STORE_FORMAT = 'hpa_fastai.store/1'
@@ -232,6 +232,8 @@ class RGBYStore:
     def __contains__(self, id_): return id_ in self.row
     @property
     def nbytes(self) -> int: return int(np.prod(self.index['shape']))
+    @property
+    def item_shape(self) -> tuple: return tuple(self.index['shape'][1:])
 
     def rows(self, ids # Ids to look up
             ) -> np.ndarray:
@@ -246,6 +248,18 @@ class RGBYStore:
             ) -> np.ndarray:
         "`uint8` len(ids)×C×S×S array of `ids`, read in one pass over their sorted rows"
         return _read_rows(self.array, self.rows(ids))
+
+    def read_rows(self, rows, # Row numbers in `array`
+                  out:np.ndarray|None=None, # Array to read into (default: a new one)
+                  keep_order:bool=True, # Rows in the asked order (else ascending)
+                 ) -> np.ndarray:
+        "`array[rows]`, read in one pass over the sorted rows"
+        return _read_rows(self.array, np.asarray(rows, np.int64), out, keep_order)
+
+    def stems(self, ids # Ids held by the store
+             ) -> list[Path]:
+        "The stem `folder/Id` of each of `ids` (what the per-item path reads)"
+        return [self.folder/i for i in ids]
 
     def __getitem__(self, id_) -> RGBYImage:
         "Sample `id_` as a C×S×S `RGBYImage`"
@@ -344,6 +358,72 @@ def prune_stores(root, # Folder searched (recursively) for stores
             if not dry_run: _remove_store(d)
     return res
 
+# %% ../nbs/01b_store.ipynb #5f1bb7d7
+class StoreUnion:
+    "Several packed stores of one size and channels read as one (e.g. Kaggle + HPAv18): rows numbered store after store"
+    def __init__(self, stores, # `RGBYStore`s (from `open_store`) holding disjoint Ids
+                ):
+        self.stores = list(stores)
+        if not self.stores: raise ValueError('StoreUnion: no stores given')
+        s0 = self.stores[0]
+        for s in self.stores[1:]:
+            if (s.size, s.channels) != (s0.size, s0.channels):
+                raise HpaDataError(f'{s.path}: packed at {s.size}px with channels {list(s.channels)}, but {s0.path} at {s0.size}px '
+                                   f'with {list(s0.channels)}; pack both folders at one size and channels')
+        self.size, self.channels, self.path, self.folder = s0.size, s0.channels, s0.path, s0.folder
+        self.offsets = np.cumsum([0] + [len(s.index['ids']) for s in self.stores])
+        self.row, self.failed, self._store = {}, {}, {}
+        for k, (s, off) in enumerate(zip(self.stores, self.offsets)):
+            both = [i for i in s.row if i in self.row]
+            if both: raise HpaDataError(f'{s.path}: {len(both)} Id(s) are also in {self.stores[self._store[both[0]]].path} '
+                                        f'(e.g. {both[:3]}); a sample must come from one store')
+            self.row.update({i: off + r for i, r in s.row.items()}); self._store.update(dict.fromkeys(s.row, k))
+            self.failed.update(s.failed)
+        self.ids = list(self.row)
+
+    def __len__(self): return len(self.ids)
+    def __contains__(self, id_): return id_ in self.row
+    @property
+    def item_shape(self) -> tuple: return self.stores[0].item_shape
+    @property
+    def nbytes(self) -> int: return sum(s.nbytes for s in self.stores)
+
+    def rows(self, ids # Ids to look up
+            ) -> np.ndarray:
+        "Row numbers of `ids` in the union (`HpaDataError` for an Id no store holds)"
+        i = next((i for i in ids if i not in self.row), None)
+        if i is not None: next((s for s in self.stores if i in s.failed), self.stores[0]).rows([i])   # its error says why
+        return np.fromiter((self.row[i] for i in ids), np.int64)
+
+    def read_rows(self, rows, # Row numbers in the union
+                  out:np.ndarray|None=None, # Array to read into (default: a new one)
+                  keep_order:bool=True, # Rows in the asked order (else ascending)
+                 ) -> np.ndarray:
+        "The images of `rows`: each store's share read in one sorted pass over its own array"
+        rows = np.asarray(rows, np.int64)
+        if not keep_order: rows = np.sort(rows)
+        if out is None: out = np.empty((len(rows), *self.item_shape), np.uint8)
+        part = np.searchsorted(self.offsets, rows, side='right') - 1
+        for k, s in enumerate(self.stores):
+            m = np.flatnonzero(part == k)
+            if not len(m): continue
+            if m[-1] - m[0] + 1 == len(m): s.read_rows(rows[m] - self.offsets[k], out[m[0]:m[-1] + 1])   # a contiguous share (always, in row order): read in place
+            else: out[m] = s.read_rows(rows[m] - self.offsets[k])
+        return out
+
+    def read(self, ids # Ids to read, in this order
+            ) -> np.ndarray:
+        "`uint8` len(ids)×C×S×S array of `ids`"
+        return self.read_rows(self.rows(ids))
+
+    def stems(self, ids # Ids held by the union
+             ) -> list[Path]:
+        "The stem `folder/Id` of each of `ids`, in the folder of the store holding it"
+        return [self.stores[self._store[i]].folder/i for i in ids]
+
+    def __repr__(self): return f'StoreUnion({len(self)} samples, {self.size}px: ' + ', '.join(repr(s) for s in self.stores) + ')'
+
+
 # %% ../nbs/01b_store.ipynb #5d4ed8e5
 class StoreFeatures(TensorBase):
     "Features of a sample read beside a store's images (pass `feature_type=FeatureTensor` for its bar-chart `show`)"
@@ -352,7 +432,7 @@ class StoreFeatures(TensorBase):
 
 class StoreDataset:
     "One split over a packed store: rows, multi-hot targets and optional features, read a whole batch at a time"
-    def __init__(self, store:RGBYStore, # The opened store
+    def __init__(self, store:RGBYStore, # The opened store, or a `StoreUnion` of several
                  ids, # Ids of the items, in order
                  targets=None, # Multi-hot float32 (n, 28) array, or None for unlabelled items
                  feats=None, # float32 (n, k) features, or None
@@ -370,16 +450,16 @@ class StoreDataset:
         self.n_inp, self.vocab, self.c = 1 + (self.feats is not None), CategoryMap(HPA_CLASSES, sort=False), N_CLASSES
 
     @property
-    def src(self): return self.store.array if self._src is None else self._src
+    def src(self): return self.store if self._src is None else self._src
     def __len__(self): return len(self.ids)
     def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
 
     def _read(self, rows, keep_order) -> torch.Tensor:
-        src = self.src
-        if isinstance(src, torch.Tensor): return src.index_select(0, torch.as_tensor(rows, device=src.device))
+        src = self._src
+        if src is not None: return src.index_select(0, torch.as_tensor(rows, device=src.device))
         pin = self.pin and torch.utils.data.get_worker_info() is None       # CUDA cannot start in a forked worker
-        out = torch.empty((len(rows), *src.shape[1:]), dtype=torch.uint8, pin_memory=pin)
-        _read_rows(src, rows, out.numpy(), keep_order)
+        out = torch.empty((len(rows), *self.store.item_shape), dtype=torch.uint8, pin_memory=pin)
+        self.store.read_rows(rows, out.numpy(), keep_order)
         return out
 
     def batch(self, idxs, # Item positions
@@ -406,7 +486,7 @@ class StoreDataset:
         return tuple(res)
 
     @property
-    def items(self) -> list[Path]: return [self.store.folder/i for i in self.ids]
+    def items(self) -> list[Path]: return self.store.stems(self.ids)
     @property
     def tls(self):
         "The per-item opener that gives the store's values from the files (so `rgby_opener(dls)` works)"
@@ -441,17 +521,17 @@ class StoreDataLoader(TfmdDL):
         for idxs in self.chunkify(samps): yield self.dataset.batch(list(idxs), keep_order=not self.shuffle)
 
 # %% ../nbs/01b_store.ipynb #cc74fb75
-def _device_cache(src:np.ndarray, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|None:
-    "Copy the unique `rows` of `src` to `device`: (tensor, rows remapped into it), or None (with a message) if they do not fit"
+def _device_cache(store, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|None:
+    "Copy the unique `rows` of `store` (one or a `StoreUnion`) to `device`: (tensor, rows remapped into it), or None (with a message) if they do not fit"
     device = torch.device(device)
-    uniq = np.unique(rows); need = len(uniq) * int(np.prod(src.shape[1:]))
+    uniq = np.unique(rows); need = len(uniq) * int(np.prod(store.item_shape))
     if device.type == 'cuda':
         free = torch.cuda.mem_get_info(device)[0]
         if need > max_frac * free:
             print(f'device_cache: the {len(uniq)} images take {_gb(need)}, more than half of the {_gb(free)} free on {device}; '
                   'reading batches from the memory-mapped store'); return None
-    cache = torch.empty((len(uniq), *src.shape[1:]), dtype=torch.uint8, device=device)
-    for s in range(0, len(uniq), 256): cache[s:s + 256] = torch.from_numpy(np.take(src, uniq[s:s + 256], axis=0)).to(device)
+    cache = torch.empty((len(uniq), *store.item_shape), dtype=torch.uint8, device=device)
+    for s in range(0, len(uniq), 256): cache[s:s + 256] = torch.from_numpy(store.read_rows(uniq[s:s + 256])).to(device)
     return cache, np.searchsorted(uniq, rows)
 
 # %% ../nbs/01b_store.ipynb #4ac37911
@@ -467,7 +547,7 @@ def _targets(df:pd.DataFrame) -> np.ndarray:
     return encode_targets([parse_target(s, f'Id {i}') if isinstance(s, str) else s for i, s in zip(df['Id'], t)])
 
 # %% ../nbs/01b_store.ipynb #9b6e316c
-def store_dataloaders(store, # An `RGBYStore` (from `open_store`), or the path of a packed store
+def store_dataloaders(store, # An `RGBYStore` (from `open_store`), a `StoreUnion`, or the path of a packed store (a list: several, read as one)
                       df:pd.DataFrame, # Labels: `Id` and `Target` (lists of class indices, or strings like '0 16')
                       train_idx, # Positions in `df` of the training rows
                       valid_idx, # Positions in `df` of the validation rows (may be empty)
@@ -488,7 +568,8 @@ def store_dataloaders(store, # An `RGBYStore` (from `open_store`), or the path o
     if _n_tfms(item_tfms):
         raise ValueError('`item_tfms` cannot run on a packed store: batches are read whole, never as items. Resize with '
                          '`pack_rgby(size=...)`; put augmentation in `after_batch` (batch transforms run on the GPU)')
-    if not isinstance(store, RGBYStore): store = open_store(store)
+    if isinstance(store, (list, tuple)): store = StoreUnion([s if isinstance(s, RGBYStore) else open_store(s) for s in store])
+    if not isinstance(store, (RGBYStore, StoreUnion)): store = open_store(store)
     ids = [str(i) for i in df['Id']]
     train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
     if not len(train_idx): raise ValueError('store_dataloaders: no training rows')
@@ -512,7 +593,7 @@ def store_dataloaders(store, # An `RGBYStore` (from `open_store`), or the path o
         if device.type != 'cuda': print(f'device_cache: no CUDA device ({device}); reading batches from the memory-mapped store')
         else:
             used = np.concatenate([train_idx, valid_idx])
-            got = _device_cache(store.array, rows[used], device)
+            got = _device_cache(store, rows[used], device)
             if got is not None: src, rows = got[0], rows.copy(); rows[used] = got[1]
     pin = src is None and device.type == 'cuda'
     def ds(idx, split):

@@ -34,3 +34,49 @@ def test_synth_refuses_nonempty(tmp_path):
     (tmp_path/'data').mkdir(); (tmp_path/'data'/'x').write_text('keep')
     r = subprocess.run(['hpa-synth', '--dest', 'data', '--n-train', '2', '--n-test', '1', '--size', '32'], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and 'not empty' in r.stderr
+
+# --- several seeds: one run each, then the mean and SD of every score
+
+def test_seeds_mean_and_sd(tmp_path):
+    from hpa_fastai.test_utils import fake_hpa
+    fake_hpa(tmp_path/'data', n=16, n_test=2)
+    out = run(['hpa-train', '--path', 'data', '--seeds', '0', '1', '--size', '32', '--bs', '4', '--epochs', '1', '--lr', '1e-3',
+               '--arch', 'resnet18', '--num-workers', '0', '--tta', 'none', '--no-features', '--name', 's'], tmp_path)
+    r = tmp_path/'runs'/'s'
+    ms = {s: json.loads((r/f'seed-{s}'/'metrics.json').read_text()) for s in (0, 1)}
+    assert [ms[s]['config']['seed'] for s in (0, 1)] == [0, 1] and (r/'seed-1'/'submission.csv').exists()
+    assert not (r/'submission.csv').exists() and 'no submission for the series' in out
+    tab = pd.read_csv(r/'seeds.csv').set_index('score')
+    for k in ('f1_at_0_5', 'f1_thresholds', 'f1_thresholds_keep_top'):
+        v = [ms[s]['valid'][k] for s in (0, 1)]
+        np.testing.assert_allclose(tab.loc[f'valid.{k}', ['mean', 'sd', 'seed_0', 'seed_1']].to_numpy(float), [np.mean(v), np.std(v, ddof=1), *v])
+        assert 'validation, ' in tab.loc[f'valid.{k}', 'scored_on'] and f'valid.{k}: ' in out and '(mean ± SD over 2 seeds' in out
+    assert 'wall_s' in tab.index and not any('ci95' in s for s in tab.index)
+    js = json.loads((r/'seeds.json').read_text())
+    assert js['status'] == 'done' and js['seeds'] == [0, 1] and js['runs'] == {'0': 'seed-0', '1': 'seed-1'} and js['submission'].startswith('none')
+    assert len(js['scores']) == len(tab)
+
+def test_seeds_refused_before_any_work(tmp_path):
+    for args, msg in ((['--seed', '3', '--seeds', '0', '1'], 'contradict'), (['--seeds', '5'], 'two or more'),
+                      (['--seeds', '0', '0'], 'must all differ'), (['--seeds', '0', '1', '--resume'], '--seeds starts new runs')):
+        r = subprocess.run(['hpa-train', '--path', 'nowhere', *args], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []                             # no data built, no run folder
+
+def test_failed_seed_exits_nonzero_unsummarised(tmp_path, monkeypatch, capsys):
+    "A seed that diverges stops the series: exit 1, seeds.json says which seed failed and holds no mean or SD"
+    import hpa_fastai.cli as C
+    from hpa_fastai.test_utils import fake_hpa
+    d = fake_hpa(tmp_path/'data', n=16); calls = []
+    def fake_run(path, out, name, seed, **kw):
+        calls.append(seed); (Path(out)/name).mkdir()
+        if seed == 1: raise C.TrainingDiverged('the training loss became nan at epoch 1, batch 2')
+        return dict(valid=dict(f1_thresholds=0.3, n=4, in_sample=False), wall_s=1.)
+    monkeypatch.setattr(C, 'run_training', fake_run)
+    with pytest.raises(SystemExit) as e: C.hpa_train(path=str(d), seeds=[0, 1, 2], out=str(tmp_path/'runs'), name='f')
+    assert e.value.code == 1 and calls == [0, 1] and 'became nan' in capsys.readouterr().err
+    js = json.loads((tmp_path/'runs'/'f'/'seeds.json').read_text())
+    assert js['status'] == 'failed' and js['failed']['seed'] == 1 and 'TrainingDiverged' in js['failed']['error']
+    assert 'scores' not in js and not (tmp_path/'runs'/'f'/'seeds.csv').exists()
+    C.hpa_train(path=str(d), seeds=[0, 2], out=str(tmp_path/'runs'), name='f', overwrite=True)    # a failed series is replaced
+    assert json.loads((tmp_path/'runs'/'f'/'seeds.json').read_text())['status'] == 'done'

@@ -302,7 +302,7 @@ def test_device_cache(fake12, tmp_path, capsys):
     dls = store_dataloaders(st, df, tr, va, bs=4, aug=False, device_cache=True, device='cpu')
     assert 'no CUDA device' in capsys.readouterr().out and dls.valid_ds._src is None
     rows = st.rows(df.Id)
-    cache, remap = S._device_cache(st.array, rows, 'cpu')           # the copy itself, on the CPU
+    cache, remap = S._device_cache(st, rows, 'cpu')           # the copy itself, on the CPU
     np.testing.assert_array_equal(cache[torch.as_tensor(remap)].numpy(), st.array[rows])
     ds = StoreDataset(st, df.Id.iloc[va], encode_targets(df.Target.iloc[va]), src=cache, rows=remap[va])
     np.testing.assert_array_equal(ds.batch(np.arange(len(va)))[0].numpy(), st.read(df.Id.iloc[va]))
@@ -324,3 +324,36 @@ def test_num_workers(fake12, tmp_path):
     a = store_dataloaders(st, df, tr, va, bs=2, aug=False, num_workers=2)
     b = store_dataloaders(st, df, tr, va, bs=2, aug=False)
     torch.testing.assert_close(torch.cat([x for x, _ in a.valid]), torch.cat([x for x, _ in b.valid]), rtol=0, atol=0)
+
+# --- several stores read as one (Kaggle + external)
+
+def test_union_reads_each_store(fake12, tmp_path):
+    folder = fake12/'train'; ids = find_ids(folder); df, tr, va = _split(fake12)
+    a, b = (open_store(_pack(folder, tmp_path/n, size=32, ids=part)) for n, part in (('a', ids[7:]), ('b', ids[:7])))
+    u = StoreUnion([a, b])
+    assert len(u) == 12 and u.rows([ids[7], ids[0]]).tolist() == [0, 5] and u.item_shape == (4, 32, 32)
+    order = [ids[3], ids[9], ids[0], ids[11], ids[3]]                  # both stores, repeated, out of order
+    ref = np.stack([open_rgby(folder, i, size=32).transpose(2, 0, 1) for i in order])
+    np.testing.assert_array_equal(u.read(order), ref)
+    rows = u.rows(order)
+    np.testing.assert_array_equal(u.read_rows(rows, keep_order=False), ref[np.argsort(rows, kind='stable')])
+    np.testing.assert_array_equal(u.read(ids[7:9]), a.read(ids[7:9]))   # all from one store
+    cache, remap = S._device_cache(u, rows, 'cpu')
+    np.testing.assert_array_equal(cache[torch.as_tensor(remap)].numpy(), ref)
+    dls = store_dataloaders([tmp_path/'a', tmp_path/'b'], df, tr, va, bs=3, aug=False)   # a list of paths: read as one
+    one = store_dataloaders(_pack(folder, tmp_path/'all', size=32), df, tr, va, bs=3, aug=False)
+    for x, y in ((dls.valid, one.valid), (dls.train.new(shuffle=False, drop_last=False), one.train.new(shuffle=False, drop_last=False))):
+        torch.testing.assert_close(torch.cat([o[0] for o in x]), torch.cat([o[0] for o in y]), rtol=0, atol=0)
+    assert dls.train_ds.items == one.train_ds.items
+    with pytest.raises(HpaDataError, match='a sample must come from one store'): StoreUnion([a, open_store(tmp_path/'all')])
+    with pytest.raises(HpaDataError, match='pack both folders at one size'): StoreUnion([a, open_store(_pack(folder, tmp_path/'c', size=24, ids=ids[:7]))])
+    with pytest.raises(HpaDataError, match="'nope' is not in this store"): u.rows(['nope'])
+
+def test_union_names_failed_sample(fake12, tmp_path):
+    folder = fake12/'train'; ids = find_ids(folder)
+    fn = folder/f'{ids[2]}_red.png'; fn.write_bytes(fn.read_bytes()[:40])
+    a = open_store(_pack(folder, tmp_path/'a', size=32, ids=ids[6:]))
+    with pytest.warns(UserWarning): b = open_store(_pack(folder, tmp_path/'b', size=32, ids=ids[:6]))
+    u = StoreUnion([a, b])
+    assert ids[2] in u.failed and ids[2] not in u
+    with pytest.raises(HpaDataError, match=f'{ids[2]}.*could not be read when packed'): u.rows([ids[2]])
