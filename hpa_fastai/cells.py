@@ -16,14 +16,17 @@ from fastai.vision.all import *
 from .core import *
 from .files import *
 from .data import *
-from .store import _fingerprints, _check_space, store_batch_tfms
+from .store import _fingerprints, _check_space, _targets, store_batch_tfms, StoreDataLoader
 from .segment import segment_nuclei, segment_cells, label_outlines, _stretch8
-from .learner import hpa_body, as_numpy, macro_f1, _body_features
+from .learner import hpa_body, as_numpy, macro_f1, F1Macro, _body_features
 
 # %% auto #0
-__all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field', 'coco_rle', 'rle_to_string',
-           'rle_from_string', 'rle_decode', 'encode_binary_mask', 'decode_binary_mask', 'cell_store_path',
-           'field_cells', 'pack_cells', 'CellStore', 'open_cells']
+__all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'POOLS', 'CELL_COLORS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field',
+           'coco_rle', 'rle_to_string', 'rle_from_string', 'rle_decode', 'encode_binary_mask', 'decode_binary_mask',
+           'cell_store_path', 'field_cells', 'pack_cells', 'CellStore', 'open_cells', 'CellBag', 'CellDataset',
+           'CellDataLoader', 'cell_dataloaders', 'bag_softmax', 'bag_pool', 'CellModel', 'cell_learner',
+           'cell_predictions', 'read_cell_truth', 'match_cells', 'cell_scores', 'cell_submission',
+           'read_cell_submission', 'show_cell_predictions']
 
 # %% ../nbs/10_cells.ipynb #e991fb93
 def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from `segment_cells`
@@ -404,3 +407,316 @@ def open_cells(path, # The cell store folder (from `pack_cells`)
     if st.crops.shape != (index['n_cells'], 4, index['size'], index['size']) or st.masks.shape[0] != index['n_cells']:
         raise HpaDataError(f'{path}: its arrays do not match its index; repack it')
     return st
+
+# %% ../nbs/10_cells.ipynb #ae6b8f9d
+class CellBag(TensorBase):
+    "For each crop of a ragged batch of bags, the position of its image in the batch"
+
+class CellDataset:
+    "The cells of some images of a cell store: one item per cell (labels inherited), or one bag per image"
+    def __init__(self, store:CellStore, # The opened cell store
+                 ids, # Image Ids (images without cells are left out)
+                 targets=None, # Multi-hot float32 (len(ids), 28) image labels, or None
+                 bags:bool=False, # One item per image (a bag of its cells) instead of one per cell
+                 masked:bool=True, # Zero the pixels outside each cell
+                 max_cells:int|None=None, # Bags larger than this are sampled down to it (None: every cell)
+                 split_idx:int|None=None, # 0 training, 1 validation: which batch transforms apply
+                 seed:int|None=None, # Seed of the bag subsampling
+                ):
+        rows = store.rows([str(i) for i in ids])
+        keep = [j for j, r in enumerate(rows) if len(r)]
+        self.store, self.bags, self.masked, self.max_cells, self.split_idx = store, bags, masked, max_cells, split_idx
+        self.ids, self.cell_rows = [str(ids[j]) for j in keep], [rows[j] for j in keep]
+        self.n_empty = len(rows) - len(keep)
+        self.y = None if targets is None else np.ascontiguousarray(np.asarray(targets, np.float32)[keep])
+        self.img_of_cell = np.repeat(np.arange(len(keep)), [len(r) for r in self.cell_rows])
+        self.rows_flat = np.concatenate(self.cell_rows) if keep else np.zeros(0, np.int64)
+        self.rng = np.random.default_rng(seed)
+        self.n_inp, self.vocab, self.c = 1 + bags, CategoryMap(HPA_CLASSES, sort=False), N_CLASSES
+
+    def __len__(self): return len(self.ids) if self.bags else len(self.rows_flat)
+    def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
+
+    def _bag_rows(self, j):
+        r = self.cell_rows[j]
+        if self.max_cells is None or len(r) <= self.max_cells: return r
+        return np.sort(self.rng.choice(r, self.max_cells, replace=False))
+
+    def batch(self, idxs, # Item positions
+              keep_order:bool=True, # Unused: items come in the order of `idxs`
+             ) -> tuple:
+        "Cells: (`RGBYImage` B×4×S×S, [targets B×28]); bags: (`RGBYImage` N×4×S×S, `CellBag` N, [targets B×28])"
+        idxs = np.asarray(idxs, np.int64)
+        if self.bags:
+            rs = [self._bag_rows(j) for j in idxs]
+            x, res = self.store.read(np.concatenate(rs), self.masked), []
+            res = [RGBYImage(torch.from_numpy(x)), CellBag(torch.from_numpy(np.repeat(np.arange(len(rs)), [len(r) for r in rs])))]
+            img = idxs
+        else:
+            res, img = [RGBYImage(torch.from_numpy(self.store.read(self.rows_flat[idxs], self.masked)))], self.img_of_cell[idxs]
+        if self.y is not None: res.append(TensorMultiCategory(torch.from_numpy(self.y[img])))
+        return tuple(res)
+
+    def new_empty(self):
+        "An empty dataset of the same kind (what `Learner.export` keeps)"
+        return CellDataset(self.store, [], None if self.y is None else self.y[:0], self.bags, self.masked, self.max_cells, self.split_idx)
+
+class CellDataLoader(StoreDataLoader):
+    "A `StoreDataLoader` over a `CellDataset`: whole batches of crops (ragged for bags), batch transforms only"
+    def _one_pass(self):
+        b = to_device(self.dataset.batch([0]), self.device)
+        its = self.after_batch(b)
+        self._n_inp, self._types = self.dataset.n_inp, explode_types(its)
+
+# %% ../nbs/10_cells.ipynb #567d561a
+def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of one
+                     df:pd.DataFrame, # Image labels: `Id` and `Target` (lists of class indices, or strings like '0 16')
+                     train_idx, # Positions in `df` of the training images
+                     valid_idx, # Positions in `df` of the validation images (may be empty)
+                     bags:bool=False, # Multiple-instance items (one bag of cells per image) instead of one item per cell
+                     bs:int|None=None, # Batch size: cells (default 128), or images for bags (default 8)
+                     masked:bool=True, # Zero the pixels outside each cell
+                     max_cells:int=24, # Largest training bag (cells drawn at random); validation bags keep every cell
+                     aug:bool=True, # The paper's flip + affine augmentation on training batches
+                     stats=None, # Per-channel (mean, std) for `Normalize` (default `HPA_STATS`)
+                     device=None, # Device batches go to (default: fastai's `default_device()`)
+                     seed:int|None=None, # Seed of the bag subsampling
+                    ) -> DataLoaders:
+    "fastai `DataLoaders` over the cells of a cell store, split by image: cells inheriting their image's labels, or bags"
+    if not isinstance(store, CellStore): store = open_cells(store)
+    ids = [str(i) for i in df['Id']]
+    train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
+    if not len(train_idx): raise ValueError('cell_dataloaders: no training images')
+    both = set(train_idx.tolist()) & set(valid_idx.tolist())
+    if both: raise ValueError(f'cell_dataloaders: {len(both)} image(s) in both the training and the validation split (e.g. row {min(both)})')
+    y = _targets(df)
+    bs = bs or (8 if bags else 128)
+    def ds(idx, split):
+        return CellDataset(store, [ids[i] for i in idx], y[idx], bags, masked, max_cells if split == 0 else None, split, seed)
+    trn, val = ds(train_idx, 0), ds(valid_idx, 1)
+    if not len(trn): raise HpaDataError(f'{store.path}: none of the {len(train_idx)} training images has a segmented cell')
+    device = default_device() if device is None else torch.device(device)
+    tfms = store_batch_tfms(aug, stats)
+    tdl = CellDataLoader(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, after_batch=tfms, device=device)
+    vdl = tdl.new(val, bs=bs, shuffle=False, drop_last=False)
+    return DataLoaders(tdl, vdl, path=store.path, device=device)
+
+# %% ../nbs/10_cells.ipynb #fdfba0d9
+POOLS = ('attention', 'noisy_or', 'max', 'mean')
+
+def _bag_index(bag, z):
+    return bag.long()[:, None].expand(-1, z.shape[1])
+
+def bag_softmax(a, # Scores (N, C), one row per cell
+                bag, # The bag of each cell (N,), values 0..B-1
+                n_bags:int, # B
+               ):
+    "Softmax of `a` over the cells of each bag, class by class"
+    a = a.float(); idx = _bag_index(bag, a)
+    m = a.new_full((n_bags, a.shape[1]), float('-inf')).scatter_reduce(0, idx, a, 'amax', include_self=True)
+    e = torch.exp(a - m[bag.long()])
+    return e / e.new_zeros((n_bags, a.shape[1])).scatter_add(0, idx, e)[bag.long()]
+
+def bag_pool(z, # Cell logits (N, C)
+             bag, # The bag of each cell (N,), values 0..B-1, every bag non-empty
+             how:str='attention', # One of `POOLS`
+             att=None, # Attention scores (N, C), for 'attention'
+             n_bags:int|None=None, # B (default: the largest bag index + 1)
+            ):
+    "Image logits (B, C) pooled from the logits of their cells"
+    if how not in POOLS: raise ValueError(f'pool must be one of {POOLS}, got {how!r}')
+    z = z.float(); B = int(bag.max()) + 1 if n_bags is None else n_bags
+    idx, zeros = _bag_index(bag, z), z.new_zeros((B, z.shape[1]))
+    if how == 'max': return z.new_full((B, z.shape[1]), float('-inf')).scatter_reduce(0, idx, z, 'amax', include_self=True)
+    if how == 'mean': return zeros.scatter_add(0, idx, z) / torch.bincount(bag.long(), minlength=B).clamp(min=1)[:, None].to(z)
+    if how == 'noisy_or':
+        s = zeros.scatter_add(0, idx, -nn.functional.softplus(z)).clamp(max=-1e-7)    # log of P(no cell shows c)
+        return torch.log(-torch.expm1(s)) - s
+    if att is None: raise ValueError("pool='attention' needs the attention scores `att`")
+    return zeros.scatter_add(0, idx, bag_softmax(att, bag, B) * z)
+
+# %% ../nbs/10_cells.ipynb #0a15dfe7
+class CellModel(nn.Module):
+    "Per-cell CNN: body → concat pool → embedding → 28 instance logits; with `pool`, bags of cells pooled to image logits"
+    def __init__(self, body:nn.Module, # Convolutional body, e.g. from `hpa_body`
+                 n_out:int=N_CLASSES, # Number of classes
+                 pool:str|None=None, # How bags are pooled (one of `POOLS`); None: a cell model (the inherit baseline)
+                 n_hidden:int=128, # Width of the cell embedding
+                 dropout:float=0.25, # Dropout before the embedding
+                 n_att:int=64, # Width of the attention layer (pool='attention')
+                ):
+        super().__init__()
+        if pool is not None and pool not in POOLS: raise ValueError(f'pool must be one of {POOLS} or None, got {pool!r}')
+        nf = _body_features(body) * 2
+        self.body, self.pool = body, pool
+        self.embed = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(dropout),
+                                   nn.Linear(nf, n_hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(n_hidden))
+        self.head = nn.Linear(n_hidden, n_out)
+        self.att = nn.Sequential(nn.Linear(n_hidden, n_att), nn.Tanh(), nn.Linear(n_att, n_out)) if pool == 'attention' else None
+
+    def cells(self, x, # Crops (N, 4, S, S)
+             ) -> tuple:
+        "Instance logits (N, 28) and attention scores (N, 28, or None)"
+        h = self.embed(self.body(x.as_subclass(Tensor)))
+        return self.head(h), None if self.att is None else self.att(h)
+
+    def forward(self, x, # Crops (N, 4, S, S)
+                bag=None, # The bag of each crop (N,): given, the output is one row per bag
+               ):
+        "Cell logits (N, 28), or image logits (B, 28) when `bag` is given"
+        z, a = self.cells(x)
+        if bag is None: return z
+        return bag_pool(z, bag.as_subclass(Tensor), self.pool or 'max', a)
+
+def cell_learner(dls:DataLoaders, # From `cell_dataloaders`: cells (inherit baseline) or bags (multiple instance)
+                 arch='resnet18', # A torchvision ResNet name or constructor (its body, 4-channel stem)
+                 pool:str='attention', # Pooling of bags (one of `POOLS`); unused for cells
+                 pretrained:bool=False, # Start from ImageNet weights (needs them cached or a download)
+                 n_hidden:int=128, # Width of the cell embedding
+                 dropout:float=0.25, # Dropout before the embedding
+                 thresh:float=0.5, # Threshold of the macro-F1 metric
+                 **kwargs, # Passed to fastai's `Learner`
+                ) -> Learner:
+    "A fastai `Learner` of a `CellModel`: image-level BCE on pooled bags, or BCE of each cell against its image's labels"
+    bags = getattr(dls.train_ds, 'bags', False)
+    body = hpa_body(arch, pretrained=pretrained, channels='rgby')
+    model = CellModel(body, len(dls.vocab), pool if bags else None, n_hidden, dropout)
+    apply_init(model.head, nn.init.kaiming_normal_)
+    return Learner(dls, model, loss_func=BCEWithLogitsLossFlat(), metrics=[F1Macro(thresh)], **kwargs)
+
+# %% ../nbs/10_cells.ipynb #d180c7ac
+@torch.no_grad()
+def cell_predictions(learn:Learner, # From `cell_learner`, trained
+                     store, # The `CellStore` (or its path) holding the images' cells
+                     ids, # Image Ids to predict
+                     bs:int=256, # Cells per forward pass
+                     image_pool:str|None=None, # Pooling of the cells into the image (default: the model's; max for a cell model)
+                    ) -> tuple: # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without cells)
+    "Per-cell probabilities from the instance head and per-image probabilities pooled from them"
+    if not isinstance(store, CellStore): store = open_cells(store)
+    ids = [str(i) for i in ids]
+    ds = CellDataset(store, ids, None, bags=False, masked=getattr(learn.dls.train_ds, 'masked', True), split_idx=1)
+    tfms = learn.dls.valid.after_batch; model = learn.model.eval(); dev = next(model.parameters()).device
+    z, a = [], []
+    for s in range(0, len(ds), bs):
+        x = tfms(to_device(ds.batch(np.arange(s, min(s + bs, len(ds)))), dev))
+        zz, aa = model.cells(x[0] if isinstance(x, tuple) else x)
+        z.append(zz.float().cpu()); a.append(None if aa is None else aa.float().cpu())
+    z = torch.cat(z) if z else torch.zeros(0, N_CLASSES)
+    a = None if not a or a[0] is None else torch.cat(a)
+    img = np.zeros((len(ids), z.shape[1]), np.float32)
+    if len(ds):
+        how = image_pool or getattr(model, 'pool', None) or 'max'
+        pooled = torch.sigmoid(bag_pool(z, torch.from_numpy(ds.img_of_cell), how, a if a is not None else torch.zeros_like(z), len(ds.ids)))
+        pos = {i: j for j, i in enumerate(ids)}
+        img[[pos[i] for i in ds.ids]] = pooled.numpy()
+    return store.table.iloc[ds.rows_flat].reset_index(drop=True), torch.sigmoid(z).numpy(), img
+
+# %% ../nbs/10_cells.ipynb #4b54f06b
+def read_cell_truth(csv, # A per-cell truth file: `Id`, `cell`, `x`, `y`, `Target` (space-separated classes, may be empty)
+                   ) -> pd.DataFrame:
+    "The per-cell truth, `Target` parsed into lists (empty for a cell that shows no pattern)"
+    csv = Path(csv)
+    if not csv.exists(): raise HpaDataError(f'{csv}: per-cell truth file not found')
+    df = pd.read_csv(csv, dtype={'Id': str, 'Target': str}, keep_default_na=False)
+    miss = [c for c in ('Id', 'cell', 'x', 'y', 'Target') if c not in df.columns]
+    if miss: raise HpaDataError(f'{csv}: missing column(s) {miss}; found {list(df.columns)}')
+    df['Target'] = [parse_target(t, f'{csv} line {k + 2}') if str(t).strip() else [] for k, t in enumerate(df.Target)]
+    return df
+
+def match_cells(store:CellStore, # The cell store of the images
+                truth:pd.DataFrame, # From `read_cell_truth`
+               ) -> pd.DataFrame: # One row per store cell of a truth image: cell_id, row, n_true (centres inside), Target (union)
+    "Each segmented cell with the true cells whose nucleus centre lies in its mask"
+    t = store.table; out = []
+    for id_, g in truth.groupby('Id', sort=False):
+        if id_ not in store: continue
+        rows = store.rows([id_])[0]
+        if not len(rows): continue
+        cell = t.iloc[rows]; scale = store.seg_size / cell.width.iloc[0]
+        hits = {r: [] for r in rows}
+        for x, y, tg in zip(g.x * scale, g.y * scale, g.Target):
+            for r, wx0, wy0, wx1 in zip(rows, cell.wx0, cell.wy0, cell.wx1):
+                s = store.size / (wx1 - wx0)
+                u, v = int((x - wx0) * s), int((y - wy0) * s)
+                if 0 <= u < store.size and 0 <= v < store.size and store.masks[r, v, u]: hits[r].append(tg); break
+        out += [dict(cell_id=t.cell_id.iat[r], row=int(r), n_true=len(h), Target=sorted({c for tg in h for c in tg})) for r, h in hits.items()]
+    return pd.DataFrame(out, columns=['cell_id', 'row', 'n_true', 'Target'])
+
+def cell_scores(probs, # Probabilities (n, 28)
+                targets, # Multi-hot truth (n, 28)
+                thresh:float=0.5, # Decision threshold for F1
+               ) -> dict:
+    "Macro-F1 (at `thresh`) and mean average precision over the classes present in `targets`"
+    from sklearn.metrics import average_precision_score
+    p, t = as_numpy(probs), as_numpy(targets) > 0.5
+    cls = np.flatnonzero(t.any(0))
+    if not len(cls): raise ValueError('cell_scores: no class is present in the targets')
+    pred = p[:, cls] > thresh; tt = t[:, cls]
+    tp, fp, fn = (pred & tt).sum(0), (pred & ~tt).sum(0), (~pred & tt).sum(0)
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    ap = [average_precision_score(tt[:, j], p[:, c]) for j, c in enumerate(cls)]
+    return dict(macro_f1=float(f1.mean()), mAP=float(np.mean(ap)), n=int(len(p)), n_classes=int(len(cls)))
+
+# %% ../nbs/10_cells.ipynb #a4583ffd
+def cell_submission(fname, # The CSV to write
+                    cells:pd.DataFrame, # Cell rows (`cell_predictions`' first value): Id, width, height, rle
+                    probs, # Their probabilities (n_cells, 28)
+                    ids=None, # Every image to list, in order (default: the images of `cells`)
+                    min_conf:float=0., # Leave out the (cell, class) pairs under this confidence
+                    images:pd.DataFrame|None=None, # Id, width, height of images without cells (default: 0 × 0)
+                   ) -> Path:
+    "Write the per-cell predictions in the HPA 2021 single-cell challenge format (atomically)"
+    probs = as_numpy(probs)
+    if len(probs) != len(cells): raise ValueError(f'{len(probs)} rows of probabilities for {len(cells)} cells')
+    if (cells.rle == '').any(): raise HpaDataError('some cells have no RLE mask: pack the cell store with rle=True')
+    ids = list(dict.fromkeys(cells.Id)) if ids is None else [str(i) for i in ids]
+    size = {i: (w, h) for i, w, h in zip(cells.Id, cells.width, cells.height)}
+    if images is not None: size = {**{i: (w, h) for i, w, h in zip(images.Id, images.width, images.height)}, **size}
+    parts = {i: [] for i in ids}
+    for id_, rle, p in zip(cells.Id, cells.rle, probs):
+        if id_ in parts: parts[id_] += [f'{c} {p[c]:.4f} {rle}' for c in np.flatnonzero(p >= min_conf)]
+    df = pd.DataFrame({'ImageID': ids, 'ImageWidth': [size.get(i, (0, 0))[0] for i in ids],
+                       'ImageHeight': [size.get(i, (0, 0))[1] for i in ids], 'PredictionString': [' '.join(parts[i]) for i in ids]})
+    return write_text(fname, df.to_csv(index=False, lineterminator='\n'))
+
+def read_cell_submission(fname, # A per-cell submission CSV
+                        ) -> pd.DataFrame:
+    "The submission's triples, one row each: ImageID, label, confidence, mask (bool H×W)"
+    df = pd.read_csv(fname, dtype={'ImageID': str, 'PredictionString': str}, keep_default_na=False)
+    rows = []
+    for i, w, h, s in zip(df.ImageID, df.ImageWidth, df.ImageHeight, df.PredictionString):
+        t = s.split()
+        if len(t) % 3: raise HpaDataError(f'{fname}: image {i}: {len(t)} fields in PredictionString, not triples')
+        rows += [dict(ImageID=i, label=int(t[k]), confidence=float(t[k + 1]), mask=decode_binary_mask(t[k + 2], h, w)) for k in range(0, len(t), 3)]
+    return pd.DataFrame(rows, columns=['ImageID', 'label', 'confidence', 'mask'])
+
+# %% ../nbs/10_cells.ipynb #b1ab0d15
+CELL_COLORS = plt.cm.tab20(np.linspace(0, 1, 20)).tolist() + plt.cm.Set1(np.linspace(0, 1, 9)).tolist()
+
+def show_cell_predictions(rgby, # The H×W×4 field
+                          cells, # Its label image (cell k = label k), at the field's size
+                          probs, # Probabilities (n_cells, 28), row j for label `labels[j]`
+                          labels=None, # The label of each row of `probs` (default 1..n)
+                          thresh:float=0.5, # Cells whose best probability is under it stay grey
+                          ax=None, # Axes to draw in (default: a new figure)
+                          title:str|None=None, # Title
+                         ):
+    "The field with each cell filled in the colour of its most probable class"
+    x, lab = np.asarray(rgby), np.asarray(cells); probs = as_numpy(probs)
+    labels = np.arange(1, len(probs) + 1) if labels is None else np.asarray(labels)
+    rgb = np.stack([_stretch8(x[..., c]) for c in (0, 1, 2)], -1).astype(np.float32) / 255
+    lut = np.zeros((int(lab.max()) + 1, 4), np.float32); shown = set()
+    for k, p in zip(labels, probs):
+        c = int(np.argmax(p))
+        if p[c] >= thresh: lut[k] = (*CELL_COLORS[c][:3], 0.55); shown.add(c)
+        else: lut[k] = (0.6, 0.6, 0.6, 0.35)
+    col = lut[lab]
+    img = rgb * (1 - col[..., 3:]) + col[..., :3] * col[..., 3:]
+    img[label_outlines(lab)] = 1
+    if ax is None: _, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(np.clip(img, 0, 1)); ax.axis('off')
+    for c in sorted(shown): ax.plot([], [], 's', color=CELL_COLORS[c], label=f'{c} {HPA_CLASSES[c]}')
+    if shown: ax.legend(loc='lower left', fontsize=7, framealpha=0.8)
+    if title: ax.set_title(title, fontsize=9)
+    return ax
