@@ -6,18 +6,18 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/cells.html.md"""
 
 # %% ../nbs/10_cells.ipynb #e89cb80b
 from __future__ import annotations
-import base64, dataclasses, json, zipfile, datetime as _datetime, os, sys, time, zlib, warnings, numpy as np, pandas as pd, cv2, torch, torch.nn as nn
+import argparse, base64, contextlib, dataclasses, json, zipfile, datetime as _datetime, os, sys, time, zlib, warnings, numpy as np, pandas as pd, cv2, torch, torch.nn as nn
 import matplotlib.pyplot as plt
 from pathlib import Path
 from scipy import ndimage
 from fastcore.parallel import parallel
-import argparse
 from fastai.vision.all import *
 from .core import *
 from .files import *
 from .data import *
 from .store import _fingerprints, _check_space, _targets, store_batch_tfms, StoreDataLoader
 from .segment import segment_nuclei, segment_cells, label_outlines, _stretch8
+from .cli import HpaConfigError, cli_errors, _log, plain_logger
 from .learner import hpa_body, as_numpy, macro_f1, F1Macro, _body_features
 
 # %% auto #0
@@ -26,7 +26,7 @@ __all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'POOLS', 'CELL_COLORS', 'cell_boxes
            'cell_store_path', 'field_cells', 'pack_cells', 'CellStore', 'open_cells', 'CellBag', 'CellDataset',
            'CellDataLoader', 'cell_dataloaders', 'bag_softmax', 'bag_pool', 'CellModel', 'cell_learner',
            'cell_predictions', 'read_cell_truth', 'match_cells', 'cell_scores', 'cell_submission',
-           'read_cell_submission', 'show_cell_predictions']
+           'read_cell_submission', 'show_cell_predictions', 'save_cell_model', 'load_cell_model', 'hpa_cells']
 
 # %% ../nbs/10_cells.ipynb #e991fb93
 def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from `segment_cells`
@@ -586,17 +586,20 @@ def cell_learner(dls:DataLoaders, # From `cell_dataloaders`: cells (inherit base
 
 # %% ../nbs/10_cells.ipynb #d180c7ac
 @torch.no_grad()
-def cell_predictions(learn:Learner, # From `cell_learner`, trained
+def cell_predictions(learn, # A trained `Learner` from `cell_learner`, or a `CellModel` (normalised with `store_batch_tfms(aug=False)`)
                      store, # The `CellStore` (or its path) holding the images' cells
                      ids, # Image Ids to predict
                      bs:int=256, # Cells per forward pass
                      image_pool:str|None=None, # Pooling of the cells into the image (default: the model's; max for a cell model)
+                     masked:bool|None=None, # Mask the crops (default: as the learner's data, else True)
                     ) -> tuple: # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without cells)
     "Per-cell probabilities from the instance head and per-image probabilities pooled from them"
     if not isinstance(store, CellStore): store = open_cells(store)
     ids = [str(i) for i in ids]
-    ds = CellDataset(store, ids, None, bags=False, masked=getattr(learn.dls.train_ds, 'masked', True), split_idx=1)
-    tfms = learn.dls.valid.after_batch; model = learn.model.eval(); dev = next(model.parameters()).device
+    if isinstance(learn, Learner): model, tfms, m0 = learn.model, learn.dls.valid.after_batch, getattr(learn.dls.train_ds, 'masked', True)
+    else: model, tfms, m0 = learn, Pipeline(store_batch_tfms(aug=False), split_idx=1), True
+    ds = CellDataset(store, ids, None, bags=False, masked=m0 if masked is None else masked, split_idx=1)
+    model = model.eval(); dev = next(model.parameters()).device
     z, a = [], []
     for s in range(0, len(ds), bs):
         x = tfms(to_device(ds.batch(np.arange(s, min(s + bs, len(ds)))), dev))
@@ -720,3 +723,128 @@ def show_cell_predictions(rgby, # The H×W×4 field
     if shown: ax.legend(loc='lower left', fontsize=7, framealpha=0.8)
     if title: ax.set_title(title, fontsize=9)
     return ax
+
+# %% ../nbs/10_cells.ipynb #34b86c8b
+def save_cell_model(run, # The run folder
+                    learn:Learner, # The trained learner (from `cell_learner`)
+                    config:dict, # What rebuilds it: arch, pool, n_hidden, size, seg_size, masked, margin
+                   ) -> Path:
+    "Write the model's weights (`model.pth`) and `config.json` atomically"
+    run = Path(run)
+    with atomic_write(run/'model.pth', None) as tmp: torch.save(learn.model.state_dict(), tmp)
+    write_json(run/'config.json', config)
+    return run
+
+def load_cell_model(run, # A run folder written by `hpa-cells train` (`model.pth`, `config.json`)
+                   ) -> tuple: # (CellModel on the CPU, its config)
+    "Rebuild a trained `CellModel` from its weights (loaded weights-only, safe) and config"
+    run = Path(run)
+    cfg = read_json(run/'config.json', 'cell model config')
+    if not (run/'model.pth').exists(): raise HpaDataError(f'{run/"model.pth"}: model weights not found')
+    model = CellModel(hpa_body(cfg['arch'], pretrained=False, channels='rgby'), N_CLASSES, cfg['pool'], cfg['n_hidden'])
+    try: model.load_state_dict(torch.load(run/'model.pth', map_location='cpu', weights_only=True))
+    except (RuntimeError, OSError, EOFError) as e: raise HpaDataError(f'{run/"model.pth"}: cannot be loaded into the model its config.json describes ({e})') from None
+    return model.eval(), cfg
+
+# %% ../nbs/10_cells.ipynb #fb4847db
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='hpa-cells', description='Per-cell HPA: pack cells, train from image labels, predict per cell')
+    sub = p.add_subparsers(dest='cmd', required=True)
+    pk = sub.add_parser('pack', help='segment the images of FOLDER and pack their cells')
+    pk.add_argument('folder'); pk.add_argument('--dest')
+    tr = sub.add_parser('train', help='train a per-cell model on a Kaggle-layout folder')
+    tr.add_argument('path'); tr.add_argument('--out', default='runs_cells'); tr.add_argument('--name')
+    tr.add_argument('--mode', default='mil', choices=['mil', 'inherit']); tr.add_argument('--pool', default='attention', choices=list(POOLS))
+    tr.add_argument('--epochs', type=int, default=5); tr.add_argument('--lr', type=float, default=3e-3); tr.add_argument('--bs', type=int)
+    tr.add_argument('--valid-pct', type=float, default=0.2); tr.add_argument('--seed', type=int, default=42); tr.add_argument('--n', type=int)
+    tr.add_argument('--arch', default='resnet18'); tr.add_argument('--n-hidden', type=int, default=128); tr.add_argument('--max-cells', type=int, default=24)
+    tr.add_argument('--context', action='store_true', help='crops keep the neighbours (default: masked to the cell)')
+    tr.add_argument('--overwrite', action='store_true')
+    pr = sub.add_parser('predict', help='write the per-cell submission of TEST_FOLDER with a trained RUN')
+    pr.add_argument('run'); pr.add_argument('test_folder'); pr.add_argument('--out'); pr.add_argument('--min-conf', type=float, default=0.)
+    pr.add_argument('--bs', type=int, default=256)
+    for q in (pk, tr, pr):
+        q.add_argument('--size', type=int, default=48, help='crop side'); q.add_argument('--seg-size', type=int, default=512, help='segmentation side')
+        q.add_argument('--n-workers', type=int); q.add_argument('--cache-dir'); q.add_argument('--repack', action='store_true')
+    return p
+
+def _check_args(a):
+    "Every problem of the parsed arguments, as `HpaConfigError`, before any work"
+    errs = []
+    if a.size < 8: errs.append(f'--size must be at least 8 (got {a.size})')
+    if a.seg_size < 32: errs.append(f'--seg-size must be at least 32 (got {a.seg_size})')
+    if a.n_workers is not None and a.n_workers < 0: errs.append(f'--n-workers must be 0 or more (got {a.n_workers})')
+    if a.cmd == 'train':
+        if a.epochs < 1: errs.append(f'--epochs must be at least 1 (got {a.epochs})')
+        if not a.lr > 0: errs.append(f'--lr must be positive (got {a.lr})')
+        if not 0 < a.valid_pct < 1: errs.append(f'--valid-pct must be between 0 and 1 (got {a.valid_pct})')
+        if a.bs is not None and a.bs < 1: errs.append(f'--bs must be at least 1 (got {a.bs})')
+        if a.max_cells < 1: errs.append(f'--max-cells must be at least 1 (got {a.max_cells})')
+        if a.mode == 'inherit' and a.pool != 'attention': errs.append('--pool applies to --mode mil only')
+    if a.cmd == 'predict' and not 0 <= a.min_conf <= 1: errs.append(f'--min-conf must be in [0, 1] (got {a.min_conf})')
+    if errs: raise HpaConfigError('bad arguments:\n  ' + '\n  '.join(errs))
+    if a.cmd == 'pack' and not Path(a.folder).is_dir(): raise HpaDataError(f'{a.folder}: image folder not found')
+    if a.cmd == 'train' and not (Path(a.path)/'train.csv').exists(): raise HpaDataError(f'{a.path}: no train.csv (expected the Kaggle layout)')
+    if a.cmd == 'predict':
+        for f in ('model.pth', 'config.json'):
+            if not (Path(a.run)/f).exists(): raise HpaDataError(f'{a.run}: no {f} (expected a run folder of `hpa-cells train`)')
+        if not Path(a.test_folder).is_dir(): raise HpaDataError(f'{a.test_folder}: image folder not found')
+
+# %% ../nbs/10_cells.ipynb #50acd978
+def _pack(folder, a, ids=None) -> CellStore:
+    d = pack_cells(folder, a.dest if getattr(a, 'dest', None) else cell_store_path(folder, a.size, a.seg_size, a.cache_dir),
+                   size=a.size, seg_size=a.seg_size, ids=ids, n_workers=a.n_workers, repack=a.repack)
+    st = open_cells(d); _log(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
+    return st
+
+def _train(a):
+    "`hpa-cells train`: pack, train, score on the validation images, write the run folder"
+    path = Path(a.path)
+    df, img_dir, tri, vai = labelled_split(path, valid_pct=a.valid_pct, seed=a.seed, n=a.n)
+    run = Path(a.out)/(a.name or f'{a.mode}{"-" + a.pool if a.mode == "mil" else ""}-{a.size}px')
+    if (run/'model.pth').exists() and not a.overwrite: raise HpaConfigError(f'{run}: a trained run is there; pass --overwrite or --name')
+    st = _pack(img_dir, a, list(df.Id))
+    torch.manual_seed(a.seed)
+    dls = cell_dataloaders(st, df, tri, vai, bags=a.mode == 'mil', bs=a.bs, masked=not a.context, max_cells=a.max_cells, seed=a.seed)
+    learn = cell_learner(dls, a.arch, a.pool, n_hidden=a.n_hidden)
+    plain = not show_progress()
+    if plain: learn.logger = plain_logger(learn)
+    _log(f'training {a.mode}{" (" + a.pool + " pooling)" if a.mode == "mil" else ""} on {len(dls.train_ds)} '
+         f'{"images" if a.mode == "mil" else "cells"}, {a.epochs} epochs')
+    with (learn.no_bar() if plain else contextlib.nullcontext()): learn.fit_one_cycle(a.epochs, a.lr)
+    run.mkdir(parents=True, exist_ok=True)
+    save_cell_model(run, learn, dict(arch=a.arch, pool=a.pool if a.mode == 'mil' else None, n_hidden=a.n_hidden, size=a.size, seg_size=a.seg_size,
+                                     masked=not a.context, mode=a.mode, train=str(path.absolute()), seed=a.seed, run_info=run_info()))
+    vids = [df.Id.iat[i] for i in vai]
+    cells, cp, ip = cell_predictions(learn, st, vids)
+    m = dict(image=cell_scores(ip, encode_targets(df.Target.iloc[vai])), n_valid_images=len(vids))
+    if (path/'train_cells.csv').exists():
+        mc = match_cells(st, read_cell_truth(path/'train_cells.csv')); mc = mc[(mc.n_true > 0) & mc.cell_id.isin(set(cells.cell_id))]
+        pos = {c: j for j, c in enumerate(cells.cell_id)}
+        if len(mc): m['cell'] = cell_scores(cp[[pos[c] for c in mc.cell_id]], encode_targets(mc.Target))
+    write_json(run/'metrics.json', m)
+    _log(f'validation images: macro-F1 {m["image"]["macro_f1"]:.4f}, mAP {m["image"]["mAP"]:.4f}'
+         + (f'; cells: macro-F1 {m["cell"]["macro_f1"]:.4f}, mAP {m["cell"]["mAP"]:.4f}' if 'cell' in m else ''))
+    _log(f'run: {run}')
+
+def _predict(a):
+    "`hpa-cells predict`: the per-cell submission of a test folder"
+    model, cfg = load_cell_model(a.run)
+    if (cfg['size'], cfg['seg_size']) != (a.size, a.seg_size) and (a.size, a.seg_size) != (48, 512):
+        raise HpaConfigError(f'--size/--seg-size {a.size}/{a.seg_size} differ from the run\'s {cfg["size"]}/{cfg["seg_size"]}; leave them out')
+    a.size, a.seg_size = cfg['size'], cfg['seg_size']
+    st = _pack(Path(a.test_folder), a)
+    cells, cp, _ = cell_predictions(model, st, st.ids, bs=a.bs, masked=cfg['masked'])
+    out = Path(a.out) if a.out else Path(a.run)/'cells_submission.csv'
+    cell_submission(out, cells, cp, ids=st.ids, min_conf=a.min_conf)
+    _log(f'{len(cells)} cells of {len(st.ids)} images → {out}')
+
+def hpa_cells(argv=None, # Arguments (default: the command line)
+             ):
+    "Per-cell HPA from the command line: `hpa-cells pack FOLDER`, `hpa-cells train PATH`, `hpa-cells predict RUN TEST_FOLDER`"
+    a = _parser().parse_args(argv)
+    with cli_errors('hpa-cells'):
+        _check_args(a)
+        if a.cmd == 'pack': _pack(Path(a.folder), a)
+        elif a.cmd == 'train': _train(a)
+        else: _predict(a)
