@@ -66,11 +66,11 @@ from hpa_fastai.features import hpa_dataloaders
 from hpa_fastai.learner import hpa_learner
 torch.manual_seed(a.seed)
 wd = hpa_dataloaders(path, size=a.whole_size, bs=16, valid_pct=0.25, seed=42, n=a.n, store=False, num_workers=0)
-assert list(wd.valid_ds.items) == [img_dir/ids[i] for i in vai] or True
+if [Path(s).name for s in wd.valid_ds.items] != [ids[i] for i in vai]: sys.exit('whole-image model: its validation images differ from the cell models\'')
 wl = hpa_learner(wd, arch='resnet18', pretrained=False)
 t0 = time.perf_counter()
 with wl.no_bar(), wl.no_logging(): wl.fit_one_cycle(a.epochs, 3e-3)
-p, t = wl.get_preds()
+with wl.no_bar(): p, t = wl.get_preds()
 w = cell_scores(p.numpy(), t.numpy()); res['whole image'] = dict(cell_f1=None, cell_mAP=None, image_f1=w['macro_f1'], image_mAP=w['mAP'],
                                                                  train_s=round(time.perf_counter() - t0, 1))
 out = dict(machine=f'{platform.node()} {os.cpu_count()} CPU cores', torch=torch.__version__, date=time.strftime('%Y-%m-%d'),
