@@ -1,0 +1,114 @@
+"Per-cell tools on toy fields: crops and masks, the COCO RLE format, the cell store, bags and their pooling, the per-cell file, hpa-cells."
+import base64, zlib, numpy as np, pandas as pd, pytest, torch
+from pathlib import Path
+from hpa_fastai.core import HpaDataError, encode_targets
+from hpa_fastai.data import write_rgby
+from hpa_fastai.cells import *
+
+LAYOUTS = [[(16, 16), (46, 20), (30, 46)], [(14, 14), (46, 46), (14, 48), (48, 12)], [(32, 32)], [(20, 40), (44, 24)],
+           [(16, 16), (48, 48)], [(30, 14), (30, 48), (12, 30)], [(40, 40)], [(16, 44), (44, 16), (44, 46)]]
+
+@pytest.fixture(scope='module')
+def toyset(tmp_path_factory):
+    "Eight toy fields in the Kaggle layout, with image labels and per-cell truth (class 3 in some cells, 5 in others)"
+    d = tmp_path_factory.mktemp('toycells'); truths, labels = [], []
+    for k, cs in enumerate(LAYOUTS):
+        green = [[3] if (k + j) % 2 else ([5] if k % 3 == 0 else []) for j in range(len(cs))]
+        x, t = toy_field(cs, size=64, green=green, id_=f'img{k}')
+        write_rgby(d/'train', f'img{k}', x); truths.append(t)
+        labels.append(' '.join(map(str, sorted({c for g in green for c in g}))) or '0')
+    pd.DataFrame({'Id': [f'img{k}' for k in range(len(LAYOUTS))], 'Target': labels}).to_csv(d/'train.csv', index=False)
+    pd.concat(truths).to_csv(d/'train_cells.csv', index=False)
+    return d
+
+def test_crops_masks_boxes():
+    x, _ = toy_field(LAYOUTS[0], size=64, green=[[3], [], [3]])
+    xs, lab = field_cells(x, None)
+    assert lab.max() == 3
+    cc = cell_crops(xs, lab, size=20, masked=True)
+    assert cc.crops.shape == (3, 4, 20, 20) and cc.masks.shape == (3, 20, 20)
+    assert cc.crops.transpose(1, 0, 2, 3)[:, ~cc.masks].max() == 0
+    assert cc.crops[0, 1].max() > 100 and cc.crops[1, 1].max() == 0          # green only in the labelled cells
+    for (x0, y0, x1, y1), k in zip(cc.boxes, cc.labels):
+        ys, xs_ = np.nonzero(lab == k)
+        assert (x0, y0, x1, y1) == (xs_.min(), ys.min(), xs_.max() + 1, ys.max() + 1)
+    wins = cc.windows
+    assert ((wins[:, 2] - wins[:, 0]) == (wins[:, 3] - wins[:, 1])).all()   # square windows
+    cut = cell_crops(xs, lab, size=20, masked=False)
+    assert (cut.crops * cut.masks[:, None] == cc.crops).all()                  # masked = context × mask
+
+def test_edge_cell_padded():
+    x, _ = toy_field([(3, 30), (40, 30)], size=64, r_nucleus=5, r_cell=10)
+    xs, lab = field_cells(x, None)
+    cc = cell_crops(xs, lab, size=16, margin=0.2)
+    assert cc.windows[:, 0].min() < 0 and len(cc) == lab.max()
+
+def test_rle_pycocotools_strings_and_round_trip():
+    sq = np.zeros((5, 6), bool); sq[1:4, 2:5] = True
+    assert rle_to_string(coco_rle(sq)) == ';320004'                            # pycocotools 2.0.11
+    m2 = np.zeros((7, 5), bool); m2[0, 0] = True; m2[2:7, 1] = True; m2[6, 4] = True
+    assert rle_to_string(coco_rle(m2)) == '0184<L'
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1), (9, 4), (40, 33)]:
+        m = rng.random(shape) > 0.5
+        s = encode_binary_mask(m)
+        assert zlib.decompress(base64.b64decode(s)).decode() == rle_to_string(coco_rle(m))
+        assert (decode_binary_mask(s, *shape) == m).all()
+    with pytest.raises(ValueError, match='not a base64'): decode_binary_mask('@@@', 2, 2)
+
+def test_bag_pool():
+    z = torch.tensor([[1., -2.], [-1., 0.], [3., 3.]]); bag = torch.tensor([0, 0, 1])
+    p = torch.sigmoid(z)
+    assert torch.allclose(torch.sigmoid(bag_pool(z, bag, 'noisy_or'))[0], 1 - (1 - p[0]) * (1 - p[1]), atol=1e-5)
+    assert torch.allclose(bag_pool(z, bag, 'max')[0], torch.tensor([1., 0.]))
+    assert torch.allclose(bag_pool(z, bag, 'mean')[0], z[:2].mean(0))
+    att = torch.tensor([[20., -20.], [-20., 20.], [0., 0.]])
+    assert torch.allclose(bag_pool(z, bag, 'attention', att=att)[0], torch.tensor([1., 0.]), atol=1e-4)
+    for how in POOLS: assert torch.allclose(bag_pool(z, bag, how, att=att)[1], z[2], atol=1e-4)
+    assert torch.allclose(bag_softmax(att, bag, 2)[:2].sum(0), torch.ones(2))
+    zz = z.clone().requires_grad_(); bag_pool(zz, bag, 'noisy_or').sum().backward(); assert torch.isfinite(zz.grad).all()
+
+def test_store_dataloaders_match_submission(toyset, tmp_path):
+    sd = pack_cells(toyset/'train', tmp_path/'st', size=16, seg_size=64, n_workers=0, chunk_size=3)
+    st = open_cells(sd, folder=toyset/'train')
+    assert len(st) == sum(map(len, LAYOUTS)) and st.table.cell_id[0] == 'img0_1'
+    df = pd.read_csv(toyset/'train.csv')
+    dls = cell_dataloaders(st, df, [0, 1, 2, 3, 4, 5], [6, 7], bs=4, aug=False, device='cpu')
+    train_imgs = {c.rsplit('_', 1)[0] for c in st.table.cell_id.iloc[dls.train_ds.rows_flat]}
+    valid_imgs = {c.rsplit('_', 1)[0] for c in st.table.cell_id.iloc[dls.valid_ds.rows_flat]}
+    assert train_imgs == {f'img{k}' for k in range(6)} and valid_imgs == {'img6', 'img7'}
+    bdl = cell_dataloaders(st, df, [0, 1, 2, 3, 4, 5], [6, 7], bags=True, bs=3, aug=False, device='cpu')
+    x, bag, y = bdl.valid.one_batch()
+    assert x.shape[0] == len(bag) == 4 and bag.tolist() == [0, 1, 1, 1] and y.shape == (2, 28)
+    mc = match_cells(st, read_cell_truth(toyset/'train_cells.csv'))
+    assert (mc.n_true == 1).all() and len(mc) == len(st)
+    truth = read_cell_truth(toyset/'train_cells.csv')
+    for r, tg in zip(mc.row, mc.Target):                                        # each cell matched to the true cell at its centre
+        c = st.table.iloc[r]; g = truth[truth.Id == c.Id]
+        near = np.argmin(np.hypot(g.x - (c.x0 + c.x1) / 2, g.y - (c.y0 + c.y1) / 2))
+        assert g.Target.iloc[near] == tg
+    t = encode_targets(mc.Target)
+    assert cell_scores(t * 0.9, t)['mAP'] == 1.
+    fn = cell_submission(tmp_path/'sub.csv', st.table, t * 0.9 + 0.05, min_conf=0.5)
+    back = read_cell_submission(fn)
+    assert len(back) == int(t.sum()) and set(back.label) == {3, 5}
+    first = back.iloc[0]; assert first.ImageID == 'img0' and first['mask'].shape == (64, 64)
+
+def test_cli_pack_train_predict(toyset, tmp_path, capsys):
+    common = ['--size', '16', '--seg-size', '64', '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')]
+    with pytest.raises(SystemExit) as e: hpa_cells(['train', str(toyset), '--epochs', '0', *common])
+    assert e.value.code == 2 and 'epochs' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e: hpa_cells(['pack', str(tmp_path/'missing'), *common])
+    assert e.value.code == 1
+    hpa_cells(['pack', str(toyset/'train'), *common])
+    assert '[hpa] cell store' in capsys.readouterr().out
+    hpa_cells(['train', str(toyset), '--epochs', '1', '--out', str(tmp_path/'runs'), '--name', 'r', '--bs', '4', '--valid-pct', '0.25', '--n-hidden', '16', *common])
+    out = capsys.readouterr().out
+    assert 'validation images: macro-F1' in out and 'cells: macro-F1' in out and '\r' not in out
+    run = tmp_path/'runs'/'r'
+    assert {'model.pth', 'config.json', 'metrics.json'} <= {p.name for p in run.iterdir()}
+    hpa_cells(['predict', str(run), str(toyset/'train'), '--out', str(tmp_path/'sub.csv'), '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')])
+    sub = pd.read_csv(tmp_path/'sub.csv', keep_default_na=False)
+    assert len(sub) == len(LAYOUTS) and len(sub.PredictionString[0].split()) == 3 * 28 * len(LAYOUTS[0])
+    with pytest.raises(SystemExit) as e: hpa_cells(['predict', str(tmp_path), str(toyset/'train')])
+    assert e.value.code == 1
