@@ -42,10 +42,13 @@ def test_label_statistics():
     assert flat.min() > 0.5 * flat.max()
 
 def test_green_follows_labels():
-    "Nuclear classes put green inside the nucleus (bright blue), cytosol puts it outside"
+    "Nuclear classes put green inside the nucleus (bright blue), cytosol puts it outside (median over 5 fields)"
     def inside_ratio(c):
-        x = synth_sample([c], size=128, seed=3).astype(float); nuc = x[..., 2] > np.percentile(x[..., 2], 75)
-        return x[..., 1][nuc].mean() / (x[..., 1][~nuc].mean() + 1e-3)
+        r = []
+        for seed in range(5):
+            x = synth_sample([c], size=128, seed=seed).astype(float); nuc = x[..., 2] > np.percentile(x[..., 2], 85)
+            r.append(x[..., 1][nuc].mean() / (x[..., 1][~nuc].mean() + 1e-3))
+        return np.median(r)
     assert inside_ratio(HPA_CLASSES.index('Nucleoplasm')) > 2 and inside_ratio(HPA_CLASSES.index('Cytosol')) < 0.7
 
 def test_patterns_by_class_name():
