@@ -169,14 +169,14 @@ def _noise(rng, size):
     "A standard normal size×size field: a random window of a fixed bank 4× as large (far cheaper than drawing one)"
     o = int(rng.integers(0, 3 * size * size)); return _noise_bank(4 * size * size)[o:o + size * size].reshape(size, size)
 
-def _render(rng, x, size, level, tex=0.6, shot=1.0, grain=3):
-    "Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), specks, optics, noise, 8 bits"
+def _render(rng, x, size, level, tex=0.6, shot=1.0, grain=3, specks=1.5):
+    "Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), `specks` specks on average, optics, noise, 8 bits"
     s = size / 512
     up = lambda k: cv2.resize(rng.random((k, k), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
     x = cv2.multiply(x, cv2.addWeighted(up(max(8, size // grain)), 2 * tex, x, 0, 1 - tex))   # multiplicative grain
     x = cv2.multiply(x, cv2.addWeighted(up(3), 0.9, x, 0, 0.55))                              # uneven illumination
     x *= np.float32(255 * level / max(_quantile(x, 0.995), 1e-3))
-    for _ in range(int(rng.poisson(1.5))):                                                    # saturated debris
+    for _ in range(int(rng.poisson(specks))):                                                 # saturated debris
         _dot(x, rng.uniform(0, size, 2), rng.uniform(1, 3.5) * s + 0.5, float(rng.uniform(300, 600)))
     x = cv2.GaussianBlur(x, (0, 0), max(0.5, 0.8 * s))                                       # point spread
     x = cv2.scaleAdd(cv2.multiply(cv2.sqrt(cv2.max(x, 0.)), _noise(rng, size)), shot * rng.uniform(0.6, 1.2), x)   # shot noise
@@ -214,8 +214,10 @@ def synth_sample(labels, # class indices (positions in `HPA_CLASSES`) whose patt
         part = np.zeros_like(g); CLASS_PATTERNS[HPA_CLASSES[c]](part, rng, [cells[i] for i in shows[c]], marks, s)
         g = cv2.scaleAdd(part, rng.uniform(0.6, 1.0), g)                                     # each class at its own strength
     lv = lambda med, sd: float(np.clip(med * np.exp(rng.normal(0, sd)), 0.05, 1.5))         # a level, log-normal around `med`
+    q = _quantile(g, 0.995); cover = float((g[::4, ::4] > 0.25 * q).mean()) if q > 0 else 1.
+    dense = min(2., (0.1 / max(cover, 0.01)) ** 0.3)     # widespread green a little dimmer, so more labels do not mean brighter
     x = cv2.merge([_render(rng, marks['red'], size, lv(0.9, 0.3), 0.7),
-                   _render(rng, g, size, lv(0.5, 0.5), 1.0, shot=2.5, grain=2),
+                   _render(rng, g, size, lv(0.5, 0.5) * dense, 1.0, shot=2.5, grain=2, specks=0.7),
                    _render(rng, marks['blue'], size, lv(0.8, 0.3), 0.6),
                    _render(rng, marks['yellow'], size, lv(0.8, 0.3), 0.6)])
     if not return_cells: return x
