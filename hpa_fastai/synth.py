@@ -172,9 +172,10 @@ def _noise(rng, size):
 def _render(rng, x, size, level, tex=0.6, shot=1.0, grain=3, specks=1.5):
     "Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), `specks` specks on average, optics, noise, 8 bits"
     s = size / 512
-    up = lambda k: cv2.resize(rng.random((k, k), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-    x = cv2.multiply(x, cv2.addWeighted(up(max(8, size // grain)), 2 * tex, x, 0, 1 - tex))   # multiplicative grain
-    x = cv2.multiply(x, cv2.addWeighted(up(3), 0.9, x, 0, 0.55))                              # uneven illumination
+    k = max(8, size // grain); lin = lambda v, a, b: cv2.addWeighted(v, a, v, 0, b)          # a·v + b
+    small = lin(rng.random((k, k), dtype=np.float32), 2 * tex, 1 - tex)                       # multiplicative grain, on its coarse grid
+    small = cv2.multiply(small, lin(cv2.resize(rng.random((3, 3), dtype=np.float32), (k, k), interpolation=cv2.INTER_CUBIC), 0.9, 0.55))   # × uneven light
+    x = cv2.multiply(x, cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))      # one upsampling for both
     x *= np.float32(255 * level / max(_quantile(x, 0.995), 1e-3))
     for _ in range(int(rng.poisson(specks))):                                                 # saturated debris
         _dot(x, rng.uniform(0, size, 2), rng.uniform(1, 3.5) * s + 0.5, float(rng.uniform(300, 600)))
