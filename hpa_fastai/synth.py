@@ -12,11 +12,12 @@ from fastcore.parallel import parallel
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import write_rgby
-from .files import show_progress
+from .files import show_progress, write_text
+from .segment import segment_nuclei
 
 # %% auto #0
 __all__ = ['CLASS_PATTERNS', 'smooth_noise', 'pattern', 'synth_sample', 'class_weights', 'sample_label_sets',
-           'make_synthetic_hpa']
+           'make_synthetic_hpa', 'hf_share', 'count_nuclei', 'channel_stats', 'realism_table', 'split_real_files']
 
 # %% ../nbs/02_synth.ipynb #b3c49408
 def smooth_noise(rng, # a numpy random `Generator`
@@ -27,26 +28,37 @@ def smooth_noise(rng, # a numpy random `Generator`
     small = rng.random((cells, cells), dtype=np.float32)
     return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
 
-def _ell(img, c, axes, ang, val, thick=-1):
+def _ell(img, c, axes, ang, val, thick=-1, aa=True):
     "Draw an ellipse (centre `c`, half-axes `axes`, degrees `ang`) into `img`"
-    cv2.ellipse(img, (int(c[0]), int(c[1])), (max(1, int(axes[0])), max(1, int(axes[1]))), float(ang), 0, 360, val, thick, cv2.LINE_AA)
+    cv2.ellipse(img, (int(c[0]), int(c[1])), (max(1, int(axes[0])), max(1, int(axes[1]))), float(ang), 0, 360, val, thick,
+                cv2.LINE_AA if aa else cv2.LINE_8)
 
 def _dot(img, c, r, val, thick=-1): cv2.circle(img, (int(c[0]), int(c[1])), max(1, int(round(r))), val, thick, cv2.LINE_AA)
 def _line(img, a, b, val, thick=1): cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), val, max(1, int(thick)), cv2.LINE_AA)
 
+def _segments(img, a, b, val, thick=1):
+    "Draw the segments `a[i]`–`b[i]` (arrays of shape (n, 2)) in one call"
+    if len(a): cv2.polylines(img, list(np.stack([a, b], 1).round().astype(np.int32)), False, float(val), max(1, int(thick)), cv2.LINE_AA)
+
 # %% ../nbs/02_synth.ipynb #f3b0588d
+def _n_cells(rng):
+    "Nuclei in a field: log-normal, median 18, clipped to 8–110 (real HPA fields: median 18, up to ~106)"
+    return int(np.clip(round(np.exp(rng.normal(np.log(18), 0.65))), 8, 110))
+
 def _cells(rng, size:int):
-    "Random cells (centre, nucleus axes, cell axes, angle) for a field of `size` pixels"
-    s = size / 512; n = int(rng.integers(10, 41)); cells = []
-    r_cell = s * 300 / np.sqrt(n) * rng.uniform(0.9, 1.15)     # crowded fields have smaller cells
-    for _ in range(n * 8):
+    "Random cells (centre, nucleus axes, cell axes, angle) for a field of `size` pixels, in a few crowded clusters"
+    s = size / 512; n = _n_cells(rng); cells = []
+    r_cell = s * np.clip(260 / np.sqrt(n), 26, 70) * rng.uniform(0.9, 1.15)   # crowded fields have smaller cells
+    hubs = rng.uniform(0.15, 0.85, (int(rng.integers(1, 4)), 2)) * size; spread = rng.uniform(0.15, 0.5) * size
+    for _ in range(n * 10):
         if len(cells) == n: break
-        c = rng.uniform(0.03, 0.97, 2) * size
-        if cells and (np.hypot(*(np.array([o['c'] for o in cells]) - c).T) < 0.975 * r_cell).any(): continue
+        c = hubs[rng.integers(len(hubs))] + rng.normal(0, spread, 2) if rng.random() < 0.6 else rng.uniform(0, 1, 2) * size
+        if not (0.02 * size < c[0] < 0.98 * size and 0.02 * size < c[1] < 0.98 * size): continue
+        if cells and (np.hypot(*(np.array([o['c'] for o in cells]) - c).T) < 0.95 * r_cell).any(): continue
         ang = rng.uniform(0, 180); ecc = rng.uniform(1.0, 1.5)
         nuc = np.array([r_cell * 0.42 * ecc, r_cell * 0.42 / ecc]) * rng.uniform(0.85, 1.1)
-        cell = np.array([r_cell * ecc * rng.uniform(0.9, 1.2), r_cell / ecc * rng.uniform(0.9, 1.2)])
-        cells.append(dict(c=c, nuc=nuc, cell=cell, ang=ang, off=rng.normal(0, 0.12, 2) * cell))
+        cell = np.array([r_cell * ecc * rng.uniform(0.9, 1.25), r_cell / ecc * rng.uniform(0.9, 1.25)])
+        cells.append(dict(i=len(cells), c=c, nuc=nuc, cell=cell, ang=ang, off=rng.normal(0, 0.12, 2) * cell, phase=None))
     return cells
 
 def _in_ellipse(rng, axes, ang, n, frac=0.85):
@@ -58,36 +70,79 @@ def _in_ellipse(rng, axes, ang, n, frac=0.85):
 
 def _on_ellipse(axes, ang, t):
     "Points on an ellipse's rim at parameters `t`"
-    x, y = axes[0] * np.cos(t), axes[1] * np.sin(t); a = np.deg2rad(ang)
+    axes = np.asarray(axes); x, y = axes[..., 0] * np.cos(t), axes[..., 1] * np.sin(t); a = np.deg2rad(ang)
     return np.stack([x*np.cos(a) - y*np.sin(a), x*np.sin(a) + y*np.cos(a)], -1)
 
+def _axis(cl):
+    "Unit vector along the cell's long axis, and its normal"
+    a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)]); return d, np.array([-d[1], d[0]])
+
 # %% ../nbs/02_synth.ipynb #34a2b406
+def _spindle_fibres(cl):
+    "Segments from the two poles of a dividing cell to its metaphase plate: 2 × 9 fibres"
+    d, n = _axis(cl); poles = [cl['c'] - d * cl['nuc'][0] * 1.3, cl['c'] + d * cl['nuc'][0] * 1.3]
+    ends = cl['c'] + np.outer(np.linspace(-1, 1, 9), n) * cl['nuc'][1]
+    return np.concatenate([np.repeat(p[None], 9, 0) for p in poles]), np.concatenate([ends, ends])
+
 def _landmarks(rng, cells, size):
-    "Masks and the red, blue and yellow stains of a field"
+    "Label images, masks and the red, blue and yellow stains of a field (dividing cells in blue and red too)"
     s = size / 512
-    nuc, body = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
-    red = np.zeros((size, size), np.float32)
+    nuc_lab, body_lab = np.zeros((size, size), np.int32), np.zeros((size, size), np.int32)
+    blue, red = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
+    a_all, b_all = [], []
     for cl in cells:
-        cc = cl['c'] + cl['off']
-        _ell(body, cc, cl['cell'], cl['ang'], 1.0)
-        _ell(nuc, cl['c'], cl['nuc'], cl['ang'], 1.0)
-        ends = cc + _on_ellipse(cl['cell'] * rng.uniform(0.8, 1.0), cl['ang'], rng.uniform(0, 2*np.pi, int(rng.integers(14, 26))))
-        for e in ends: _line(red, cl['c'], e, float(rng.uniform(0.35, 0.8)), 1)
-        cl['mt_ends'] = ends
-    cyto = np.clip(body - nuc, 0, 1)
-    tex = smooth_noise(rng, size, int(40 / max(s, 0.25)))
-    blue = nuc * (0.55 + 0.45 * tex)
-    for cl in cells:                                  # dim nucleoli in the DAPI stain
+        cc = cl['c'] + cl['off']; d, nrm = _axis(cl); i = cl['i'] + 1
+        if cl['phase'] is None:
+            _ell(body_lab, cc, cl['cell'], cl['ang'], i, aa=False); _ell(nuc_lab, cl['c'], cl['nuc'], cl['ang'], i, aa=False)
+            _ell(blue, cl['c'], cl['nuc'], cl['ang'], float(rng.uniform(0.3, 0.8)))        # each nucleus its own brightness
+            m = int(rng.integers(30, 60))                                                 # microtubules: rim of the nucleus to the cell edge
+            t = rng.uniform(0, 2*np.pi, m)
+            a = cl['c'] + _on_ellipse(cl['nuc'] * rng.uniform(0.6, 1.1, (m, 1)), cl['ang'], t)
+            b = cc + _on_ellipse(cl['cell'] * rng.uniform(0.7, 1.0, (m, 1)), cl['ang'], t + rng.normal(0, 0.5, m))
+        else:                                                                             # a dividing cell rounds up
+            r = np.sqrt(cl['cell'][0] * cl['cell'][1]) * 0.8
+            _ell(body_lab, cl['c'], (r, r), 0, i, aa=False)
+            if cl['phase'] == 'spindle':                                                  # metaphase: a bright chromosome plate
+                plate = (cl['nuc'][1] * 0.28, cl['nuc'][1] * 0.95)
+                _ell(nuc_lab, cl['c'], plate, cl['ang'], i, aa=False); _ell(blue, cl['c'], plate, cl['ang'], 1.3)
+                a, b = _spindle_fibres(cl)
+            else:                                                                         # cytokinesis: two daughter nuclei and a bridge
+                kids = [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]
+                for k in kids: _ell(nuc_lab, k, cl['nuc'] * 0.6, cl['ang'], i, aa=False); _ell(blue, k, cl['nuc'] * 0.6, cl['ang'], 1.1)
+                a, b = np.array(kids), np.array(kids[::-1])
+                cl['kids'] = kids
+        a_all.append(a); b_all.append(b); cl['mt'] = (a, b)
+    nuc, body = (nuc_lab > 0).astype(np.float32), (body_lab > 0).astype(np.float32)
+    cyto_lab = np.where(nuc_lab > 0, 0, body_lab); cyto = (cyto_lab > 0).astype(np.float32)
+    a_all, b_all = np.concatenate(a_all), np.concatenate(b_all)
+    w = rng.uniform(0.3, 1.0, len(a_all))
+    for lo, hi in ((0.3, 0.55), (0.55, 0.8), (0.8, 1.01)):                              # three brightnesses, one call each
+        k = (w >= lo) & (w < hi); _segments(red, a_all[k], b_all[k], (lo + hi) / 2)
+    for cl in cells:
+        if cl['phase'] == 'bridge': _dot(red, cl['c'], 2.5 * s, 1.5)                      # the midbody
+    lin = lambda x, a, b: cv2.addWeighted(x, a, x, 0, b)                                 # a·x + b, without numpy temporaries
+    blue = cv2.multiply(blue, lin(smooth_noise(rng, size, max(8, size // 6)), 0.8, 0.6))   # chromatin: grainy at 6 px
+    for cl in cells:                                                                      # dim nucleoli in the DAPI stain
         cl['nucleoli'] = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(2, 5)), 0.6)
-        for p in cl['nucleoli']: _dot(blue, p, 3.5 * s, 0.25)
-    red = cv2.GaussianBlur(red, (0, 0), 0.8 * max(s, 0.5)) * np.maximum(body, 0.1) + 0.15 * cyto * smooth_noise(rng, size, 24)
-    mesh = np.abs(smooth_noise(rng, size, int(64 * min(s, 1) + 8)) - 0.5)        # zero crossings: a reticular net
-    er = np.clip(1 - mesh * 6, 0, 1)
+        if cl['phase'] is None:
+            for p in cl['nucleoli']: _dot(blue, p, 3.5 * s, 0.08)
+    red = cv2.multiply(cv2.GaussianBlur(red, (0, 0), 0.7 * max(s, 0.5)), lin(body, 0.7, 0.3))
+    red = cv2.scaleAdd(cv2.multiply(cyto, smooth_noise(rng, size, 24)), 0.12, red)       # and a diffuse cytoplasmic share
+    mesh = smooth_noise(rng, size, int(64 * min(s, 1) + 8))
+    er = cv2.max(lin(cv2.absdiff(mesh, 0.5), -6, 1), 0.)                                 # zero crossings: a reticular net
     q = max(1, size // 64)                       # a wide blur is as good at 1/8 scale, and 30× cheaper
     near = cv2.resize(cv2.GaussianBlur(cv2.resize(nuc, (size // q, size // q), interpolation=cv2.INTER_AREA), (0, 0), (12 * s + 1) / q),
                       (size, size), interpolation=cv2.INTER_LINEAR)
-    yellow = cyto * (0.25 + 0.75 * er) * (0.5 + near / max(near.max(), 1e-6))
-    return dict(nuc=nuc, body=body, cyto=cyto, red=red, blue=blue, yellow=yellow, er=er)
+    yellow = cv2.max(cv2.addWeighted(body, 1, nuc, -0.8, 0), 0.)                         # the cell, dimmer over the nucleus
+    yellow = cv2.multiply(cv2.multiply(yellow, lin(er, 0.75, 0.25)), lin(near, 1 / max(float(near.max()), 1e-6), 0.4))
+    return dict(nuc=nuc, body=body, cyto=cyto, nuc_lab=nuc_lab, body_lab=body_lab, cyto_lab=cyto_lab, n=len(cells),
+                red=red, blue=blue, yellow=yellow, er=er, mesh=mesh, mesh_cells=int(64 * min(s, 1) + 8))
+
+def _mask(marks, cells, kind='nuc'):
+    "The `kind` mask (nuc, body or cyto) of `cells` only"
+    if len(cells) == marks['n']: return marks[kind]
+    lut = np.zeros(marks['n'] + 1, np.float32); lut[[cl['i'] + 1 for cl in cells]] = 1
+    return lut[marks[kind + '_lab']]
 
 # %% ../nbs/02_synth.ipynb #e712e853
 CLASS_PATTERNS = {}   # class name -> draw(g, rng, cells, marks, s); in the order of `HPA_CLASSES` once all are registered
@@ -101,31 +156,74 @@ def pattern(name:str, # the class, spelled as in `HPA_CLASSES`
     return register if draw is None else register(draw)
 
 # %% ../nbs/02_synth.ipynb #c5264461
-def _finish(rng, x, size, peak, noise=2.0, nz=None):
-    "Blur, uneven light, noise (`nz`: a standard normal field), 8-bit"
+def _quantile(x, q):
+    "The `q` quantile of `x`, estimated on every 4th row and column (fast)"
+    v = x[::4, ::4].ravel(); k = min(len(v) - 1, int(q * len(v))); return float(np.partition(v, k)[k])
+
+@functools.lru_cache(maxsize=4)
+def _noise_bank(n:int):
+    "A fixed bank of `n` standard normal values"
+    return np.random.default_rng(2018).standard_normal(n, dtype=np.float32)
+
+def _noise(rng, size):
+    "A standard normal size×size field: a random window of a fixed bank 4× as large (far cheaper than drawing one)"
+    o = int(rng.integers(0, 3 * size * size)); return _noise_bank(4 * size * size)[o:o + size * size].reshape(size, size)
+
+def _render(rng, x, size, level, tex=0.6, shot=1.0, grain=3, specks=1.5):
+    "Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), `specks` specks on average, optics, noise, 8 bits"
     s = size / 512
-    x = cv2.GaussianBlur(x, (0, 0), max(0.6, 1.0 * s))
-    light = (0.6 + 0.8 * smooth_noise(rng, size, 3)) * np.float32(peak)
-    x = cv2.multiply(x, light)
-    x += (rng.standard_normal(x.shape, dtype=np.float32) if nz is None else nz) * np.float32(noise) - np.float32(rng.uniform(2, 5))
-    return cv2.convertScaleAbs(np.maximum(x, 0))   # black level: background noise clips to 0, as in real images
+    k = max(8, size // grain); lin = lambda v, a, b: cv2.addWeighted(v, a, v, 0, b)          # a·v + b
+    small = lin(rng.random((k, k), dtype=np.float32), 2 * tex, 1 - tex)                       # multiplicative grain, on its coarse grid
+    small = cv2.multiply(small, lin(cv2.resize(rng.random((3, 3), dtype=np.float32), (k, k), interpolation=cv2.INTER_CUBIC), 0.9, 0.55))   # × uneven light
+    x = cv2.multiply(x, cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))      # one upsampling for both
+    x *= np.float32(255 * level / max(_quantile(x, 0.995), 1e-3))
+    for _ in range(int(rng.poisson(specks))):                                                 # saturated debris
+        _dot(x, rng.uniform(0, size, 2), rng.uniform(1, 3.5) * s + 0.5, float(rng.uniform(300, 600)))
+    x = cv2.GaussianBlur(x, (0, 0), max(0.5, 0.8 * s))                                       # point spread
+    x = cv2.scaleAdd(cv2.multiply(cv2.sqrt(cv2.max(x, 0.)), _noise(rng, size)), shot * rng.uniform(0.6, 1.2), x)   # shot noise
+    x = cv2.scaleAdd(_noise(rng, size), rng.uniform(1, 3), x); x -= np.float32(rng.uniform(2, 6))   # read noise, black level
+    return cv2.convertScaleAbs(cv2.max(x, 0.))                                                # rounds and saturates at 255
+
+_MITOTIC = {'Mitotic spindle': 'spindle', 'Cytokinetic bridge': 'bridge'}
+
+def _assign(rng, labels, cells):
+    "The cells that show each class (most of them, or only some); a dividing class's few cells are put in that phase"
+    n = len(cells); free = [int(i) for i in rng.permutation(n)]; shows = {}
+    for c in labels:
+        name = HPA_CLASSES[c]
+        if name in _MITOTIC:
+            idx = [free.pop() for _ in range(int(rng.integers(1, 4)))]                   # 1–3 dividing cells
+            for i in idx: cells[i]['phase'] = _MITOTIC[name]
+        else:
+            frac = rng.uniform(0.7, 1) if rng.random() < 0.7 else rng.uniform(0.15, 0.7)
+            idx = rng.choice(n, max(1, int(round(frac * n))), replace=False)
+        shows[c] = sorted(int(i) for i in idx)
+    if rng.random() < 0.3: cells[free.pop()]['phase'] = str(rng.choice(['spindle', 'bridge']))   # dividing, but its protein shows nothing special
+    return shows
 
 def synth_sample(labels, # class indices (positions in `HPA_CLASSES`) whose patterns the green stain shows
                  size:int=512, # side of the square field, in pixels
                  seed=0, # seed of the field's random generator: the same seed draws the same field
-                ) -> np.ndarray:
-    "A synthetic H×W×4 uint8 field (red, green, blue, yellow) whose green shows the classes in `labels`"
+                 return_cells:bool=False, # also return the per-cell records (cell, x, y, labels)
+                ):
+    "A synthetic H×W×4 uint8 field (red, green, blue, yellow) whose green shows the classes in `labels` (and its cells' records)"
     rng = np.random.default_rng(seed); s = size / 512
-    cells = _cells(rng, size); marks = _landmarks(rng, cells, size)
-    g = np.zeros((size, size), np.float32)
+    cells = _cells(rng, size); shows = _assign(rng, labels, cells); marks = _landmarks(rng, cells, size)
+    faint = rng.uniform(0, 0.12)                                                             # a faint unspecific stain
+    g = cv2.addWeighted(marks['cyto'], 0.5 * faint, marks['nuc'], 0.3 * faint, 0)
     for c in labels:
-        part = np.zeros_like(g); CLASS_PATTERNS[HPA_CLASSES[c]](part, rng, cells, marks, s)
-        g += part * rng.uniform(0.6, 1.0)                      # each class at its own strength
-    nz = rng.standard_normal((size, size), dtype=np.float32)   # one noise field, turned a different way per stain
-    green = _finish(rng, g, size, rng.uniform(40, 160), noise=1.5, nz=nz)
-    return np.stack([_finish(rng, marks['red'], size, rng.uniform(110, 200), nz=np.rot90(nz, 1)), green,
-                     _finish(rng, marks['blue'], size, rng.uniform(150, 230), nz=np.rot90(nz, 2)),
-                     _finish(rng, marks['yellow'], size, rng.uniform(110, 200), nz=np.rot90(nz, 3))], -1)
+        part = np.zeros_like(g); CLASS_PATTERNS[HPA_CLASSES[c]](part, rng, [cells[i] for i in shows[c]], marks, s)
+        g = cv2.scaleAdd(part, rng.uniform(0.6, 1.0), g)                                     # each class at its own strength
+    lv = lambda med, sd: float(np.clip(med * np.exp(rng.normal(0, sd)), 0.05, 1.5))         # a level, log-normal around `med`
+    q = _quantile(g, 0.995); cover = float((g[::4, ::4] > 0.25 * q).mean()) if q > 0 else 1.
+    dense = min(2., (0.1 / max(cover, 0.01)) ** 0.3)     # widespread green a little dimmer, so more labels do not mean brighter
+    x = cv2.merge([_render(rng, marks['red'], size, lv(0.9, 0.3), 0.7),
+                   _render(rng, g, size, lv(0.5, 0.5) * dense, 1.0, shot=2.5, grain=2, specks=0.7),
+                   _render(rng, marks['blue'], size, lv(0.8, 0.3), 0.6),
+                   _render(rng, marks['yellow'], size, lv(0.8, 0.3), 0.6)])
+    if not return_cells: return x
+    return x, [dict(cell=cl['i'], x=round(float(cl['c'][0]), 1), y=round(float(cl['c'][1]), 1),
+                    labels=[c for c in labels if cl['i'] in shows[c]]) for cl in cells]
 
 # %% ../nbs/02_synth.ipynb #1e007ec9
 def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
@@ -139,7 +237,7 @@ def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
 
 @pattern('Nucleoplasm')
 def _nucleoplasm(g, rng, cells, marks, s):
-    tex = smooth_noise(rng, len(g), 48); g += 0.6 * marks['nuc'] * (0.6 + 0.4 * tex)   # textured fill
+    tex = smooth_noise(rng, len(g), 48); g += 0.6 * _mask(marks, cells, 'nuc') * (0.6 + 0.4 * tex)   # textured fill
     for cl in cells:
         for p in cl['nucleoli']: _dot(g, p, 4 * s, 0.0)                                # nucleoli stay dark
 
@@ -158,7 +256,9 @@ _nuclear_bodies = pattern('Nuclear bodies', _nuclear_dots(r=2.6, n=(1, 4)))
 
 # %% ../nbs/02_synth.ipynb #a0870308
 @pattern('Endoplasmic reticulum')
-def _er(g, rng, cells, marks, s): g += 0.7 * marks['yellow']
+def _er(g, rng, cells, marks, s):
+    mesh = 0.7 * marks['mesh'] + 0.3 * smooth_noise(rng, len(g), marks['mesh_cells'])          # the yellow net, partly redrawn
+    g += 0.7 * _mask(marks, cells, 'cyto') * (0.2 + 0.8 * np.clip(1 - np.abs(mesh - 0.5) * 7, 0, 1))
 
 @pattern('Golgi apparatus')
 def _golgi(g, rng, cells, marks, s):
@@ -187,9 +287,9 @@ _cyto_bodies = pattern('Cytoplasmic bodies', _cyto_puncta(r=3.2, n=(2, 4)))
 @pattern('Mitochondria')
 def _mitochondria(g, rng, cells, marks, s):
     for cl in cells:                              # 25 rods 8 px long, at random angles
-        for p in cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 25, 0.9):
-            a = rng.uniform(0, np.pi); d = np.array([np.cos(a), np.sin(a)]) * 4 * s
-            _line(g, p - d, p + d, 0.7, max(1, int(1.5 * s)))
+        p = cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], 25, 0.9)
+        a = rng.uniform(0, np.pi, 25); d = np.stack([np.cos(a), np.sin(a)], -1) * 4 * s
+        _segments(g, p - d, p + d, 0.7, max(1, int(1.5 * s)))
     g *= (marks['nuc'] < 0.5)                     # none over the nucleus
 
 @pattern('Aggresome')
@@ -199,7 +299,7 @@ def _aggresome(g, rng, cells, marks, s):
         _dot(g, p, 7 * s, 1.0)
 
 @pattern('Cytosol')
-def _cytosol(g, rng, cells, marks, s): g += 0.45 * marks['cyto'] * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
+def _cytosol(g, rng, cells, marks, s): g += 0.45 * _mask(marks, cells, 'cyto') * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
 
 @pattern('Rods & rings')
 def _rods_rings(g, rng, cells, marks, s):
@@ -229,37 +329,34 @@ def _actin(g, rng, cells, marks, s):
 def _focal_adhesions(g, rng, cells, marks, s):
     for cl in cells:                              # 10 dashes from 80% to 93% of the cell's half-axes
         t = rng.uniform(0, 2*np.pi, 10); cc = cl['c'] + cl['off']
-        for p, q in zip(cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t), cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t)):
-            _line(g, p, q, 0.9, max(1, int(2 * s)))
+        _segments(g, cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t), cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t), 0.9, max(1, int(2 * s)))
 
 @pattern('Microtubules')
-def _microtubules(g, rng, cells, marks, s): g += 0.8 * marks['red']
+def _microtubules(g, rng, cells, marks, s):
+    "Most of the red stain's filaments (a random 60%), each slightly displaced, plus a few of its own"
+    a, b = (np.concatenate(v) for v in zip(*[cl['mt'] for cl in cells]))
+    k = rng.random(len(a)) < 0.6; j = rng.integers(0, len(a), len(a) // 5)
+    a, b = np.concatenate([a[k], a[j]]), np.concatenate([b[k], b[j] + rng.normal(0, 8 * s, (len(j), 2))])
+    _segments(g, a + rng.normal(0, 1.5 * s, a.shape), b + rng.normal(0, 1.5 * s, b.shape), 0.7)
 
 @pattern('Microtubule ends')
 def _mt_ends(g, rng, cells, marks, s):
     for cl in cells:
-        for p in cl['mt_ends']: _dot(g, p, 1.5 * s, 0.9)
+        for p in cl['mt'][1][::2]: _dot(g, p, 1.5 * s, 0.9)
 
 # %% ../nbs/02_synth.ipynb #c525f6f8
-def _dividing_cells(rng, cells):
-    "The cells caught in division: one in eight at random, at least one"
-    return [cells[i] for i in rng.permutation(len(cells))[:max(1, len(cells) // 8)]]
+def _kids(cl):
+    "Where a dividing cell's two daughter nuclei sit, along its long axis"
+    d, _ = _axis(cl); return [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]
 
 @pattern('Cytokinetic bridge')
 def _bridge(g, rng, cells, marks, s):
-    for cl in _dividing_cells(rng, cells):
-        a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)])
-        _line(g, cl['c'] - d * cl['cell'][0] * 1.6, cl['c'] + d * cl['cell'][0] * 1.6, 1.0, max(1, int(2 * s)))   # 1.6 × the long half-axis each way
-        _dot(g, cl['c'], 3 * s, 1.0)                                                                              # the midbody
+    for cl in cells:
+        k = _kids(cl); _line(g, k[0], k[1], 1.0, max(1, int(2 * s))); _dot(g, cl['c'], 3 * s, 1.0)   # the bridge and its midbody
 
 @pattern('Mitotic spindle')
 def _spindle(g, rng, cells, marks, s):
-    for cl in _dividing_cells(rng, cells):
-        a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)])
-        poles = [cl['c'] - d * cl['nuc'][0] * 1.3, cl['c'] + d * cl['nuc'][0] * 1.3]   # just beyond the nucleus's ends
-        n = np.array([-d[1], d[0]])
-        for o in np.linspace(-1, 1, 7) * cl['nuc'][1]:                                   # 7 fibres from each pole
-            for p in poles: _line(g, p, cl['c'] + n * o, 0.9, 1)
+    for cl in cells: _segments(g, *_spindle_fibres(cl), 0.9)
 
 def _centrosome(n_dots):
     "`n_dots` dots 3 px apart at one random place just outside each nucleus"
@@ -275,16 +372,16 @@ _centrosome_pair = pattern('Centrosome', _centrosome(n_dots=2))
 # %% ../nbs/02_synth.ipynb #0ad38c38
 @pattern('Plasma membrane')
 def _plasma_membrane(g, rng, cells, marks, s):
-    edge = cv2.morphologyEx((marks['body'] > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    edge = cv2.morphologyEx((_mask(marks, cells, 'body') > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
     g += 0.8 * edge
 
 @pattern('Cell junctions')
 def _junctions(g, rng, cells, marks, s):
-    overlap = np.zeros_like(g)                    # how many cells, 5% enlarged, cover each pixel
-    for cl in cells:
-        one = np.zeros_like(g); _ell(one, cl['c'] + cl['off'], cl['cell'] * 1.05, cl['ang'], 1.0); overlap += one
-    both = (overlap > 1.5).astype(np.uint8)       # where two cells touch
-    g += 0.9 * cv2.morphologyEx(both, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    lab = marks['body_lab'].astype(np.float32); k = np.ones((3, 3), np.uint8)
+    hi, lo = cv2.dilate(lab, k), cv2.erode(np.where(lab > 0, lab, np.float32(1e9)), k)
+    touch = (hi != lo) & (lo < 1e9) & (lab > 0)   # pixels where two different cells meet
+    g += 0.9 * touch * cv2.dilate(_mask(marks, cells, 'body'), k)
+
 
 # %% ../nbs/02_synth.ipynb #a1013885
 for _name in HPA_CLASSES: CLASS_PATTERNS[_name] = CLASS_PATTERNS.pop(_name)
@@ -321,8 +418,11 @@ def sample_label_sets(n:int, # how many label sets to draw
 
 # %% ../nbs/02_synth.ipynb #68f1d985
 def _write_one(args):
+    "Draw and write one sample; return its cell records, tagged with its Id"
     folder, id_, labels, size, seed = args
-    write_rgby(folder, id_, synth_sample(labels, size, seed))
+    x, cells = synth_sample(labels, size, seed, return_cells=True)
+    write_rgby(folder, id_, x)
+    return [dict(Id=id_, cell=r['cell'], x=r['x'], y=r['y'], Target=' '.join(map(str, r['labels']))) for r in cells]
 
 def make_synthetic_hpa(dest, # folder to write to; created if missing
                        n_train:int=200, # samples in `train/` and `train.csv`
@@ -334,7 +434,7 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
                        n_workers:int=0, # worker processes drawing the samples; 0 draws them in this process
                        progress:bool|None=None, # show a progress bar (default: in a terminal or notebook, not in a log)
                       ) -> Path:
-    "Write a synthetic HPA data set in the Kaggle layout to `dest`"
+    "Write a synthetic HPA data set in the Kaggle layout to `dest`, with the hidden per-cell truth in `{split}_cells.csv`"
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise FileExistsError(f'{dest} is not empty; pass overwrite=True to write into it')
@@ -345,9 +445,76 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
     folders = [dest/'train'] * n_train + [dest/'test'] * n_test
     (dest/'train').mkdir(parents=True, exist_ok=True); (dest/'test').mkdir(exist_ok=True)
     jobs = list(zip(folders, ids, sets, [size] * len(ids), seeds))
-    parallel(_write_one, jobs, n_workers=n_workers, progress=show_progress() if progress is None else progress, threadpool=False)
+    cells = parallel(_write_one, jobs, n_workers=n_workers, progress=show_progress() if progress is None else progress, threadpool=False)
     tgt = [' '.join(map(str, t)) for t in sets]
-    pd.DataFrame({'Id': ids[:n_train], 'Target': tgt[:n_train]}).to_csv(dest/'train.csv', index=False)
-    pd.DataFrame({'Id': ids[n_train:], 'Predicted': '0'}).to_csv(dest/'sample_submission.csv', index=False)
-    pd.DataFrame({'Id': ids[n_train:], 'Target': tgt[n_train:]}).to_csv(dest/'test_labels.csv', index=False)
+    csv = lambda df: df.to_csv(index=False, lineterminator='\n')
+    write_text(dest/'train.csv', csv(pd.DataFrame({'Id': ids[:n_train], 'Target': tgt[:n_train]})))
+    write_text(dest/'sample_submission.csv', csv(pd.DataFrame({'Id': ids[n_train:], 'Predicted': '0'})))
+    write_text(dest/'test_labels.csv', csv(pd.DataFrame({'Id': ids[n_train:], 'Target': tgt[n_train:]})))
+    cols = ['Id', 'cell', 'x', 'y', 'Target']
+    for split, recs in (('train', cells[:n_train]), ('test', cells[n_train:])):
+        write_text(dest/f'{split}_cells.csv', csv(pd.DataFrame([r for rs in recs for r in rs], columns=cols)))
     return dest
+
+# %% ../nbs/02_synth.ipynb #e7f573d0
+def hf_share(img, # a 2-D image
+             period:float=16., # the cut, in pixels: power at shorter periods counts as fine texture
+            ) -> float:
+    "Share of the 2-D FFT power (DC excluded) at spatial frequencies above 1/`period` cycles per pixel"
+    x = np.asarray(img, np.float32)
+    if x.ndim != 2: raise ValueError(f'hf_share wants a 2-D image, got shape {x.shape}')
+    p = np.abs(np.fft.fft2(x)) ** 2; p[0, 0] = 0
+    f = np.hypot(np.fft.fftfreq(x.shape[0])[:, None], np.fft.fftfreq(x.shape[1])[None])
+    total = p.sum()
+    return float(p[f > 1 / period].sum() / total) if total > 0 else 0.
+
+def count_nuclei(blue, # a 2-D uint8 blue (DAPI) channel
+                ) -> int:
+    "Number of nuclei `segment_nuclei` finds in `blue`"
+    return int(segment_nuclei(blue).max())
+
+# %% ../nbs/02_synth.ipynb #016a7faf
+def channel_stats(img, # a 2-D uint8 channel image
+                  count_nuclei=None, # a function (blue image -> int) counting its nuclei; None leaves `nuclei` out
+                 ) -> dict:
+    "Realism statistics of one channel image: mean, p99, max, zero and 255 shares, fine-texture share (and nuclei)"
+    x = np.asarray(img)
+    if x.ndim != 2 or x.dtype != np.uint8: raise ValueError(f'channel_stats wants a 2-D uint8 image, got {x.dtype} {x.shape}')
+    d = dict(mean=float(x.mean()), p99=float(np.percentile(x, 99)), max=int(x.max()), zero_frac=float((x == 0).mean()),
+             sat_frac=float((x == 255).mean()), hf_share=hf_share(x))
+    if count_nuclei is not None: d['nuclei'] = int(count_nuclei(x))
+    return d
+
+# %% ../nbs/02_synth.ipynb #57b87e5e
+def realism_table(real_files, # real channel images, named `{Id}_{channel}.png` (channel: red, green, blue or yellow)
+                  synth_samples, # synthetic H×W×4 uint8 samples (red, green, blue, yellow)
+                  count_nuclei=count_nuclei, # nuclei counter for the blue channels (None: no nuclei row)
+                 ) -> pd.DataFrame:
+    "Per channel and statistic: real median and IQR, synthetic median, and whether that median is inside the real IQR"
+    rows = []
+    for f in map(Path, real_files):
+        ch = f.stem.rsplit('_', 1)[-1]
+        if ch not in CHANNELS: raise ValueError(f'{f}: the name does not end in _red, _green, _blue or _yellow')
+        x = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        if x is None or x.ndim != 2: raise ValueError(f'{f}: not a readable grayscale image')
+        rows.append(dict(src='real', channel=ch, **channel_stats(x, count_nuclei if ch == 'blue' else None)))
+    for x in synth_samples:
+        for i, ch in enumerate(CHANNELS):
+            rows.append(dict(src='synth', channel=ch, **channel_stats(x[..., i], count_nuclei if ch == 'blue' else None)))
+    df, out = pd.DataFrame(rows), []
+    for ch in CHANNELS:
+        r, s = df[(df.src == 'real') & (df.channel == ch)], df[(df.src == 'synth') & (df.channel == ch)]
+        if not len(r) or not len(s): continue
+        for stat in [c for c in df.columns if c not in ('src', 'channel') and r[c].notna().any()]:
+            q1, med, q3 = r[stat].quantile([0.25, 0.5, 0.75]); sm = s[stat].median()
+            out.append(dict(channel=ch, stat=stat, real_q25=q1, real_median=med, real_q75=q3, synth_median=sm,
+                            inside=bool(q1 <= sm <= q3), n_real=len(r), n_synth=len(s)))
+    return pd.DataFrame(out)
+
+# %% ../nbs/02_synth.ipynb #511f9636
+def split_real_files(files, # real channel image paths
+                     half:int, # 0: the calibration half (even positions in name order), 1: the held-out half
+                    ) -> list[Path]:
+    "Every other file in name order: the calibration half (0) or the held-out half (1)"
+    if half not in (0, 1): raise ValueError(f'half must be 0 or 1, got {half!r}')
+    return [f for i, f in enumerate(sorted(map(Path, files), key=lambda p: p.name)) if i % 2 == half]
