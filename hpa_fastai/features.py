@@ -7,6 +7,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/features.html.md"""
 # %% ../nbs/03_features.ipynb #7ac62e30
 from __future__ import annotations
 import ctypes, hashlib, json, os, signal, sys, warnings, numpy as np, pandas as pd, cv2, torch
+from scipy.ndimage import find_objects
 from pathlib import Path
 from multiprocessing import get_context
 from fastai.vision.all import *
@@ -15,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
-from .segment import segment_nuclei, segment_cells, label_outlines
+from .segment import segment_nuclei, segment_cells, label_outlines, as_uint8
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
@@ -31,8 +32,8 @@ FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssi
 FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 
 # %% ../nbs/03_features.ipynb #80b8c68d
-FEATURE_PARAMS = dict(version=2, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9,
-                      green_floor=4, min_blob=150, nucleus_dim=0.5, typical_nucleus=2000)   # areas in px at 512²
+FEATURE_PARAMS = dict(version=2, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9, green_floor=4, min_blob=150,
+                      nucleus_dim=0.5, nucleus_seed_radius=12, nucleus_min_area=200, typical_nucleus=2000)   # lengths, areas at 512²
 
 def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
                   ) -> dict:
@@ -89,22 +90,23 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
     ratio = np.sqrt(l1 / l2)
     axes = 2 * np.sqrt(np.stack([l1, l2], -1))                    # half-axes of the ellipse with the same moments
     angle = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))
-    contours, _ = cv2.findContours((lab > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    perim, poly = np.zeros(n + 1), np.zeros(n + 1)
-    for c in contours:
-        k = lab[c[0, 0, 1], c[0, 0, 0]]; c = cv2.approxPolyDP(c, 0.75, True)   # the outline without its pixel staircase
-        perim[k] += cv2.arcLength(c, True); poly[k] += cv2.contourArea(c)
-    perim, poly = perim[1:], poly[1:]
+    perim, poly = np.zeros(n), np.zeros(n)
+    for k, sl in enumerate(find_objects(lab, n)):          # each blob alone: one inside another's hole, or touching it, keeps its outline
+        if sl is None: continue
+        m = np.pad((lab[sl] == k + 1).astype(np.uint8), 1)
+        for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]:
+            c = cv2.approxPolyDP(c, 0.75, True)                # the outline without its pixel staircase
+            perim[k] += cv2.arcLength(c, True); poly[k] += cv2.contourArea(c)
     compact = perim**2 / (4 * np.pi * np.maximum(poly, np.maximum(perim / 2, 1e-9)))   # polygon area, ≥ a 1-px strip's
     return np.stack([cx, cy], -1), ratio, compact, axes, angle
 
 # %% ../nbs/03_features.ipynb #82cc2888
 def _prep(rgby, params):
-    "The sample at `work_size` (uint8 H×W×4) and its channels blurred, as float32 (red, green, blue, yellow)"
+    "The sample at `work_size` (uint8 H×W×4) and its channels blurred (uint8: red, green, blue, yellow)"
     ws = params['work_size']
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
-    if x.dtype != np.uint8: x = np.clip(x, 0, 255).astype(np.uint8)
+    x = as_uint8(x)
     if x.shape[0] != ws or x.shape[1] != ws: x = cv2.resize(x, (ws, ws), interpolation=cv2.INTER_AREA if x.shape[0] > ws else cv2.INTER_LINEAR)
     return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)]
 
@@ -114,7 +116,9 @@ def _area(p, key) -> float:
 
 def _segment(x, g, p):
     "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
-    nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), dim=p['nucleus_dim'])
+    k = p['work_size'] / 512
+    nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), dim=p['nucleus_dim'], seed_radius=p['nucleus_seed_radius'] * k,
+                          min_area=p['nucleus_min_area'] * k * k)
     nareas = np.bincount(nlab.ravel())[1:].astype(np.float64)
     gmask = _otsu_mask(g, p['green_floor'])
     blab, bareas = _components(gmask, _area(p, 'min_blob'))
@@ -122,7 +126,7 @@ def _segment(x, g, p):
 
 def _percentile(x, q:float) -> float:
     "`np.percentile(x, q)` (linear interpolation); from a histogram when `x` is `uint8` (5× faster than sorting)"
-    if x.dtype != np.uint8: return float(np.percentile(x, q))
+    if x.dtype != np.uint8 or x.size == 0: return float(np.percentile(x, q))          # (numpy raises on empty input)
     cum = np.cumsum(np.bincount(x.ravel(), minlength=256))
     pos = q / 100 * (x.size - 1); lo = int(np.floor(pos))
     v_lo, v_hi = np.searchsorted(cum, [lo, min(lo + 1, x.size - 1)], side='right')   # the lo-th and next order statistics

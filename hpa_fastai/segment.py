@@ -10,15 +10,33 @@ import numpy as np, cv2, matplotlib.pyplot as plt
 from skimage.segmentation import watershed
 
 # %% auto #0
-__all__ = ['segment_nuclei', 'segment_cells', 'label_outlines', 'show_segmentation']
+__all__ = ['as_uint8', 'segment_nuclei', 'segment_cells', 'label_outlines', 'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
-def _scale(img) -> float: return img.shape[0] / 512
+def _scale(img) -> float:
+    "Lengths scale with the image: its geometric-mean side over 512 (the same for a field and its transpose)"
+    return float(np.sqrt(img.shape[0] * img.shape[1])) / 512
 
-def _fill_holes(mask:np.ndarray) -> np.ndarray:
-    "`mask` (uint8 0/1) with every hole (background not connected to the border) filled"
-    ff = np.pad(mask, 1); cv2.floodFill(ff, None, (0, 0), 2)
-    return (ff[1:-1, 1:-1] != 2).astype(np.uint8)
+def as_uint8(x, # An image: `uint8`, `uint16` (÷ 257), floats in [0, 1] (× 255) or in [0, 255], or bool
+            ) -> np.ndarray:
+    "`x` as `uint8` on the 0–255 scale of an 8-bit HPA channel, the way `read_channel` converts 16-bit files"
+    x = np.asarray(x)
+    if x.dtype == np.uint8: return x
+    if x.dtype == bool: return x.astype(np.uint8) * 255
+    if x.dtype == np.uint16: return (x.astype(np.uint32) // 257).astype(np.uint8)
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
+        if x.size and x.max() <= 1: x = x * 255.
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+def _fill_holes(mask:np.ndarray, max_area:float) -> np.ndarray:
+    "`mask` (uint8 0/1) with its holes (background not reaching the border) of under `max_area` px filled"
+    n, lab, st, _ = cv2.connectedComponentsWithStats((mask == 0).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    x0, y0, bw, bh, area = st[:, 0], st[:, 1], st[:, 2], st[:, 3], st[:, 4]
+    inner = (x0 > 0) & (y0 > 0) & (x0 + bw < w) & (y0 + bh < h) & (area < max_area)
+    inner[0] = False                                                                    # label 0: the mask itself
+    return (mask.astype(bool) | inner[lab]).astype(np.uint8)
 
 def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
     "`lab` with regions under `min_area` pixels removed and the rest numbered 1..n in order"
@@ -36,19 +54,19 @@ def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D `uint8` image of any s
     "Label image of the nuclei (0 background, 1..n): touching nuclei split by a seeded watershed on the distance transform"
     b = np.asarray(blue)
     if b.ndim != 2: raise ValueError(f'expected a 2-D blue channel, got shape {b.shape}')
-    if b.dtype != np.uint8: b = np.clip(b, 0, 255).astype(np.uint8)
-    s = _scale(b); sig = max(1., 2 * s)
+    b = as_uint8(b); s = _scale(b); sig = max(1., 2 * s)
+    min_area = 200 * s * s if min_area is None else min_area
     bb = cv2.GaussianBlur(b, (0, 0), sig)
     t, _ = cv2.threshold(bb, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     fg = (bb > max(dim * t, 4)).astype(np.uint8)
-    fg = _fill_holes(cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))))
+    fg = _fill_holes(cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))), 2 * min_area)
     if not fg.any(): return np.zeros(b.shape, np.int32)
     d = cv2.GaussianBlur(cv2.distanceTransform(fg, cv2.DIST_L2, 5), (0, 0), sig)
     r = max(2, int(round(12 * s if seed_radius is None else seed_radius)))
     peaks = (d >= cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2*r + 1, 2*r + 1)))) & (d > 3 * s) & (fg > 0)
     _, seeds = cv2.connectedComponents(peaks.astype(np.uint8))
     lab = watershed(-d, seeds, mask=fg.astype(bool))
-    return _relabel(lab.astype(np.int32), 200 * s * s if min_area is None else min_area)
+    return _relabel(lab.astype(np.int32), min_area)
 
 # %% ../nbs/01c_segment.ipynb #731ee54d
 def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow)
@@ -58,8 +76,8 @@ def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow)
     "Label image of the cells (0 background): cell k grown from nucleus k over the red + yellow cytoplasm signal"
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
-    if x.dtype != np.uint8: x = np.clip(x, 0, 255).astype(np.uint8)
-    nuc = segment_nuclei(x[..., 2]) if nuclei is None else np.asarray(nuclei, np.int32)
+    x = as_uint8(x)
+    nuc = segment_nuclei(np.ascontiguousarray(x[..., 2])) if nuclei is None else np.asarray(nuclei, np.int32)
     if nuc.shape != x.shape[:2]: raise ValueError(f'nuclei of shape {nuc.shape} for an image of {x.shape[:2]}')
     if nuc.max() == 0: return nuc.copy()
     c = cv2.GaussianBlur(cv2.addWeighted(x[..., 0], 0.5, x[..., 3], 0.5, 0), (0, 0), max(1., 2 * _scale(x)))
