@@ -173,7 +173,7 @@ def decode_binary_mask(s:str, # A string from `encode_binary_mask`
     return rle_decode(rle_from_string(raw), height, width)
 
 # %% ../nbs/10_cells.ipynb #a3885801
-CELL_STORE_FORMAT = 'hpa_fastai.cells/1'
+CELL_STORE_FORMAT = 'hpa_fastai.cells/2'
 CELL_COLS = ['cell_id', 'Id', 'cell', 'x0', 'y0', 'x1', 'y1', 'wx0', 'wy0', 'wx1', 'wy1', 'area', 'width', 'height', 'rle']
 
 def cell_store_path(folder, # The image folder whose cells are packed
@@ -196,7 +196,7 @@ def field_cells(rgby, # One H×W×4 `uint8` field at any size
     return x, segment_cells(x, segment_nuclei(x[..., 2]))
 
 def _cells_of(folder, id_, size, seg_size, margin, rle=True) -> tuple:
-    "One image's cells: (crops with context, masks, table rows)"
+    "One image's cells: (crops with context, masks, table rows, (width, height) of the image)"
     full = open_rgby(folder, id_)
     H, W = full.shape[:2]
     x, lab = field_cells(full, seg_size)
@@ -204,31 +204,48 @@ def _cells_of(folder, id_, size, seg_size, margin, rle=True) -> tuple:
     big = lab if lab.shape == (H, W) else cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
     rows = [[f'{id_}_{k}', id_, int(k), *map(int, b), *map(int, w), int(a), W, H, encode_binary_mask(big == k) if rle else '']
             for k, b, w, a in zip(cc.labels, cc.boxes, cc.windows, cc.areas)]
-    return cc.crops, cc.masks, rows
+    return cc.crops, cc.masks, rows, (int(W), int(H))
 
 # %% ../nbs/10_cells.ipynb #c2dedb46
 _CELL_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 
 def _pack_cells_chunk(job) -> dict:
-    "Cut the cells of one chunk of images; write its crops, masks and table rows whole; return its failures"
+    "Cut the cells of one chunk of images; write its crops, masks, table rows and image sizes whole; return its failures"
     folder, fn, ids, size, seg_size, margin, rle = job
-    crops, masks, rows, failed = [], [], [], {}
+    crops, masks, rows, sizes, failed = [], [], [], {}, {}
     for i in ids:
-        try: c, m, r = _cells_of(folder, i, size, seg_size, margin, rle)
+        try: c, m, r, sizes[i] = _cells_of(folder, i, size, seg_size, margin, rle)
         except _CELL_ERRORS as e: failed[i] = str(e); continue
         crops.append(c); masks.append(m); rows += r
     cat = lambda a, shape: np.concatenate(a) if a else np.zeros((0, *shape), np.uint8)
     with atomic_write(fn, 'wb') as f:
         np.savez(f, crops=cat(crops, (4, size, size)), masks=cat(masks, (size, size)).astype(np.uint8),
-                 rows=np.array(json.dumps(rows)), failed=np.array(json.dumps(failed)))
+                 rows=np.array(json.dumps(rows)), sizes=np.array(json.dumps(sizes)), failed=np.array(json.dumps(failed)))
     return failed
 
-def _read_chunk(fn:Path):
-    "(crops, masks, rows, failed) of a chunk file, or None if it is missing or unreadable"
+_CHUNK_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+def _npz_shape(z:zipfile.ZipFile, name:str) -> tuple:
+    "Shape of the array `name` in an open `.npz`, from its header alone"
+    with z.open(f'{name}.npy') as f:
+        v = np.lib.format.read_magic(f)
+        return (np.lib.format.read_array_header_1_0 if v == (1, 0) else np.lib.format.read_array_header_2_0)(f)[0]
+
+def _chunk_meta(fn:Path, size:int):
+    "(n_cells, rows, sizes, failed) of a chunk file, its arrays checked by their headers only; None if missing, unreadable or inconsistent"
     if not fn.exists(): return None
     try:
-        with np.load(fn) as z: return z['crops'], z['masks'], json.loads(str(z['rows'])), json.loads(str(z['failed']))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile): return None
+        with zipfile.ZipFile(fn) as z: cs, ms = _npz_shape(z, 'crops'), _npz_shape(z, 'masks')
+        with np.load(fn) as z: rows, sizes, failed = (json.loads(str(z[k])) for k in ('rows', 'sizes', 'failed'))
+    except _CHUNK_ERRORS: return None
+    n = len(rows)
+    return (n, rows, sizes, failed) if cs == (n, 4, size, size) and ms == (n, size, size) else None
+
+def _chunk_arrays(fn:Path) -> tuple:
+    "(crops, masks) of one chunk file, read whole"
+    try:
+        with np.load(fn) as z: return z['crops'], z['masks']
+    except _CHUNK_ERRORS as e: raise HpaDataError(f'{fn}: chunk of the cell pack cannot be read ({e}); run `pack_cells` again') from None
 
 # %% ../nbs/10_cells.ipynb #334e2b81
 def _cells_problem(index:dict, ids, size=None, fps:dict|None=None) -> str|None:
@@ -288,7 +305,7 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     (dest/'chunks').mkdir(parents=True, exist_ok=True); write_json(dest/'pack.json', plan)
     starts = list(range(0, len(ids), chunk_size))
     fns = [dest/'chunks'/f'{k:06d}.npz' for k in range(len(starts))]
-    todo = [k for k, fn in enumerate(fns) if _read_chunk(fn) is None]
+    todo = [k for k, fn in enumerate(fns) if _chunk_meta(fn, int(size)) is None]
     jobs = [(folder, fns[k], ids[starts[k]:starts[k] + chunk_size], int(size), int(seg_size), float(margin), bool(rle)) for k in todo]
     if n_workers is None: n_workers = min(defaults.cpus, len(jobs))
     if len(jobs) <= 1: n_workers = 0
@@ -297,20 +314,24 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     return _finish_cells(dest, plan, fns)
 
 def _finish_cells(dest:Path, plan:dict, fns) -> Path:
-    "Gather the chunks into `crops.npy`, `masks.npy`, `cells.csv`, then write the index (last) and remove the chunks"
-    parts = [_read_chunk(fn) for fn in fns]
-    if any(p is None for p in parts): raise HpaDataError(f'{dest}: a chunk of the pack is missing or unreadable; run `pack_cells` again')
-    n, s = sum(len(p[0]) for p in parts), plan['size']
-    with atomic_write(dest/'crops.npy', None) as tmp:
-        mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, 4, s, s)); r = 0
-        for p in parts: mm[r:r + len(p[0])] = p[0]; r += len(p[0])
-        mm.flush(); del mm
-    with atomic_write(dest/'masks.npy', 'wb') as f: np.save(f, np.concatenate([p[1] for p in parts]).astype(np.uint8))
-    table = pd.DataFrame([r for p in parts for r in p[2]], columns=CELL_COLS)
+    "Gather the chunks, one at a time, into `crops.npy` and `masks.npy` (written through memory maps) and `cells.csv`, then write the index (last) and remove the chunks"
+    s = plan['size']; metas = [_chunk_meta(fn, s) for fn in fns]
+    if any(m is None for m in metas): raise HpaDataError(f'{dest}: a chunk of the pack is missing or unreadable; run `pack_cells` again')
+    n = sum(m[0] for m in metas)
+    with atomic_write(dest/'crops.npy', None) as tc, atomic_write(dest/'masks.npy', None) as tm:
+        cm = np.lib.format.open_memmap(tc, mode='w+', dtype=np.uint8, shape=(n, 4, s, s))
+        mm = np.lib.format.open_memmap(tm, mode='w+', dtype=np.uint8, shape=(n, s, s)); r = 0
+        for fn, m in zip(fns, metas):
+            c, k = _chunk_arrays(fn)
+            cm[r:r + m[0]], mm[r:r + m[0]] = c, k; r += m[0]; del c, k
+        cm.flush(); mm.flush(); del cm, mm
+    table = pd.DataFrame([r for m in metas for r in m[1]], columns=CELL_COLS)
     write_text(dest/'cells.csv', table.to_csv(index=False, lineterminator='\n'))
-    failed = {i: e for p in parts for i, e in p[3].items()}
+    sizes = {i: wh for m in metas for i, wh in m[2].items()}
+    failed = {i: e for m in metas for i, e in m[3].items()}
     n_cells = table.groupby('Id', sort=False).size().reindex(plan['ids'], fill_value=0)
     write_json(dest/'index.json', dict(plan, n_cells=int(n), failed=failed, no_cells=[i for i in plan['ids'] if n_cells[i] == 0 and i not in failed],
+                                     sizes={i: sizes[i] for i in plan['ids'] if i in sizes},
                                      created=_datetime.datetime.now().isoformat(timespec='seconds')))
     for fn in fns: fn.unlink(missing_ok=True)
     (dest/'pack.json').unlink(missing_ok=True)
@@ -330,6 +351,7 @@ class CellStore:
         self.index = index if index is not None else read_json(self.path/'index.json', 'cell store index')
         self.size, self.seg_size, self.folder = self.index['size'], self.index['seg_size'], Path(self.index['folder'])
         self.failed = dict(self.index.get('failed', {}))
+        self.sizes = {i: tuple(wh) for i, wh in self.index.get('sizes', {}).items()}   # (width, height) of each packed image
         fn = self.path/'cells.csv'
         if not fn.exists(): raise HpaDataError(f'{fn}: the cell table is missing; repack the store')
         self.table = pd.read_csv(fn, dtype={'cell_id': str, 'Id': str, 'rle': str}, keep_default_na=False)
@@ -487,8 +509,11 @@ def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of o
     ids = [str(i) for i in df['Id']]
     train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
     if not len(train_idx): raise ValueError('cell_dataloaders: no training images')
-    both = set(train_idx.tolist()) & set(valid_idx.tolist())
-    if both: raise ValueError(f'cell_dataloaders: {len(both)} image(s) in both the training and the validation split (e.g. row {min(both)})')
+    both = {ids[i] for i in train_idx} & {ids[i] for i in valid_idx}
+    if both: raise HpaDataError(f'cell_dataloaders: {len(both)} image(s) in both the training and the validation split (e.g. Id {min(both)!r})')
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
+    if len(dup): raise HpaDataError(f'cell_dataloaders: image Id {dup.iat[0]!r} is on rows {[k for k, i in enumerate(ids) if i == dup.iat[0]][:5]} of df; '
+                                    'one row per image')
     y = _targets(df)
     bs = bs or (8 if bags else 128)
     def ds(idx, split):
@@ -636,9 +661,9 @@ def match_cells(store:CellStore, # The cell store of the images
         if id_ not in store: continue
         rows = store.rows([id_])[0]
         if not len(rows): continue
-        cell = t.iloc[rows]; scale = store.seg_size / cell.width.iloc[0]
+        cell = t.iloc[rows]; sx, sy = store.seg_size / cell.width.iloc[0], store.seg_size / cell.height.iloc[0]   # the field was squashed to a square
         hits = {r: [] for r in rows}
-        for x, y, tg in zip(g.x * scale, g.y * scale, g.Target):
+        for x, y, tg in zip(g.x * sx, g.y * sy, g.Target):
             for r, wx0, wy0, wx1 in zip(rows, cell.wx0, cell.wy0, cell.wx1):
                 s = store.size / (wx1 - wx0)
                 u, v = int((x - wx0) * s), int((y - wy0) * s)
@@ -747,6 +772,8 @@ def load_cell_model(run, # A run folder written by `hpa-cells train` (`model.pth
     return model.eval(), cfg
 
 # %% ../nbs/10_cells.ipynb #fb4847db
+_SIZES = (48, 512)   # default --size, --seg-size of pack and train
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hpa-cells', description='Per-cell HPA: pack cells, train from image labels, predict per cell')
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -764,15 +791,16 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument('run'); pr.add_argument('test_folder'); pr.add_argument('--out'); pr.add_argument('--min-conf', type=float, default=0.)
     pr.add_argument('--bs', type=int, default=256)
     for q in (pk, tr, pr):
-        q.add_argument('--size', type=int, default=48, help='crop side'); q.add_argument('--seg-size', type=int, default=512, help='segmentation side')
+        q.add_argument('--size', type=int, help=f'crop side (default {_SIZES[0]}; predict: the run\'s)')
+        q.add_argument('--seg-size', type=int, help=f'segmentation side (default {_SIZES[1]}; predict: the run\'s)')
         q.add_argument('--n-workers', type=int); q.add_argument('--cache-dir'); q.add_argument('--repack', action='store_true')
     return p
 
 def _check_args(a):
     "Every problem of the parsed arguments, as `HpaConfigError`, before any work"
     errs = []
-    if a.size < 8: errs.append(f'--size must be at least 8 (got {a.size})')
-    if a.seg_size < 32: errs.append(f'--seg-size must be at least 32 (got {a.seg_size})')
+    if a.size is not None and a.size < 8: errs.append(f'--size must be at least 8 (got {a.size})')
+    if a.seg_size is not None and a.seg_size < 32: errs.append(f'--seg-size must be at least 32 (got {a.seg_size})')
     if a.n_workers is not None and a.n_workers < 0: errs.append(f'--n-workers must be 0 or more (got {a.n_workers})')
     if a.cmd == 'train':
         if a.epochs < 1: errs.append(f'--epochs must be at least 1 (got {a.epochs})')
@@ -830,13 +858,15 @@ def _train(a):
 def _predict(a):
     "`hpa-cells predict`: the per-cell submission of a test folder"
     model, cfg = load_cell_model(a.run)
-    if (cfg['size'], cfg['seg_size']) != (a.size, a.seg_size) and (a.size, a.seg_size) != (48, 512):
-        raise HpaConfigError(f'--size/--seg-size {a.size}/{a.seg_size} differ from the run\'s {cfg["size"]}/{cfg["seg_size"]}; leave them out')
-    a.size, a.seg_size = cfg['size'], cfg['seg_size']
+    if a.size is not None and a.size != cfg['size']:
+        raise HpaConfigError(f'--size {a.size} differs from the {cfg["size"]} px crops the model of {a.run} was trained on; leave --size out')
+    if a.seg_size is not None and a.seg_size != cfg['seg_size']: _log(f'segmenting at {a.seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
+    a.size, a.seg_size = cfg['size'], cfg['seg_size'] if a.seg_size is None else a.seg_size
     st = _pack(Path(a.test_folder), a)
     cells, cp, _ = cell_predictions(model, st, st.ids, bs=a.bs, masked=cfg['masked'])
     out = Path(a.out) if a.out else Path(a.run)/'cells_submission.csv'
-    cell_submission(out, cells, cp, ids=st.ids, min_conf=a.min_conf)
+    images = pd.DataFrame([(i, *st.sizes[i]) for i in st.ids], columns=['Id', 'width', 'height'])
+    cell_submission(out, cells, cp, ids=st.ids, min_conf=a.min_conf, images=images)
     _log(f'{len(cells)} cells of {len(st.ids)} images → {out}')
 
 def hpa_cells(argv=None, # Arguments (default: the command line)
@@ -845,6 +875,7 @@ def hpa_cells(argv=None, # Arguments (default: the command line)
     a = _parser().parse_args(argv)
     with cli_errors('hpa-cells'):
         _check_args(a)
+        if a.cmd != 'predict': a.size, a.seg_size = (_SIZES[0] if a.size is None else a.size), (_SIZES[1] if a.seg_size is None else a.seg_size)
         if a.cmd == 'pack': _pack(Path(a.folder), a)
         elif a.cmd == 'train': _train(a)
         else: _predict(a)

@@ -112,3 +112,68 @@ def test_cli_pack_train_predict(toyset, tmp_path, capsys):
     assert len(sub) == len(LAYOUTS) and len(sub.PredictionString[0].split()) == 3 * 28 * len(LAYOUTS[0])
     with pytest.raises(SystemExit) as e: hpa_cells(['predict', str(tmp_path), str(toyset/'train')])
     assert e.value.code == 1
+
+def test_finish_streams_chunks(toyset, tmp_path):
+    "The chunks are gathered one at a time: peak RAM of `_finish_cells` does not grow with the number of chunks"
+    import shutil, tracemalloc
+    from hpa_fastai.cells import _pack_cells_chunk, _finish_cells, CELL_STORE_FORMAT
+    ids, s = [f'img{k}' for k in range(len(LAYOUTS))], 64
+    src = tmp_path/'src'; src.mkdir()
+    for k, i in enumerate(ids): _pack_cells_chunk((toyset/'train', src/f'{k:06d}.npz', [i], s, 64, 0.1, False))
+    plan = dict(format=CELL_STORE_FORMAT, folder=str(toyset/'train'), size=s, seg_size=64, margin=0.1, rle=False, chunk_size=1, ids=ids, fingerprints=[])
+    def finish(times):                                                           # the chunks gathered `times` over: a store `times` as large
+        dest = tmp_path/f'st{times}'; shutil.copytree(src, dest/'chunks')
+        fns = sorted((dest/'chunks').glob('*.npz')) * times
+        tracemalloc.start()
+        try: _finish_cells(dest, plan, fns); return dest, tracemalloc.get_traced_memory()[1]
+        finally: tracemalloc.stop()
+    (d1, p1), (d6, p6) = finish(1), finish(6)
+    n = sum(map(len, LAYOUTS))
+    assert p6 < 1.5 * p1 and p6 < 6 * n * 5 * s * s / 4, (p1, p6)             # loading every chunk would take 6× the arrays
+    st, st6 = CellStore(d1), CellStore(d6)
+    assert len(st) == n and len(st6) == 6 * n and (st6.crops[n:2 * n] == st.crops).all() and (st6.masks[-n:] == st.masks).all()
+    ref = open_cells(pack_cells(toyset/'train', tmp_path/'ref', size=s, seg_size=64, n_workers=0, chunk_size=8, rle=False))
+    assert (st.crops == ref.crops).all() and (st.masks == ref.masks).all() and st.table.cell_id.tolist() == ref.table.cell_id.tolist()
+    assert st.sizes == {i: (64, 64) for i in ids} and not (d1/'chunks').exists()
+
+def test_old_store_refused(toyset, tmp_path):
+    import json
+    sd = pack_cells(toyset/'train', tmp_path/'st', size=16, seg_size=64, n_workers=0, ids=['img0', 'img1'])
+    index = json.loads((sd/'index.json').read_text()); index['format'] = 'hpa_fastai.cells/1'; index.pop('sizes')
+    (sd/'index.json').write_text(json.dumps(index))
+    with pytest.raises(HpaDataError, match='repack'): open_cells(sd)
+    with pytest.raises(HpaDataError, match='repack'): pack_cells(toyset/'train', sd, size=16, seg_size=64, n_workers=0, ids=['img0', 'img1'])
+
+def test_dataloaders_split_on_ids(toyset, tmp_path):
+    sd = pack_cells(toyset/'train', tmp_path/'st', size=16, seg_size=64, n_workers=0)
+    st = open_cells(sd)
+    df = pd.read_csv(toyset/'train.csv')
+    dup = pd.concat([df, df.iloc[[2]]], ignore_index=True)                       # img2 twice: rows 2 and 8
+    with pytest.raises(HpaDataError, match="Id 'img2'"): cell_dataloaders(st, dup, [0, 1, 2, 3, 4, 5], [6, 7, 8], device='cpu')
+    with pytest.raises(HpaDataError, match=r"'img2' is on rows \[2, 8\]"): cell_dataloaders(st, dup, [0, 1, 2, 3, 4, 5, 8], [6, 7], device='cpu')
+    with pytest.raises(HpaDataError, match="Id 'img1'"): cell_dataloaders(st, df, [0, 1], [1, 2], device='cpu')
+
+def test_match_cells_non_square(tmp_path):
+    "A 128×64 field is squashed to 128×128 for segmentation: true centres must be scaled by width in x and by height in y"
+    x, truth = toy_field([(32, 44), (96, 44)], size=128, r_nucleus=6, r_cell=14, green=[[3], [5]], id_='wide')
+    write_rgby(tmp_path/'img', 'wide', x[:64])
+    st = open_cells(pack_cells(tmp_path/'img', tmp_path/'st', size=32, seg_size=128, n_workers=0))
+    assert len(st) == 2 and st.sizes == {'wide': (128, 64)} and (st.table.height == 64).all()
+    mc = match_cells(st, truth.assign(Target=[[3], [5]]))
+    assert mc.n_true.tolist() == [1, 1] and sorted(map(tuple, mc.Target)) == [(3,), (5,)]
+
+def test_cli_predict_sizes(toyset, tmp_path, capsys):
+    "predict: an explicit --size other than the run's is refused, and an image without cells gets its own width and height"
+    import shutil
+    common = ['--size', '16', '--seg-size', '64', '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')]
+    hpa_cells(['train', str(toyset), '--epochs', '1', '--out', str(tmp_path/'runs'), '--name', 'r', '--bs', '4', '--valid-pct', '0.25',
+               '--n-hidden', '16', '--mode', 'inherit', '--n', '6', *common])
+    run, test = tmp_path/'runs'/'r', tmp_path/'test'
+    shutil.copytree(toyset/'train', test); write_rgby(test, 'blank', np.zeros((40, 56, 4), np.uint8))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: hpa_cells(['predict', str(run), str(test), '--size', '48', '--seg-size', '512', '--cache-dir', str(tmp_path/'cache')])
+    assert e.value.code == 2 and 'trained on' in capsys.readouterr().err
+    hpa_cells(['predict', str(run), str(test), '--out', str(tmp_path/'sub.csv'), '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')])
+    sub = pd.read_csv(tmp_path/'sub.csv', keep_default_na=False).set_index('ImageID')
+    assert len(sub) == len(LAYOUTS) + 1 and sub.loc['blank', 'PredictionString'] == ''
+    assert tuple(sub.loc['blank', ['ImageWidth', 'ImageHeight']]) == (56, 40) and tuple(sub.loc['img0', ['ImageWidth', 'ImageHeight']]) == (64, 64)
