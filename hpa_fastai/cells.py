@@ -16,7 +16,7 @@ from .core import *
 from .files import *
 from .data import *
 from .store import _fingerprints, _check_space, _targets, store_batch_tfms, StoreDataLoader
-from .segment import segment_nuclei, segment_cells, label_outlines, _stretch8
+from .segment import segment_nuclei, segment_cells, label_outlines
 from .cli import HpaConfigError, cli_errors, _log, plain_logger
 from .learner import hpa_body, as_numpy, macro_f1, F1Macro, _body_features
 
@@ -733,7 +733,7 @@ def show_cell_predictions(rgby, # The H×W×4 field
     "The field with each cell filled in the colour of its most probable class"
     x, lab = np.asarray(rgby), np.asarray(cells); probs = as_numpy(probs)
     labels = np.arange(1, len(probs) + 1) if labels is None else np.asarray(labels)
-    rgb = np.stack([_stretch8(x[..., c]) for c in (0, 1, 2)], -1).astype(np.float32) / 255
+    rgb = rgby_composite(np.asarray(x).transpose(2, 0, 1)).astype(np.float32)
     lut = np.zeros((int(lab.max()) + 1, 4), np.float32); shown = set()
     for k, p in zip(labels, probs):
         c = int(np.argmax(p))

@@ -94,17 +94,11 @@ def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
 @dispatch
 def plot_top_losses(x:RGBYImage, # The decoded image batch
                     y:TensorMultiCategory, # The decoded multi-hot targets
-                    samples, # Per sample: (image, true class names)
-                    outs, # Per sample: (predicted class names,)
-                    raws, # Per sample: the probabilities of the classes
-                    losses, # Per sample: its loss
-                    nrows=None, # Rows of the grid
-                    ncols=None, # Columns of the grid
-                    figsize=None, # Figure size (default 3 × 3.3 inches a panel)
-                    **kwargs, # `vocab`, `max_names` (class names a line), `fontsize`; the rest to the image's `show`
+                    *args, # `samples` (image, true class names), then as for an image + features learner
+                    **kwargs, # As for an image + features learner
                    ):
     "Top losses of an image-only HPA learner: composite, loss, true and predicted classes with their probabilities"
-    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, **kwargs)
+    return _plot_top_losses(*args, **kwargs)   # one method per type: plum finds `tuple | RGBYImage` ambiguous against fastai's `TensorImage`
 
 # %% ../nbs/08_interpret.ipynb #2b70bbc6
 def _np_probs(x):

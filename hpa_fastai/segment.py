@@ -8,6 +8,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/segment.html.md"""
 from __future__ import annotations
 import numpy as np, cv2, matplotlib.pyplot as plt
 from skimage.segmentation import watershed
+from .data import rgby_composite
 
 # %% auto #0
 __all__ = ['as_uint8', 'segment_nuclei', 'segment_cells', 'label_outlines', 'show_segmentation']
@@ -91,10 +92,6 @@ def label_outlines(lab:np.ndarray, # A label image (0 background)
     "Boolean mask of the pixels of `lab` on a region's edge (where touching regions meet, too)"
     return (cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != cv2.erode(lab.astype(np.float32), np.ones((3, 3)))) & (lab > 0)
 
-def _stretch8(x:np.ndarray, q:float=99.5) -> np.ndarray:
-    "`x` scaled so its `q`-th percentile is 255, as uint8"
-    return np.clip(x.astype(np.float32) * (255. / max(float(np.percentile(x, q)), 1.)), 0, 255).astype(np.uint8)
-
 def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, green, blue, yellow)
                       nuclei=None, # Its nuclei (computed if None)
                       cells=None, # Its cells (computed for a 4-channel sample if None)
@@ -105,12 +102,12 @@ def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, gree
     x = np.asarray(img)
     blue = x if x.ndim == 2 else x[..., 2]
     nuclei = segment_nuclei(blue) if nuclei is None else nuclei
-    if x.ndim == 2: rgb = np.stack([_stretch8(x)] * 3, -1) // 2
+    if x.ndim == 2: rgb = rgby_composite(np.stack([x] * 3)) / 2                         # grey, dimmed under the outlines
     else:
-        rgb = np.stack([_stretch8(x[..., 0]), _stretch8(x[..., 1]), _stretch8(x[..., 2])], -1)
+        rgb = rgby_composite(x.transpose(2, 0, 1))
         cells = segment_cells(x, nuclei) if cells is None else cells
-    if cells is not None: rgb[label_outlines(cells)] = 255
-    rgb[label_outlines(nuclei)] = (0, 255, 255)
+    if cells is not None: rgb[label_outlines(cells)] = 1.
+    rgb[label_outlines(nuclei)] = (0, 1, 1)
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(rgb); ax.axis('off')
     ax.set_title(title or f'{nuclei.max()} nuclei' + ('' if cells is None else f', {len(np.unique(cells)) - 1} cells'), fontsize=9)
