@@ -14,7 +14,7 @@ from .core import *
 from .data import *
 from .files import atomic_write, write_json, read_json
 from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
-from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner
+from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner, resolve_arch
 from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
 
 # %% auto #0
@@ -227,16 +227,17 @@ def permutation_importance(learn:Learner, # A trained fused learner (images + th
 _RESNETS = {('BasicBlock', (2, 2, 2, 2)): 'resnet18', ('BasicBlock', (3, 4, 6, 3)): 'resnet34', ('Bottleneck', (3, 4, 6, 3)): 'resnet50',
             ('Bottleneck', (3, 4, 23, 3)): 'resnet101', ('Bottleneck', (3, 8, 36, 3)): 'resnet152'}
 
-def _arch_name(body) -> str|None:
+def _resnet_name(body) -> str|None:
     "The torchvision name of a ResNet `body` (from `hpa_body`), by its block type and counts; None if not recognised"
     try: layers = [body[i] for i in range(4, 8)]; key = (type(layers[0][0]).__name__, tuple(len(l) for l in layers))
     except (IndexError, TypeError, KeyError): return None
     return _RESNETS.get(key)
 
 def _arch_fn(name:str):
-    "The torchvision model builder called `name` (only names torchvision registers: nothing else is called)"
-    try: return torchvision.models.get_model_builder(name)
-    except ValueError: raise HpaDataError(f'unknown architecture {name!r}: not a torchvision model name') from None
+    "The builder `name` stands for, by `resolve_arch`: a torchvision name or 'timm/<name>' (a name, never code, is read from JSON)"
+    if not isinstance(name, str): raise HpaDataError(f'architecture {name!r}: expected a name')
+    try: return resolve_arch(name)
+    except (ValueError, ImportError) as e: raise HpaDataError(f'unknown architecture {name!r}: {e}') from None
 
 def _loss_config(lf) -> dict:
     "The name and settings of an `hpa_loss` loss, for model.json"
@@ -259,14 +260,14 @@ def _model_config(learn:Learner, arch:str|None=None) -> dict:
     "Everything but the weights that `load_hpa_weights` needs to rebuild `learn`, as JSON-ready values"
     m = learn.model
     if not isinstance(m, HpaModel): raise ValueError(f'expected an `HpaModel` (from `hpa_learner`), got {type(m).__name__}')
-    arch = arch or _arch_name(m.body)
+    arch = arch or _resnet_name(m.body)
     if arch is None: raise ValueError("cannot tell this body's architecture: pass `arch=` its torchvision name (e.g. 'resnet34')")
     op = rgby_opener(learn.dls)
     norm = learn.dls.valid.after_batch.fs.filter(risinstance(Normalize))
     if len(norm) != 1: raise ValueError(f'expected one Normalize among the batch transforms, found {len(norm)}')
     cfg = dict(format='hpa_fastai.model', format_version=1, hpa_fastai=__version__, arch=arch, channels=list(op.channels),
                size=op.size, stats=dict(mean=to_np(norm[0].mean).ravel().tolist(), std=to_np(norm[0].std).ravel().tolist()),
-               n_features=m.n_features, n_hidden=m.head[1].out_features, dropout=m.head[4].p, extra_dropout=m.head[0].p,
+               n_features=m.n_features, n_hidden=m.head[1].out_features, dropout=m.head[4].p, extra_dropout=m.head[0].p, dropout_at='concat',   # the layers' own p
                feature_scale=float(m.feature_scale), loss=_loss_config(learn.loss_func), vocab=list(learn.dls.vocab),
                bs=learn.dls.bs, aug=any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs), features=None)
     if m.n_features:
@@ -309,7 +310,7 @@ def _rebuild(cfg:dict, state_dict, path='.', cpu:bool=True, num_workers:int|None
         if cfg.get('vocab') != HPA_CLASSES: raise HpaDataError('its classes are not the 28 HPA classes in order')
         dls = _empty_dls(cfg, path, device, num_workers)
         learn = hpa_learner(dls, arch=_arch_fn(cfg['arch']), pretrained=False, loss=_loss_from(cfg['loss']), dropout=cfg['dropout'],
-                            extra_dropout=cfg['extra_dropout'], feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'], path=path)
+                            extra_dropout=cfg['extra_dropout'], dropout_at=cfg.get('dropout_at', 'concat'), feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'], path=path)
         learn.model.load_state_dict(state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise HpaDataError(f'{where}: cannot rebuild the model ({type(e).__name__}: {e})') from e

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastai.vision.all import *
 from .core import *
 from .data import RGBYImage, rgby_composite
-from .learner import f1_per_class
+from .learner import f1_per_class, as_numpy
 from .inference import hpa_report, predict_labels
 
 # %% auto #0
@@ -101,9 +101,7 @@ def plot_top_losses(x:RGBYImage, # The decoded image batch
     return _plot_top_losses(*args, **kwargs)   # one method per type: plum finds `tuple | RGBYImage` ambiguous against fastai's `TensorImage`
 
 # %% ../nbs/08_interpret.ipynb #2b70bbc6
-def _np_probs(x):
-    "A float32 NumPy array from a tensor or array-like"
-    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float32)
+def _f32(x) -> np.ndarray: return as_numpy(x).astype(np.float32)
 
 def class_confusion(probs, # Probabilities, (n_samples, n_classes)
                     targets, # Multi-hot targets, (n_samples, n_classes)
@@ -112,7 +110,7 @@ def class_confusion(probs, # Probabilities, (n_samples, n_classes)
                     vocab=None, # Class names (default `HPA_CLASSES`)
                    ) -> pd.DataFrame:
     "One row per class: its threshold, tp, fp, fn, tn, and `hpa_report`'s precision, recall, F1 and support"
-    p, t = _np_probs(probs), _np_probs(targets) > 0.5
+    p, t = _f32(probs), _f32(targets) > 0.5
     vocab = list(HPA_CLASSES if vocab is None else vocab)
     pred = predict_labels(p, thresholds, keep_top)
     rep = hpa_report(p, t, thresholds, keep_top).iloc[:len(vocab)].reset_index(drop=True)
@@ -155,8 +153,8 @@ def confusion_pairs(probs, # Probabilities, (n_samples, n_classes)
                     keep_top:bool=True, # Each sample also predicts its most probable class
                    ) -> np.ndarray:
     "(n_classes, n_classes) counts: row A, column B = samples with true class A and predicted class B not among their labels"
-    t = _np_probs(targets) > 0.5
-    fp = predict_labels(_np_probs(probs), thresholds, keep_top) & ~t
+    t = _f32(targets) > 0.5
+    fp = predict_labels(_f32(probs), thresholds, keep_top) & ~t
     return t.T.astype(np.int64) @ fp.astype(np.int64)
 
 def most_confused_pairs(probs, # Probabilities, (n_samples, n_classes)
@@ -183,7 +181,7 @@ def learner_thresholds(learn, # A learner
     "The thresholds `learn` decodes with: those of `set_thresholds`, else its loss function's `thresh`, else 0.5"
     th = getattr(learn, 'thresholds', None)
     if th is None: th = getattr(learn.loss_func, 'thresh', 0.5)
-    return _np_probs(th)
+    return _f32(th)
 
 class MultiLabelInterpretation(Interpretation):
     "Interpretation of a multi-label learner: per-class confusion, most confused pairs, top losses with their top classes"
@@ -244,14 +242,9 @@ class MultiLabelInterpretation(Interpretation):
         largest:bool=True, # The largest losses (False: the smallest)
         **kwargs, # Passed to `plot_top_losses`: `nrows`, `ncols`, `figsize`, `max_names`, `fontsize`
     ):
-        "Show `k` samples with the largest (or smallest) losses, as fastai's; returns the axes"
-        if is_listy(k) or isinstance(k, range): losses, idx = (o[k] for o in self.top_losses(None, largest))
-        else: losses, idx = self.top_losses(k, largest)
-        inps, preds, targs, decoded, _ = self[idx]
-        inps, targs, decoded = tuplify(inps), tuplify(targs), tuplify(decoded)
-        x, y, its = self.dl._pre_show_batch(inps + targs, max_n=len(idx))
-        _, _, outs = self.dl._pre_show_batch(inps + decoded, max_n=len(idx))
-        return plot_top_losses(x, y, its, outs.itemgot(slice(len(inps), None)), preds, losses, vocab=self.vocab, **kwargs)
+        "Show `k` samples with the largest (or smallest) losses: fastai's, with this learner's class names; returns the panels"
+        super().plot_top_losses(k, largest, vocab=self.vocab, **kwargs)
+        return [ax for ax in plt.gcf().axes if ax.get_title(loc='left')]       # the titled panels (not the grid's spare axes)
 
 # %% ../nbs/08_interpret.ipynb #593d06bf
 def _last_block(body:nn.Module) -> nn.Module:

@@ -227,3 +227,19 @@ def test_keep_top_separated():
     P = np.full((4, 28), 0.1, np.float32); P[:, 3] = 0.4                 # below 0.5: only keep-top predicts class 3
     s = score(P, T, np.full(28, 0.5))
     assert s['f1_thresholds'] == 0 and s['f1_thresholds_keep_top'] > 0 and s['in_sample'] is False
+
+@pytest.mark.parametrize('dropout_at', ['concat', 'last'])
+def test_reloaded_head_keeps_its_dropouts(tiny_learn, tmp_path, dropout_at):
+    "Both dropout placements come back with the same layer probabilities (model.json records the layers' own p)"
+    learn = hpa_learner(tiny_learn.dls, arch=resnet18, pretrained=False, extra_dropout=0.3, dropout=0.4, dropout_at=dropout_at)
+    export_hpa(learn, tmp_path/'model.pkl', 0.5, arch='resnet18')
+    back = load_hpa(tmp_path/'model.pth', num_workers=0)
+    ps = lambda m: [m.head[0].p, m.head[4].p]
+    assert ps(back.model) == ps(learn.model) and ps(learn.model)[0] == (0.3 if dropout_at == 'concat' else 0.)
+
+def test_rebuild_resolves_arch_names():
+    from hpa_fastai.inference import _arch_fn
+    from hpa_fastai.learner import resolve_arch
+    assert _arch_fn('resnet34') is resolve_arch('resnet34')
+    for bad in ('not_a_model', 'timm/no_such_model_xyz', 42):
+        with pytest.raises(HpaDataError, match='architecture'): _arch_fn(bad)
