@@ -43,7 +43,7 @@ EXPERIMENTS = {
 }
 SCALES = {
     'cpu': dict(size=48, bs=32, epochs=3, lr=3e-3, pretrained=False, arch='resnet34', tta='mean'),
-    'gpu': dict(size=224, bs=64, epochs=20, lr=1e-2, pretrained=True, arch='resnet34', tta='mean', fp16=True),
+    'gpu': dict(size=224, bs=64, epochs=20, lr=1e-2, pretrained=True, arch='resnet34', tta='mean', precision='auto'),   # bf16 where the GPU has it
 }
 
 # %% ../nbs/07_experiments.ipynb #869e3b74
@@ -116,6 +116,7 @@ def vs_spread(a:dict, # A row from `run_seeds` (means and SDs)
               score:str='f1_thresholds', # The score to compare
              ) -> dict:
     "Difference of `score` (a − b), its standard error from the seeds, and whether it exceeds twice that"
+    if min(a.get('n_seeds', 1), b.get('n_seeds', 1)) < 2: raise ValueError('vs_spread needs rows of two or more seeds each (a spread)')
     d = a[f'{score}_mean'] - b[f'{score}_mean']
     se = float(np.sqrt(a[f'{score}_sd']**2 / a['n_seeds'] + b[f'{score}_sd']**2 / b['n_seeds']))
     return dict(a=a['experiment'], b=b['experiment'], score=score, diff=round(float(d), 4), se=round(se, 4), exceeds_spread=bool(abs(d) > 2 * se))

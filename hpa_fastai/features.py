@@ -170,7 +170,7 @@ def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
     if extended: res += _extended(x, (r, g, b, y), nlab, gmask)
     return np.nan_to_num(np.array(res, np.float32), nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
 
-def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: clipped to 0-255
+def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: converted by `as_uint8`
                      params=None, # Feature parameters (default `FEATURE_PARAMS`)
                     ) -> np.ndarray:
     "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"

@@ -24,7 +24,7 @@ def as_uint8(x, # An image: `uint8`, `uint16` (÷ 257), floats in [0, 1] (× 255
     x = np.asarray(x)
     if x.dtype == np.uint8: return x
     if x.dtype == bool: return x.astype(np.uint8) * 255
-    if x.dtype == np.uint16: return (x.astype(np.uint32) // 257).astype(np.uint8)
+    if x.dtype == np.uint16: return ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)          # rounded, as `read_channel`
     if np.issubdtype(x.dtype, np.floating):
         if not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
         if x.size and x.max() <= 1: x = x * 255.
