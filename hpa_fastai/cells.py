@@ -635,6 +635,7 @@ def cell_predictions(learn, # A trained `Learner` from `cell_learner`, or a `Cel
     img = np.zeros((len(ids), z.shape[1]), np.float32)
     if len(ds):
         how = image_pool or getattr(model, 'pool', None) or 'max'
+        if how == 'attention' and a is None: raise ValueError("image_pool='attention' needs a model with an attention head (cell_learner(..., pool='attention'))")
         pooled = torch.sigmoid(bag_pool(z, torch.from_numpy(ds.img_of_cell), how, a if a is not None else torch.zeros_like(z), len(ds.ids)))
         pos = {i: j for j, i in enumerate(ids)}
         img[[pos[i] for i in ds.ids]] = pooled.numpy()
