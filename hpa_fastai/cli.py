@@ -27,13 +27,13 @@ from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RECIPES', 'LR_RULES', 'RUN_FILES',
-           'SEEDS_FILES', 'HpaConfigError', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint',
-           'build_data', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups',
-           'build_learner', 'find_lr', 'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom',
-           'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'baselines_for', 'evaluate', 'predict_test',
-           'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state', 'broadcast', 'baselines_line',
-           'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data', 'cli_errors', 'hpa_train',
-           'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
+           'SEEDS_FILES', 'DEMO_SET', 'HpaConfigError', 'fixed_threshold', 'TrainConfig', 'check_data',
+           'data_fingerprint', 'build_data', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger',
+           'use_gpu_speedups', 'build_learner', 'find_lr', 'training_stages', 'rng_states', 'set_rng_states',
+           'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'baselines_for',
+           'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state',
+           'broadcast', 'baselines_line', 'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data',
+           'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -389,13 +389,13 @@ def score(probs, # Probabilities (n, 28)
     res['f1_thresholds_ci95'] = [round(v, 4) for v in bootstrap_f1(probs, targs, thresholds, seed=seed)]
     return {**res, 'n': len(targs), 'in_sample': in_sample}
 
-def _fit(probs, targs, cfg:TrainConfig):
+def _fit(probs, targs, cfg:TrainConfig, freq=None):
     "Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones for scoring; and whether those are in-sample"
     fixed = fixed_threshold(cfg.threshold_method)
     if fixed is not None: th = np.full(N_CLASSES, fixed); return th, th, False
-    th = fit_thresholds(probs, targs, cfg.threshold_method)
+    th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)   # freq: the training split's class frequencies
     if len(probs) < 4: return th, th, True                    # too few samples to cross-fit: said to be in-sample
-    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed), False
+    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq), False
 
 def fit_baselines(learn:Learner, # A learner whose training split is labelled
                   cfg:TrainConfig, # The run's settings
@@ -404,6 +404,8 @@ def fit_baselines(learn:Learner, # A learner whose training split is labelled
     yt = dataset_targets(learn.dls.train_ds)
     fo = FeaturesOnly().fit(dataset_features(learn.dls), yt) if cfg.features and yt is not None else None
     return dict(train_targets=yt, features_only=fo)
+
+def _train_freq(base): return None if base is None or base['train_targets'] is None else base['train_targets'].mean(0)
 
 def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `evaluate` for the test split)
                   targs, # Targets of the split scored
@@ -415,7 +417,7 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
     fo, p, th = base['features_only'], None, None
     if fo is not None and feats is not None:
         p = fo.predict(feats)
-        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg)
+        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg, _train_freq(base))
         else: th_score = thresholds
     per = baseline_class_f1(targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0)
     macro = {k: round(float(v.mean()), 4) for k, v in per.items()}
@@ -433,9 +435,10 @@ def evaluate(learn:Learner, # A trained learner
         return dict(plain=th, tta=th), None, None
     probs, targs = learn.get_preds(ds_idx=1)
     check_finite(probs, 'validation predictions')
-    th, th_cf, ins = _fit(probs, targs, cfg)
+    freq = _train_freq(base)
+    th, th_cf, ins = _fit(probs, targs, cfg, freq)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
-    tth, tth_cf, _ = _fit(tta, targs, cfg) if tta is not None else (th, th_cf, ins)
+    tth, tth_cf, _ = _fit(tta, targs, cfg, freq) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
     if cfg.threshold_method == 'f1': metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
     if base is not None:
@@ -714,6 +717,8 @@ def train_seeds(path, # Data folder in the Kaggle layout
     return table
 
 # %% ../nbs/06_cli.ipynb #0a014988
+DEMO_SET = dict(n_train=1500, n_test=300, size=256, seed=0, freq_power=0.5)   # ~15 s to draw on 2 cores; 1,200 fields to train on
+
 def find_data(path=None, # A data folder, or None to look in data/ and build the demo set there if needed
               ) -> Path:
     "The data folder to use: `path`, else data/ if it holds train.csv, else the synthetic demo set"
@@ -724,7 +729,7 @@ def find_data(path=None, # A data folder, or None to look in data/ and build the
         if (p/'train.csv').exists(): return p
     dest = Path('data')/'synthetic'
     _log(f'no data set in data/: building the synthetic demo set in {dest}')
-    return make_synthetic_hpa(dest, n_train=500, n_test=100, size=256, seed=0, freq_power=0.5, n_workers=defaults.cpus)
+    return make_synthetic_hpa(dest, **DEMO_SET, n_workers=defaults.cpus)
 
 @contextlib.contextmanager
 def cli_errors(prog:str, # The command's name, for messages

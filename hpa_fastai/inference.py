@@ -81,29 +81,25 @@ def _freq_thresholds(p, freq):
     th = np.where(k == 0, ps[0] + 1e-6, np.where(k >= n, ps[-1] - 1e-6, (hi + lo) / 2))
     return np.clip(th, 0., 1.)                            # 1.0: never predicted unless it is the image's top class
 
-def _global_threshold(p, t, grid=None) -> float:
-    "The one threshold of `grid` (default 0.02, 0.04, ..., 0.98) with the best macro-F1"
-    return float(max(np.linspace(0.02, 0.98, 49) if grid is None else grid, key=lambda g: macro_f1(p, t, g)))
-
 def _shrunk(th, n_pos, g, shrink, min_pos):
-    "Per-class thresholds pulled towards `g` by pseudo-count `shrink`; `g` itself below `min_pos` positives"
+    "Per-class thresholds `th` pulled towards `g` by pseudo-count `shrink`; `g` itself below `min_pos` positives"
     n = np.asarray(n_pos, np.float64)
     return np.where(n >= max(min_pos, 1), (n * th + shrink * g) / np.maximum(n + shrink, 1e-12), g)
 
 def threshold_fallbacks(targets, # Multi-hot targets the thresholds are fitted on
                         min_pos:int=3, # As in `fit_thresholds`
                        ) -> list:
-    "Classes with fewer than `min_pos` positives in `targets`: the ones `fit_thresholds('f1')` gives the global threshold"
+    "Classes with fewer than `min_pos` positives in `targets`: the ones `fit_thresholds('f1')` gives their frequency-matching cut"
     return [int(c) for c in np.flatnonzero((as_numpy(targets) > 0.5).sum(0) < min_pos)]
 
 def fit_thresholds(probs, # Validation probabilities (samples × classes): an array or a tensor
                    targets=None, # Their multi-hot targets (not needed by 'freq')
                    method:str='f1', # 'f1' (best F1 per class), 'freq' (match label frequencies) or 'global' (one value)
-                   target_freq=None, # Per-class frequencies for 'freq' (default: the training set's, `TRAIN_COUNTS / N_TRAIN`)
+                   target_freq=None, # Class frequencies for 'freq' (default: Kaggle's, `TRAIN_COUNTS / N_TRAIN`) and 'f1' shrinkage (default: `targets`')
                    default:float=0.5, # Threshold of a class with no positive sample ('f1')
                    grid=None, # Candidate values for 'global' (default: 0.02, 0.04, ..., 0.98)
-                   shrink:float=10., # 'f1': pseudo-count pulling each class's threshold towards the global one (0: none)
-                   min_pos:int=3, # 'f1': classes with fewer positives take the global threshold
+                   shrink:float=5., # 'f1': pseudo-count pulling each class's cut towards its frequency-matching one (0: none)
+                   min_pos:int=3, # 'f1': classes with fewer positives take their frequency-matching cut
                   ) -> np.ndarray:
     "Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
     p = check_probs(probs); n_cls = p.shape[1]
@@ -119,9 +115,13 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
     t = t > 0.5
     if method == 'f1':
         th = _f1_thresholds(p, t.astype(np.float64), default)
-        if shrink or min_pos: th = _shrunk(th, t.sum(0), _global_threshold(p, t, grid), shrink, min_pos)
+        if shrink or min_pos:
+            q = t.mean(0) if target_freq is None else np.asarray(target_freq, np.float64)
+            th = _shrunk(th, t.sum(0), _freq_thresholds(p, q), shrink, min_pos)
         return check_thresholds(th, "'f1' thresholds", n_cls)
-    if method == 'global': return check_thresholds(np.full(n_cls, _global_threshold(p, t, grid)), "'global' threshold", n_cls)
+    if method == 'global':
+        best = max(np.linspace(0.02, 0.98, 49) if grid is None else grid, key=lambda g: macro_f1(p, t, g))
+        return check_thresholds(np.full(n_cls, float(best)), "'global' threshold", n_cls)
     raise ValueError(f"method must be 'f1', 'freq' or 'global', got {method!r}")
 
 # %% ../nbs/05_inference.ipynb #c17df6d3

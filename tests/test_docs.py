@@ -5,7 +5,7 @@ from pathlib import Path
 from fastcore.docments import docments
 
 ROOT = Path(__file__).parent.parent
-MODULES = ['core', 'files', 'data', 'store', 'segment', 'synth', 'features', 'learner', 'inference', 'cli', 'experiments', 'interpret', 'cells', 'test_utils']
+MODULES = ['core', 'files', 'data', 'store', 'segment', 'synth', 'features', 'learner', 'inference', 'baselines', 'cli', 'experiments', 'interpret', 'cells', 'test_utils']
 
 def readme_from_index() -> str:
     "README.md's text: the index notebook's markdown cells, with links to notebooks made relative to the repository root"

@@ -44,20 +44,22 @@ def test_recipes_by_weights(tmp_path):
     assert LR_RULES['scratch'][0] == 'minimum' and LR_RULES['pretrained'][0] == 'valley' and set(RECIPES) == set(LR_RULES)
 
 def test_threshold_shrinkage():
+    "Few positives: a class's F1 cut is pulled towards the cut that matches its frequency, or replaced by it"
     rng = np.random.default_rng(3)
     P, T = rng.random((120, 28)), rng.random((120, 28)) < 0.25
     T[:, 3] = False; T[:1, 3] = True; T[:, 4] = False                  # one positive; none
+    q = rng.uniform(0.02, 0.3, 28)
     raw = fit_thresholds(P, T, shrink=0, min_pos=0)
-    g = fit_thresholds(P, T, 'global')[0]
+    f = fit_thresholds(P, method='freq', target_freq=q)
+    n = T.sum(0); ok = n >= 3
     for k in (1., 10., 50.):
-        th = fit_thresholds(P, T, shrink=k)
-        n = T.sum(0)
-        ok = n >= 3
-        np.testing.assert_allclose(th[ok], (n[ok] * raw[ok] + k * g) / (n[ok] + k))
-        np.testing.assert_allclose(th[~ok], g)                           # too few positives: the global threshold
+        th = fit_thresholds(P, T, shrink=k, target_freq=q)
+        np.testing.assert_allclose(th[ok], (n[ok] * raw[ok] + k * f[ok]) / (n[ok] + k))
+        np.testing.assert_allclose(th[~ok], f[~ok])                      # too few positives: the frequency cut
     assert threshold_fallbacks(T) == [3, 4]
-    big = fit_thresholds(P, T, shrink=1e9)                             # infinite shrinkage is the global threshold
-    np.testing.assert_allclose(big, g, atol=1e-6)
+    np.testing.assert_allclose(fit_thresholds(P, T, shrink=1e9, target_freq=q), f, atol=1e-6)   # infinite shrinkage
+    own = fit_thresholds(P, T, shrink=1e9)                             # default target: the targets' own frequencies
+    np.testing.assert_allclose(own, fit_thresholds(P, method='freq', target_freq=T.mean(0)), atol=1e-6)
 
 def test_baselines_of_a_split(fdls):
     yt, yv = dataset_targets(fdls.train_ds), dataset_targets(fdls.valid_ds)
