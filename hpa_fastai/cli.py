@@ -30,10 +30,11 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'SEEDS_FILES', 'DEMO_SET', 'HpaConfigError', 'fixed_threshold', 'TrainConfig', 'check_data',
            'data_fingerprint', 'build_data', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger',
            'use_gpu_speedups', 'build_learner', 'find_lr', 'training_stages', 'rng_states', 'set_rng_states',
-           'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'baselines_for',
-           'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state',
-           'broadcast', 'baselines_line', 'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data',
-           'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
+           'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'constant_loss',
+           'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
+           'distributed_state', 'broadcast', 'baselines_line', 'run_training', 'check_seeds', 'seeds_summary',
+           'train_seeds', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features',
+           'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -53,7 +54,7 @@ class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
     size:int=64 # Image size the network sees
     bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
-    epochs:int=8 # Epochs
+    epochs:int=6 # Epochs
     lr:float|None=None # Learning rate (None: lr_find's valley)
     arch:str='resnet34' # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
     pretrained:bool=False # Start from ImageNet weights (torchvision's cache or download)
@@ -405,6 +406,12 @@ def fit_baselines(learn:Learner, # A learner whose training split is labelled
     fo = FeaturesOnly().fit(dataset_features(learn.dls), yt) if cfg.features and yt is not None else None
     return dict(train_targets=yt, features_only=fo)
 
+def constant_loss(train_targets, # Multi-hot training targets
+                 ) -> float:
+    "BCE per class of predicting every sample's class frequencies: the training loss a model must go well below"
+    p = prior_bias(train_targets)
+    return round(float(BCEWithLogitsLossFlat()(p.expand(len(train_targets), -1), torch.as_tensor(np.asarray(train_targets, np.float32)))), 4)
+
 def _train_freq(base): return None if base is None or base['train_targets'] is None else base['train_targets'].mean(0)
 
 def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `evaluate` for the test split)
@@ -628,6 +635,8 @@ def run_training(path, # Data folder in the Kaggle layout
     drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
     save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
     metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
+                   recipe=cfg.recipe, history=[{k: round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
+                   constant_loss=constant_loss(base['train_targets']) if base['train_targets'] is not None else None,
                    **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
                    config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
                    machine=torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads')
@@ -645,6 +654,9 @@ def run_training(path, # Data folder in the Kaggle layout
             if m.get('threshold_fallbacks'):
                 _log(f'{split}: fewer than 3 validation positives, global threshold used for {len(m["threshold_fallbacks"])} classes: '
                      + ', '.join(m['threshold_fallbacks']))
+    if metrics['history'] and metrics['constant_loss'] is not None:
+        _log(f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over {len(metrics["history"])} epochs '
+             f'(predicting the class frequencies: {metrics["constant_loss"]:.3f})')
     _log(f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json, figures' +
          (', submission.csv' if test is not None or (run/'submission.csv').exists() else ''))
     return metrics
@@ -755,8 +767,8 @@ def hpa_train(
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
     size:int=64, # Image size the network sees
-    bs:int=32, # Batch size
-    epochs:int=8, # Epochs
+    bs:int=16, # Batch size
+    epochs:int=6, # Epochs
     lr:float=None, # Learning rate (default: lr_find's valley)
     arch:str='resnet34', # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ...) or timm/<name>
     pretrained:store_true=False, # Start from ImageNet weights (torchvision's cache or download)

@@ -34,14 +34,16 @@ EXPERIMENTS = {
     'sec63_rgb_no_features':      dict(features=False, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
                                        paper='§6.3: RGB, 512 px, extra dropout, 50 epochs, without the features (best valid 0.4189)'),
     'sec63_rgb_features':         dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
+                                       feature_skip=False,
                                        paper='§6.3: the same with the ten biological features (best valid 0.4110)'),
     'ours_blue_thresh_one_cycle': dict(features=False, fourth_channel='blue', epoch_mult=2, schedule='one_cycle',
                                        paper='ours: table1_blue_thresh with fastai one-cycle (fine_tune when pretrained) instead of the cyclical rate'),
     'ours_sec63_features_one_cycle': dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50,
-                                          schedule='one_cycle', paper='ours: sec63_rgb_features with one-cycle'),
+                                          schedule='one_cycle', feature_skip=True,
+                                          paper="ours: sec63_rgb_features with one-cycle and the features' linear path"),
 }
 SCALES = {
-    'cpu': dict(size=48, bs=32, epochs=3, lr=3e-3, pretrained=False, arch='resnet34', tta='mean'),
+    'cpu': dict(size=48, bs=16, epochs=3, lr=6e-3, pretrained=False, arch='resnet34', tta='mean'),   # lr: the scratch recipe's lr_find on the demo
     'gpu': dict(size=224, bs=64, epochs=20, lr=1e-2, pretrained=True, arch='resnet34', tta='mean', precision='auto'),   # bf16 where the GPU has it
 }
 
@@ -68,7 +70,9 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
     if scale == 'gpu' and gpu_epochs and 'epochs' not in overrides: cfg['epochs'] = gpu_epochs
     m = run_training(find_data(path), out=out, name=f'{name}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}', seed=seed, **cfg)   # a new folder each run
     split = 'test' if 'test' in m else 'valid'
-    row = dict(experiment=name, paper=EXPERIMENTS[name]['paper'], seed=seed, scale=scale, scored_on=split, **m[split], wall_s=m['wall_s'],
+    scores = {k: v for k, v in m[split].items() if k not in ('baselines', 'threshold_fallbacks')}
+    scores.update({f'f1_baseline_{k}': v for k, v in m[split].get('baselines', {}).items() if v is not None})   # same samples
+    row = dict(experiment=name, paper=EXPERIMENTS[name]['paper'], seed=seed, scale=scale, scored_on=split, **scores, wall_s=m['wall_s'],
                config=json.dumps({k: v for k, v in cfg.items()}))
     fn = Path(out)/results
     table = pd.concat([pd.read_csv(fn), pd.DataFrame([row])], ignore_index=True) if fn.exists() else pd.DataFrame([row])

@@ -98,7 +98,7 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
                    target_freq=None, # Class frequencies for 'freq' (default: Kaggle's, `TRAIN_COUNTS / N_TRAIN`) and 'f1' shrinkage (default: `targets`')
                    default:float=0.5, # Threshold of a class with no positive sample ('f1')
                    grid=None, # Candidate values for 'global' (default: 0.02, 0.04, ..., 0.98)
-                   shrink:float=5., # 'f1': pseudo-count pulling each class's cut towards its frequency-matching one (0: none)
+                   shrink:float=2., # 'f1': pseudo-count pulling each class's cut towards its frequency-matching one (0: none)
                    min_pos:int=3, # 'f1': classes with fewer positives take their frequency-matching cut
                   ) -> np.ndarray:
     "Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
