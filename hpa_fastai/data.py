@@ -14,10 +14,11 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from .core import *
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
-           'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats',
-           'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
-           'labelled_split', 'sample_stems', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+__all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast', 'read_channel',
+           'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock',
+           'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples',
+           'hpa_aug', 'hpa_datablock', 'labelled_split', 'sample_stems', 'rgby_dataloaders', 'rgby_opener',
+           'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -34,20 +35,55 @@ def channel_file(folder, # Image folder
         if fn.exists(): return fn
     raise HpaDataError(f'sample {id_!r}: no {channel} channel file ({id_}_{channel}.png/.jpg) in {folder}')
 
+# %% ../nbs/01_data.ipynb #e5e79df6
+def bit_depth(x, # An integer image (any shape)
+             ) -> int:
+    "The smallest even bit depth, from 8 up, that holds `x`'s largest value: a 12-bit camera's 16-bit file is 12-bit"
+    m = int(np.max(x)) if np.size(x) else 0
+    return max(8, int(np.ceil(np.log2(m + 1) / 2)) * 2)
+
+def as_uint8(x, # `uint8`; other integers (÷ the range of `bits`); floats in [0, 1] (× 255) or [0, 255]; or bool
+             bits:int|None=None, # Bit depth of integer data (default `bit_depth(x)`: the data's own range)
+            ) -> np.ndarray:
+    "`x` as `uint8` on the 0–255 scale of an 8-bit HPA channel; integers by the range of their bit depth"
+    x = np.asarray(x)
+    if x.dtype == np.uint8: return x
+    if x.dtype == bool: return x.astype(np.uint8) * 255
+    if np.issubdtype(x.dtype, np.integer):
+        top = 2 ** (bit_depth(x) if bits is None else bits) - 1
+        return np.clip(np.rint(x * (255 / top)), 0, 255).astype(np.uint8)
+    if not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
+    if x.size and x.max() <= 1: x = x * 255.
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+def check_contrast(raw, # The image as stored
+                   img:np.ndarray, # It converted to `uint8`
+                   where, # What the warning names (a file)
+                  ) -> bool:
+    "False, with a warning naming `where`, when `img` is (near) constant though `raw` is not all zero"
+    raw = np.asarray(raw)
+    if not img.size or int(img.max()) - int(img.min()) > 1: return True
+    if raw.size and raw.max() != 0:
+        warnings.warn(f'{where}: (near) constant after conversion to 8 bits (stored {raw.dtype} values {raw.min()}–{raw.max()}, '
+                      f'8-bit {img.min()}–{img.max()}); check the file, or pass `bits=` to read it at another bit depth')
+    return False
+
 # %% ../nbs/01_data.ipynb #6bd3fe62
 def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colour, 8- or 16-bit
                  channel:str='green', # Its stain: which plane(s) of a colour file to keep
+                 bits:int|None=None, # Bit depth of a 16-bit file (default: its own range, `bit_depth`)
                 ) -> np.ndarray:
-    "Read one channel file as a 2-D uint8 array, reducing colour, alpha and 16-bit files"
+    "Read one channel file as a 2-D uint8 array, reducing colour and alpha; 16-bit files by their bit depth (`as_uint8`)"
     fn = Path(fn)
     im = cv2.imread(str(fn), cv2.IMREAD_UNCHANGED)
     if im is None or im.size == 0: raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
     if im.ndim == 3:
         if im.shape[2] == 1: im = im[..., 0]
-        else: im = im[..., :3][..., _PLANE[channel]].mean(-1) if im.shape[2] >= 3 else im[..., 0]
-    if im.dtype == np.uint16: im = im / 257.
-    elif im.dtype != np.uint8 and im.max() <= 1.0: im = im * 255.   # float images in [0, 1]
-    return np.clip(np.round(im), 0, 255).astype(np.uint8) if im.dtype != np.uint8 else im
+        elif im.shape[2] >= 3: im = np.rint(im[..., :3][..., _PLANE[channel]].mean(-1)).astype(im.dtype)
+        else: im = im[..., 0]
+    out = as_uint8(im, bits)
+    check_contrast(im, out, fn)
+    return out
 
 # %% ../nbs/01_data.ipynb #c930a302
 def open_rgby(folder, # Image folder
