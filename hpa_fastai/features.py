@@ -269,6 +269,8 @@ def _chunk_files(folder, ids) -> list[Path]:
     "Every channel file of samples `ids` in `folder`; a missing one is left out (its sample fails, and is retried)"
     fs = []
     for i in ids:
+        st = stack_file(folder, i)
+        if st is not None: fs.append(st)                                          # a multi-channel stack `{Id}.tif`
         for c in CHANNELS:
             try: fs.append(channel_file(folder, i, c))
             except HpaDataError: pass
@@ -293,7 +295,7 @@ def _compute_chunk(args):
         try:
             with warnings.catch_warnings(record=True) as said:
                 warnings.simplefilter('always')
-                rows.append([i, *_features(open_rgby(folder, i), params, params.get('extended', False)), ''])
+                rows.append([i, *_features(open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')), params, params.get('extended', False)), ''])
             for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)      # naming the sample (e.g. no nucleus found)
         except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
     df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
@@ -370,10 +372,12 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
                   cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
                   extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
                   diameter:float|None=None, # Nucleus diameter in px of these images (None: `params`', else estimated per image)
+                  channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                  ) -> pd.DataFrame:
     "DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed by their files"
     folder = Path(folder); p = feature_params(params, diameter)
     if extended: p = {**p, 'extended': True}                                      # its own cache key
+    if channel_order != 'rgby': p = {**p, 'channel_order': channel_order}
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     ids = list(ids) if ids is not None else find_ids(folder)
     if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
@@ -601,11 +605,12 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
                  ids=None, # Their Ids (default: every sample in `folder`)
                  n_workers=None, # Processes (default: all cores)
                  cache_dir=None, # Feature cache folder (default: beside `folder` if writable, else per-user)
+                 channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                 ):
     "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
     lk = feature_lookup(dls)
     if lk is None: return None
-    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir)
+    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir, channel_order=channel_order)
     lk.add(ft)
     return ft
 
