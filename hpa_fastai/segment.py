@@ -33,6 +33,7 @@ def percentile_uint8(x, # A 2-D image of any dtype
                     ) -> np.ndarray:
     "`x` stretched to `uint8` between its `lo` and `hi` percentiles (the csbdeep / cellpose convention), whatever its bit depth"
     x = np.asarray(x)
+    if x.dtype == bool: x = x.astype(np.uint8)                                    # a mask: 0 and 1
     if x.size == 0: return np.zeros(x.shape, np.uint8)
     if x.dtype.kind == 'f' and not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
     a, b, top = _percentiles(x, [lo, hi, 99.99])
