@@ -17,6 +17,7 @@ from .files import *
 from .data import *
 from .store import _fingerprints, _check_space, _targets, store_batch_tfms, StoreDataLoader
 from .segment import segment_nuclei, segment_cells, label_outlines
+from .features import extract_features, FEATURE_NAMES
 from .cli import HpaConfigError, cli_errors, _log, plain_logger
 from .learner import hpa_body, as_numpy, macro_f1, F1Macro, _body_features
 
@@ -26,7 +27,8 @@ __all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'POOLS', 'CELL_COLORS', 'cell_boxes
            'cell_store_path', 'field_cells', 'pack_cells', 'CellStore', 'open_cells', 'CellBag', 'CellDataset',
            'CellDataLoader', 'cell_dataloaders', 'bag_softmax', 'bag_pool', 'CellModel', 'cell_learner',
            'cell_predictions', 'read_cell_truth', 'match_cells', 'cell_scores', 'cell_submission',
-           'read_cell_submission', 'show_cell_predictions', 'save_cell_model', 'load_cell_model', 'hpa_cells']
+           'read_cell_submission', 'cell_table', 'cell_anndata', 'write_cell_table', 'show_cell_predictions',
+           'save_cell_model', 'load_cell_model', 'hpa_cells']
 
 # %% ../nbs/10_cells.ipynb #e991fb93
 def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from `segment_cells`
@@ -173,8 +175,8 @@ def decode_binary_mask(s:str, # A string from `encode_binary_mask`
     return rle_decode(rle_from_string(raw), height, width)
 
 # %% ../nbs/10_cells.ipynb #a3885801
-CELL_STORE_FORMAT = 'hpa_fastai.cells/2'
-CELL_COLS = ['cell_id', 'Id', 'cell', 'x0', 'y0', 'x1', 'y1', 'wx0', 'wy0', 'wx1', 'wy1', 'area', 'width', 'height', 'rle']
+CELL_STORE_FORMAT = 'hpa_fastai.cells/3'
+CELL_COLS = ['cell_id', 'Id', 'cell', 'x0', 'y0', 'x1', 'y1', 'wx0', 'wy0', 'wx1', 'wy1', 'area', 'width', 'height', 'cx', 'cy', 'rle']
 
 def cell_store_path(folder, # The image folder whose cells are packed
                     size:int=48, # Side of the crops
@@ -187,23 +189,26 @@ def cell_store_path(folder, # The image folder whose cells are packed
 def _resize(x, side):
     return x if x.shape[:2] == (side, side) else cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA if x.shape[0] > side else cv2.INTER_LINEAR)
 
-def field_cells(rgby, # One H×W×4 `uint8` field at any size
+def field_cells(rgby, # One H×W×4 field at any size and bit depth
                 seg_size:int|None=512, # Side it is segmented at (None: as it is)
+                diameter:float|None=None, # Nucleus diameter in px of `rgby` (None: estimated)
                ) -> tuple: # (the field at `seg_size`, its label image of cells)
     "The field resized to `seg_size` and its cells: `segment_cells` grown from `segment_nuclei` of the blue channel"
-    x = np.asarray(rgby)
+    x = as_uint8(np.asarray(rgby)); H, W = x.shape[:2]
     if seg_size is not None: x = _resize(x, seg_size).reshape(seg_size, seg_size, -1)
-    return x, segment_cells(x, segment_nuclei(x[..., 2]))
+    d = None if diameter is None else diameter * float(np.sqrt(x.shape[0] * x.shape[1] / (H * W)))   # in px of the resized field
+    return x, segment_cells(x, segment_nuclei(np.ascontiguousarray(x[..., 2]), d), d)
 
-def _cells_of(folder, id_, size, seg_size, margin, rle=True) -> tuple:
+def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, channel_order='rgby') -> tuple:
     "One image's cells: (crops with context, masks, table rows, (width, height) of the image)"
-    full = open_rgby(folder, id_)
+    full = open_rgby(folder, id_, channel_order=channel_order)
     H, W = full.shape[:2]
-    x, lab = field_cells(full, seg_size)
+    x, lab = field_cells(full, seg_size, diameter)
     cc = cell_crops(x, lab, size, masked=False, margin=margin)
     big = lab if lab.shape == (H, W) else cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
-    rows = [[f'{id_}_{k}', id_, int(k), *map(int, b), *map(int, w), int(a), W, H, encode_binary_mask(big == k) if rle else '']
-            for k, b, w, a in zip(cc.labels, cc.boxes, cc.windows, cc.areas)]
+    cen = ndimage.center_of_mass(np.ones(lab.shape), lab, cc.labels) if len(cc) else []            # (y, x) of each cell
+    rows = [[f'{id_}_{k}', id_, int(k), *map(int, b), *map(int, w), int(a), W, H, round(float(c[1]), 2), round(float(c[0]), 2),
+             encode_binary_mask(big == k) if rle else ''] for k, b, w, a, c in zip(cc.labels, cc.boxes, cc.windows, cc.areas, cen)]
     return cc.crops, cc.masks, rows, (int(W), int(H))
 
 # %% ../nbs/10_cells.ipynb #c2dedb46
@@ -211,10 +216,10 @@ _CELL_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 
 def _pack_cells_chunk(job) -> dict:
     "Cut the cells of one chunk of images; write its crops, masks, table rows and image sizes whole; return its failures"
-    folder, fn, ids, size, seg_size, margin, rle = job
+    folder, fn, ids, size, seg_size, margin, rle, diameter, order = (*job, None, 'rgby')[:9]
     crops, masks, rows, sizes, failed = [], [], [], {}, {}
     for i in ids:
-        try: c, m, r, sizes[i] = _cells_of(folder, i, size, seg_size, margin, rle)
+        try: c, m, r, sizes[i] = _cells_of(folder, i, size, seg_size, margin, rle, diameter, order)
         except _CELL_ERRORS as e: failed[i] = str(e); continue
         crops.append(c); masks.append(m); rows += r
     cat = lambda a, shape: np.concatenate(a) if a else np.zeros((0, *shape), np.uint8)
@@ -272,6 +277,8 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                rle:bool=True, # Keep each cell's full-resolution mask as an RLE string (needed for the per-cell submission)
                progress:bool|None=None, # Show a progress bar (default: only when stdout is a terminal)
                cache_dir=None, # Cache folder for the default `dest`
+               diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
+               channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
               ) -> Path: # The store folder, for `open_cells`
     "Segment every image of `folder` once and pack its cells (crops with context, masks, boxes, RLE masks) into a cell store"
     folder = Path(folder)
@@ -284,12 +291,13 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir)
     fps = _fingerprints(folder, ids, CHANNELS)
     plan = dict(format=CELL_STORE_FORMAT, folder=str(folder.absolute()), size=int(size), seg_size=int(seg_size), margin=float(margin),
-                rle=bool(rle), chunk_size=int(chunk_size), ids=ids, fingerprints=fps)
+                rle=bool(rle), chunk_size=int(chunk_size), ids=ids, fingerprints=fps,
+                diameter=None if diameter is None else float(diameter), channel_order=channel_order)
     if (dest/'index.json').exists():
         if not repack:
             index = read_json(dest/'index.json', 'cell store index')
             p = _cells_problem(index, ids, size, dict(zip(ids, fps)))
-            if p is None and all(index.get(k) == plan[k] for k in ('seg_size', 'margin', 'rle')): return dest
+            if p is None and all(index.get(k) == plan[k] for k in ('seg_size', 'margin', 'rle', 'diameter', 'channel_order')): return dest
             raise HpaDataError(f'{dest}: a cell store is there but {p or "it was packed with other settings"}; '
                                'repack it (`pack_cells(..., repack=True)`, command line `hpa-cells pack ... --repack`)')
         for n in ('index.json', 'cells.csv', 'crops.npy', 'masks.npy', 'pack.json'): (dest/n).unlink(missing_ok=True)
@@ -306,7 +314,8 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     starts = list(range(0, len(ids), chunk_size))
     fns = [dest/'chunks'/f'{k:06d}.npz' for k in range(len(starts))]
     todo = [k for k, fn in enumerate(fns) if _chunk_meta(fn, int(size)) is None]
-    jobs = [(folder, fns[k], ids[starts[k]:starts[k] + chunk_size], int(size), int(seg_size), float(margin), bool(rle)) for k in todo]
+    jobs = [(folder, fns[k], ids[starts[k]:starts[k] + chunk_size], int(size), int(seg_size), float(margin), bool(rle), plan['diameter'], channel_order)
+            for k in todo]
     if n_workers is None: n_workers = min(defaults.cpus, len(jobs))
     if len(jobs) <= 1: n_workers = 0
     if progress is None: progress = show_progress() and sys.stdout.isatty()
@@ -720,6 +729,53 @@ def read_cell_submission(fname, # A per-cell submission CSV
         rows += [dict(ImageID=i, label=int(t[k]), confidence=float(t[k + 1]), mask=decode_binary_mask(t[k + 2], h, w)) for k in range(0, len(t), 3)]
     return pd.DataFrame(rows, columns=['ImageID', 'label', 'confidence', 'mask'])
 
+# %% ../nbs/10_cells.ipynb #43fabf91
+def cell_table(store, # The `CellStore` (or its path) the cells come from
+               cells:pd.DataFrame, # Cell rows (`cell_predictions`' first value)
+               probs, # Their probabilities (n_cells, 28)
+               features:bool=False, # Add the ten features, measured in each cell's masked crop
+               diameter:float|None=None, # Nucleus diameter in px of the images, for the features (None: estimated per crop)
+              ) -> pd.DataFrame:
+    "One row per cell: Id, cell, centroid, box and area in the image's px, RLE mask, the class probabilities (+ the ten features)"
+    st = store if isinstance(store, CellStore) else open_cells(store)
+    probs = as_numpy(probs)
+    if len(probs) != len(cells): raise ValueError(f'{len(probs)} rows of probabilities for {len(cells)} cells')
+    c = cells.reset_index(drop=True); sx, sy = c.width / st.seg_size, c.height / st.seg_size
+    df = pd.DataFrame(dict(Id=c.Id, cell=c.cell, cell_id=c.cell_id, x=(c.cx + 0.5) * sx - 0.5, y=(c.cy + 0.5) * sy - 0.5,
+                           x0=c.x0 * sx, y0=c.y0 * sy, x1=c.x1 * sx, y1=c.y1 * sy, area=c.area * sx * sy, rle=c.rle))
+    df = pd.concat([df, pd.DataFrame(probs, columns=list(HPA_CLASSES[:probs.shape[1]]))], axis=1)
+    if features:
+        pos = dict(zip(st.table.cell_id, range(len(st.table)))); rows = [pos[i] for i in c.cell_id]
+        crop_px = st.size / (c.wx1 - c.wx0).to_numpy() / sx.to_numpy()                 # crop px per image px
+        fs = [extract_features(x.transpose(1, 2, 0), diameter=None if diameter is None else diameter * k)
+              for x, k in zip(st.read(rows, masked=True), crop_px)]
+        df = pd.concat([df, pd.DataFrame(np.stack(fs) if fs else np.zeros((0, len(FEATURE_NAMES))), columns=FEATURE_NAMES)], axis=1)
+    return df
+
+def cell_anndata(table:pd.DataFrame, # From `cell_table`
+                ):
+    "An `anndata.AnnData` of the cells: obs = cells, var = classes, X = probabilities, obsm['spatial'] = centroids"
+    try: import anndata
+    except ImportError: raise HpaConfigError('AnnData output needs the anndata package: pip install "hpa_fastai[anndata]"') from None
+    cls = [k for k in HPA_CLASSES if k in table.columns]
+    obs = table.drop(columns=cls).set_index('cell_id'); obs.index = obs.index.astype(str)
+    ad = anndata.AnnData(X=table[cls].to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=cls))
+    ad.obsm['spatial'] = table[['x', 'y']].to_numpy(np.float64)
+    return ad
+
+def write_cell_table(table:pd.DataFrame, # From `cell_table`
+                     fname, # .csv, .parquet or .h5ad (AnnData)
+                    ) -> Path:
+    "Write the per-cell table (atomically) as CSV, Parquet or AnnData, by the file's suffix"
+    fname = Path(fname); suf = fname.suffix.lower()
+    if suf not in ('.csv', '.parquet', '.h5ad'): raise HpaConfigError(f'{fname}: a per-cell table is written as .csv, .parquet or .h5ad')
+    ad = cell_anndata(table) if suf == '.h5ad' else None
+    with atomic_write(fname, mode=None) as tmp:
+        if ad is not None: ad.write_h5ad(tmp)
+        elif suf == '.parquet': table.to_parquet(tmp, index=False)
+        else: table.to_csv(tmp, index=False)
+    return fname
+
 # %% ../nbs/10_cells.ipynb #b1ab0d15
 CELL_COLORS = plt.cm.tab20(np.linspace(0, 1, 20)).tolist() + plt.cm.Set1(np.linspace(0, 1, 9)).tolist()
 
@@ -791,10 +847,14 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser('predict', help='write the per-cell submission of TEST_FOLDER with a trained RUN')
     pr.add_argument('run'); pr.add_argument('test_folder'); pr.add_argument('--out'); pr.add_argument('--min-conf', type=float, default=0.)
     pr.add_argument('--bs', type=int, default=256)
+    pr.add_argument('--table', help='per-cell table to write: .csv, .parquet or .h5ad (default: RUN/cells.csv)')
+    pr.add_argument('--features', action='store_true', help='add the ten features measured in each cell to the table')
     for q in (pk, tr, pr):
         q.add_argument('--size', type=int, help=f'crop side (default {_SIZES[0]}; predict: the run\'s)')
         q.add_argument('--seg-size', type=int, help=f'segmentation side (default {_SIZES[1]}; predict: the run\'s)')
         q.add_argument('--n-workers', type=int); q.add_argument('--cache-dir'); q.add_argument('--repack', action='store_true')
+        q.add_argument('--diameter', type=float, help='nucleus diameter in px of the images (default: estimated per image)')
+        q.add_argument('--channel-order', default='rgby', help='channel order of multi-channel TIFF stacks {Id}.tif (rgby, rgb, bgr, ...)')
     return p
 
 def _check_args(a):
@@ -803,6 +863,10 @@ def _check_args(a):
     if a.size is not None and a.size < 8: errs.append(f'--size must be at least 8 (got {a.size})')
     if a.seg_size is not None and a.seg_size < 32: errs.append(f'--seg-size must be at least 32 (got {a.seg_size})')
     if a.n_workers is not None and a.n_workers < 0: errs.append(f'--n-workers must be 0 or more (got {a.n_workers})')
+    if a.diameter is not None and not a.diameter > 0: errs.append(f'--diameter must be a positive number of px (got {a.diameter})')
+    if set(a.channel_order) - set('rgby'): errs.append(f'--channel-order must be letters of rgby (got {a.channel_order!r})')
+    if a.cmd == 'predict' and a.table and Path(a.table).suffix.lower() not in ('.csv', '.parquet', '.h5ad'):
+        errs.append(f'--table must end in .csv, .parquet or .h5ad (got {a.table})')
     if a.cmd == 'train':
         if a.epochs < 1: errs.append(f'--epochs must be at least 1 (got {a.epochs})')
         if not a.lr > 0: errs.append(f'--lr must be positive (got {a.lr})')
@@ -822,7 +886,8 @@ def _check_args(a):
 # %% ../nbs/10_cells.ipynb #50acd978
 def _pack(folder, a, ids=None) -> CellStore:
     d = pack_cells(folder, a.dest if getattr(a, 'dest', None) else cell_store_path(folder, a.size, a.seg_size, a.cache_dir),
-                   size=a.size, seg_size=a.seg_size, ids=ids, n_workers=a.n_workers, repack=a.repack)
+                   size=a.size, seg_size=a.seg_size, ids=ids, n_workers=a.n_workers, repack=a.repack, diameter=a.diameter,
+                   channel_order=a.channel_order)
     st = open_cells(d); _log(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
     return st
 
@@ -843,7 +908,7 @@ def _train(a):
     with (learn.no_bar() if plain else contextlib.nullcontext()): learn.fit_one_cycle(a.epochs, a.lr)
     run.mkdir(parents=True, exist_ok=True)
     save_cell_model(run, learn, dict(arch=a.arch, pool=a.pool if a.mode == 'mil' else None, n_hidden=a.n_hidden, size=a.size, seg_size=a.seg_size,
-                                     masked=not a.context, mode=a.mode, train=str(path.absolute()), seed=a.seed, run_info=run_info()))
+                                     masked=not a.context, mode=a.mode, train=str(path.absolute()), seed=a.seed, diameter=a.diameter, run_info=run_info()))
     vids = [df.Id.iat[i] for i in vai]
     cells, cp, ip = cell_predictions(learn, st, vids)
     m = dict(image=cell_scores(ip, encode_targets(df.Target.iloc[vai])), n_valid_images=len(vids))
@@ -868,7 +933,10 @@ def _predict(a):
     out = Path(a.out) if a.out else Path(a.run)/'cells_submission.csv'
     images = pd.DataFrame([(i, *st.sizes[i]) for i in st.ids], columns=['Id', 'width', 'height'])
     cell_submission(out, cells, cp, ids=st.ids, min_conf=a.min_conf, images=images)
-    _log(f'{len(cells)} cells of {len(st.ids)} images → {out}')
+    table = write_cell_table(cell_table(st, cells, cp, features=a.features, diameter=a.diameter), a.table or Path(a.run)/'cells.csv')
+    empty = [i for i in st.ids if i in st.index.get('no_cells', [])]
+    if empty: _log(f'warning: no cell found in {len(empty)} image(s), e.g. {empty[:3]}: pass --diameter if their nuclei are another size')
+    _log(f'{len(cells)} cells of {len(st.ids)} images → {out}, per-cell table {table}')
 
 def hpa_cells(argv=None, # Arguments (default: the command line)
              ):

@@ -33,8 +33,8 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'constant_loss',
            'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
            'distributed_state', 'broadcast', 'baselines_line', 'run_training', 'check_seeds', 'seeds_summary',
-           'train_seeds', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features',
-           'hpa_predict', 'hpa_pack']
+           'train_seeds', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl', 'write_predictions', 'hpa_synth',
+           'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -836,6 +836,24 @@ def store_test_dl(learn:Learner, # A trained or loaded learner
     ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
     return StoreDataLoader(ds, bs=bs, shuffle=False, drop_last=False, after_batch=list(learn.dls.valid.after_batch.fs), device=learn.dls.device)
 
+# %% ../nbs/06_cli.ipynb #e18a451e
+def _check_scale(diameter, channel_order):
+    "`HpaConfigError` for a bad --diameter or --channel-order"
+    if diameter is not None and not diameter > 0: raise HpaConfigError(f'--diameter must be a positive number of px (got {diameter})')
+    try: parse_channels(channel_order)
+    except ValueError as e: raise HpaConfigError(f'--channel-order: {e}') from None
+
+def write_predictions(probs, # Probabilities (samples × 28)
+                      ids, # Their Ids, in the same order
+                      fname='predictions.csv', # The table to write (atomically): .csv, or .parquet
+                      thresholds=0.5, # One threshold, or one per class
+                     ) -> pd.DataFrame:
+    "One row per image: `Id`, the predicted labels (`Predicted`, as in a submission) and the probability of each class"
+    sub = write_submission(probs, ids, fname, thresholds)                     # checks Ids, probabilities, thresholds; labels
+    df = pd.concat([sub, pd.DataFrame(check_probs(probs), columns=list(HPA_CLASSES[:np.shape(probs)[1]]))], axis=1)
+    with atomic_write(fname, mode=None) as tmp: df.to_parquet(tmp, index=False) if Path(fname).suffix == '.parquet' else df.to_csv(tmp, index=False)
+    return df
+
 # %% ../nbs/06_cli.ipynb #f25b79e8
 @call_parse
 def hpa_synth(
@@ -864,14 +882,17 @@ def hpa_features(
     n_workers:int=None, # Processes (default: all cores)
     chunk_size:int=256, # Samples per cache chunk
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
+    diameter:float=None, # Nucleus diameter in px of these images (default: estimated per image)
+    channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
 ):
     "Compute (or resume) the ten biological features of every sample in FOLDER"
     with cli_errors('hpa-features'):
         folder = Path(folder)
         if chunk_size < 1: raise HpaConfigError(f'--chunk-size must be at least 1 (got {chunk_size})')
         if n_workers is not None and n_workers < 0: raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
+        _check_scale(diameter, channel_order)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size, cache_dir=cache_dir)
+        ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size, cache_dir=cache_dir, diameter=diameter, channel_order=channel_order)
         out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
         with atomic_write(out, mode=None) as tmp:
             ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
@@ -888,25 +909,33 @@ def hpa_predict(
     bs:int=32, # Batch size
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     pack:store_true=False, # Pack FOLDER at the model's size first (or reuse its store) and read whole batches
+    channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
+    diameter:float=None, # Nucleus diameter in px, for a fused model's features (default: estimated per image)
 ):
-    "Predict the samples in FOLDER with a saved model and write a Kaggle submission (a .pkl model runs code when loaded: trust it)"
+    "Predict the samples in FOLDER with a saved model: a Kaggle submission, or without one a table of labels and probabilities (a .pkl model runs code when loaded: trust it)"
     with cli_errors('hpa-predict'):
         if tta not in TTA_MODES: raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
         if bs < 1: raise HpaConfigError(f'--bs must be at least 1 (got {bs})')
+        _check_scale(diameter, channel_order)
+        if pack and channel_order != 'rgby': raise HpaConfigError('--pack reads multi-channel stacks in rgby order only; leave --pack out')
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         learn = load_hpa(model)
+        rgby_opener(learn.dls).channel_order = channel_order
+        lk = feature_lookup(learn.dls)
+        if lk is not None and diameter is not None: lk.params = {**(lk.params or {}), 'diameter': float(diameter)}
         if not show_progress(): learn.remove_cbs(L(learn.cbs).filter(risinstance(ProgressCallback)))   # plain log lines
         if pack:
             ids = ids if ids is not None else find_ids(folder)
             tdl = store_test_dl(learn, folder, ids, bs=bs, cache_dir=cache_dir)
         else:
-            add_features(learn.dls, folder, ids, cache_dir=cache_dir)   # cached and parallel; nothing for an image-only model
+            add_features(learn.dls, folder, ids, cache_dir=cache_dir, channel_order=channel_order)   # cached, parallel; nothing for an image-only model
             tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
             ids = [Path(s).name for s in tdl.items]
         probs = dihedral_tta(learn, tdl, agg=tta)[0] if tta != 'none' else learn.get_preds(dl=tdl)[0]
         check_finite(probs, f'predictions of {model}')
-        write_submission(probs, ids, out, learn.thresholds, sample_submission)
+        if sample_submission: write_submission(probs, ids, out, learn.thresholds, sample_submission)
+        else: write_predictions(probs, ids, out, learn.thresholds)                  # no Kaggle CSV: labels and the 28 probabilities
         _log(f'{len(ids)} predictions → {out}')
 
 @call_parse

@@ -14,10 +14,11 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from .core import *
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'read_channel', 'open_rgby', 'write_rgby',
-           'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats',
-           'channel_stats', 'multilabel_split', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock',
-           'labelled_split', 'sample_stems', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+__all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
+           'read_channel', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage',
+           'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
+           'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'labelled_split', 'sample_stems',
+           'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -34,29 +35,119 @@ def channel_file(folder, # Image folder
         if fn.exists(): return fn
     raise HpaDataError(f'sample {id_!r}: no {channel} channel file ({id_}_{channel}.png/.jpg) in {folder}')
 
+# %% ../nbs/01_data.ipynb #e5e79df6
+def bit_depth(x, # An integer image (any shape)
+             ) -> int:
+    "The smallest even bit depth, from 8 up, that holds `x`'s largest value: a 12-bit camera's 16-bit file is 12-bit"
+    m = int(np.max(x)) if np.size(x) else 0
+    return max(8, int(np.ceil(np.log2(m + 1) / 2)) * 2)
+
+def as_uint8(x, # `uint8`; other integers (÷ the range of `bits`); floats in [0, 1] (× 255) or [0, 255]; or bool
+             bits:int|None=None, # Bit depth of integer data (default `bit_depth(x)`: the data's own range)
+            ) -> np.ndarray:
+    "`x` as `uint8` on the 0–255 scale of an 8-bit HPA channel; integers by the range of their bit depth"
+    x = np.asarray(x)
+    if x.dtype == np.uint8: return x
+    if x.dtype == bool: return x.astype(np.uint8) * 255
+    if np.issubdtype(x.dtype, np.integer):
+        top = 2 ** (bit_depth(x) if bits is None else bits) - 1
+        return np.clip(np.rint(x * (255 / top)), 0, 255).astype(np.uint8)
+    if not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
+    if x.size and x.max() <= 1: x = x * 255.
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+def check_contrast(raw, # The image as stored
+                   img:np.ndarray, # It converted to `uint8`
+                   where, # What the warning names (a file)
+                  ) -> bool:
+    "False, with a warning naming `where`, when `img` is (near) constant though `raw` is not all zero"
+    raw = np.asarray(raw)
+    if not img.size or int(img.max()) - int(img.min()) > 1: return True
+    if raw.size and raw.max() != 0:
+        warnings.warn(f'{where}: (near) constant after conversion to 8 bits (stored {raw.dtype} values {raw.min()}–{raw.max()}, '
+                      f'8-bit {img.min()}–{img.max()}); check the file, or pass `bits=` to read it at another bit depth')
+    return False
+
 # %% ../nbs/01_data.ipynb #6bd3fe62
 def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colour, 8- or 16-bit
                  channel:str='green', # Its stain: which plane(s) of a colour file to keep
+                 bits:int|None=None, # Bit depth of a 16-bit file (default: its own range, `bit_depth`)
                 ) -> np.ndarray:
-    "Read one channel file as a 2-D uint8 array, reducing colour, alpha and 16-bit files"
+    "Read one channel file as a 2-D uint8 array, reducing colour and alpha; 16-bit files by their bit depth (`as_uint8`)"
     fn = Path(fn)
     im = cv2.imread(str(fn), cv2.IMREAD_UNCHANGED)
     if im is None or im.size == 0: raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
     if im.ndim == 3:
         if im.shape[2] == 1: im = im[..., 0]
-        else: im = im[..., :3][..., _PLANE[channel]].mean(-1) if im.shape[2] >= 3 else im[..., 0]
-    if im.dtype == np.uint16: im = im / 257.
-    elif im.dtype != np.uint8 and im.max() <= 1.0: im = im * 255.   # float images in [0, 1]
-    return np.clip(np.round(im), 0, 255).astype(np.uint8) if im.dtype != np.uint8 else im
+        elif im.shape[2] >= 3: im = np.rint(im[..., :3][..., _PLANE[channel]].mean(-1)).astype(im.dtype)
+        else: im = im[..., 0]
+    out = as_uint8(im, bits)
+    check_contrast(im, out, fn)
+    return out
+
+# %% ../nbs/01_data.ipynb #d65aefc4
+STACK_EXTS = ('.ome.tif', '.ome.tiff', '.tif', '.tiff')
+
+def stack_file(folder, # Image folder
+               id_:str, # Sample Id
+              ) -> Path|None:
+    "The multi-channel TIFF / OME-TIFF `{id_}.tif` (or `.tiff`, `.ome.tif`) in `folder`, or None"
+    for ext in STACK_EXTS:
+        fn = Path(folder)/f'{id_}{ext}'
+        if fn.exists(): return fn
+    return None
+
+def _channel_axis(shape, axes:str) -> int:
+    "The channel axis of an array of `shape` with tifffile `axes`: C, else S, else its shortest non-YX axis"
+    for a in 'CS':
+        if a in axes: return axes.index(a)
+    cand = [i for i, a in enumerate(axes) if a not in 'YX']
+    if not cand: raise ValueError('one plane only')
+    return min(cand, key=lambda i: shape[i])
+
+def read_stack(fn, # A multi-channel TIFF or OME-TIFF of one field
+               channel_order='rgby', # Its channels in file order: 'rgby', 'rgb', 'bgr', or any letters of 'rgby'
+               bits:int|None=None, # Bit depth of its values (default: the stack's own range, `bit_depth`)
+              ) -> dict:
+    "Channel name → 2-D uint8 plane of the stack `fn` (Z max-projected; one bit depth for all its channels)"
+    import tifffile
+    fn, names = Path(fn), parse_channels(channel_order)
+    try:
+        with tifffile.TiffFile(fn) as tf: s = tf.series[0]; a, axes = s.asarray(), s.axes
+    except Exception as e: raise HpaDataError(f'{fn}: cannot be read as a TIFF stack ({e})') from None
+    keep = [i for i, n in enumerate(a.shape) if n > 1 or axes[i] in 'YX']
+    a, axes = a.reshape([a.shape[i] for i in keep]), ''.join(axes[i] for i in keep)
+    if 'Z' in axes: a, axes = a.max(axes.index('Z')), axes.replace('Z', '')
+    try: c = _channel_axis(a.shape, axes)
+    except ValueError: raise HpaDataError(f'{fn}: one plane ({a.shape}), not a multi-channel stack; name it {{Id}}_{{channel}}.tif') from None
+    a, rest = np.moveaxis(a, c, -1), axes[:c] + axes[c + 1:]
+    if a.ndim != 3: raise HpaDataError(f'{fn}: axes {axes!r} {a.shape}: expected one field (Y, X and channels; Z is projected)')
+    if a.shape[-1] != len(names):
+        raise HpaDataError(f'{fn}: {a.shape[-1]} channels, but the channel order {channel_order!r} names {len(names)}; pass the order of its channels')
+    u = as_uint8(a, bits)
+    for k, n in enumerate(names): check_contrast(a[..., k], u[..., k], f'{fn} ({n})')
+    return {n: np.ascontiguousarray(u[..., k]) for k, n in enumerate(names)}
 
 # %% ../nbs/01_data.ipynb #c930a302
-def open_rgby(folder, # Image folder
+def _stack_planes(fn:Path, channels, channel_order) -> list:
+    "The planes `channels` of stack `fn` read in `channel_order`, or an error naming what is missing"
+    d = read_stack(fn, channel_order)
+    missing = [c for c in channels if c not in d]
+    if missing:
+        have = ''.join(k[0] for k in d)
+        raise HpaDataError(f'{fn}: no {"/".join(missing)} channel in a stack read as {channel_order!r}; pass its channel order, '
+                           f'or use a model trained on the channels it has ({have!r})')
+    return [d[c] for c in channels]
+
+def open_rgby(folder, # Image folder: per-channel files `{Id}_{channel}.png`, or stacks `{Id}.tif`
               id_:str, # Sample Id
               size:int|None=None, # Side to resize each channel to (`None`: as stored; the channels must then agree)
               channels=CHANNELS, # Channel names, in the order they are stacked
+              channel_order='rgby', # Channel order inside a multi-channel stack ('rgby', 'rgb', 'bgr', …)
              ) -> np.ndarray:
     "Sample `id_` from `folder` as a `uint8` array H×W×C (channels in `channels` order, default red, green, blue, yellow)"
-    planes = [read_channel(channel_file(folder, id_, c), c) for c in channels]
+    st = stack_file(folder, id_) if not any((Path(folder)/f'{id_}_{channels[0]}{e}').exists() for e in IMG_EXTS) else None
+    planes = _stack_planes(st, channels, channel_order) if st is not None else [read_channel(channel_file(folder, id_, c), c) for c in channels]
     shapes = {p.shape for p in planes}
     if size is None and len(shapes) > 1:
         raise HpaDataError(f'sample {id_!r} in {folder}: channel sizes differ {dict(zip(channels, [p.shape for p in planes]))}; pass `size` to resize them')
@@ -103,12 +194,13 @@ class RGBYImage(TensorImage):
     def create(cls, fn, # Stem `folder/Id`, an H×W×C array or a C×H×W tensor
                size:int|None=None, # Side to resize to (`None`: as stored)
                channels=CHANNELS, # Channel names to read from a stem
+               channel_order='rgby', # Channel order inside a multi-channel stack `{Id}.tif`
               ) -> RGBYImage:
         "Open the sample at stem `fn` (`folder/Id`), or wrap an H×W×C array / C×H×W tensor"
         if isinstance(fn, torch.Tensor): return cls(fn)
         if isinstance(fn, np.ndarray):
             arr = fn if size is None or fn.shape[:2] == (size, size) else cv2.resize(fn, (size, size), interpolation=cv2.INTER_AREA)
-        else: fn = Path(fn); arr = open_rgby(fn.parent, fn.name, size=size, channels=channels)
+        else: fn = Path(fn); arr = open_rgby(fn.parent, fn.name, size=size, channels=channels, channel_order=channel_order)
         return cls(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous())   # C×H×W in memory: collating a strided view cost ~14 ms a sample at 512²
 
     def show(self, ctx=None, # Axes to draw on (default: a new figure)
@@ -149,9 +241,11 @@ class OpenRGBY(Transform):
     input_types = (Path, str, np.ndarray, torch.Tensor)      # what `test_dl` and `predict` accept
     def __init__(self, size:int|None=None, # Side to resize to (`None`: as stored)
                  channels='rgby', # Channels to read: letters or names
+                 channel_order='rgby', # Channel order inside multi-channel stacks (set it to predict on another microscope's files)
                 ):
-        super().__init__(); store_attr('size'); self.channels = parse_channels(channels)
-    def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> RGBYImage: return RGBYImage.create(o, size=self.size, channels=self.channels)
+        super().__init__(); store_attr('size,channel_order'); self.channels = parse_channels(channels)
+    def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> RGBYImage:
+        return RGBYImage.create(o, size=self.size, channels=self.channels, channel_order=getattr(self, 'channel_order', 'rgby'))
 
 def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
                    channels='rgby', # Channels to read: letters or names
@@ -251,11 +345,19 @@ class LabelLookup:
                 ): self.d = dict(zip(df['Id'], df['Target']))
     def __call__(self, stem): return [HPA_CLASSES[i] for i in self.d[Path(stem).name]]
 
+def _stack_id(name:str) -> str|None:
+    "The Id of a stack file name `{Id}.tif` / `.ome.tif`, or None (a per-channel file `{Id}_{channel}.tif` is not a stack)"
+    ext = next((e for e in STACK_EXTS if name.lower().endswith(e)), None)
+    if ext is None: return None
+    stem = name[:-len(ext)]
+    return None if any(stem.endswith(f'_{c}') for c in CHANNELS) else stem
+
 def find_ids(folder, # Image folder
             ) -> list[str]:
-    "Sorted Ids of the samples in `folder` that have a red channel file"
-    suffixes = tuple(f'_red{e}' for e in IMG_EXTS)
-    return sorted({f[:f.rindex('_red')] for f in os.listdir(folder) if f.endswith(suffixes)})
+    "Sorted Ids of the samples in `folder`: those with a red channel file, and multi-channel stacks `{Id}.tif`"
+    suffixes, names = tuple(f'_red{e}' for e in IMG_EXTS), os.listdir(folder)
+    ids = {f[:f.rindex('_red')] for f in names if f.endswith(suffixes)}
+    return sorted(ids | ({_stack_id(f) for f in names} - {None}))
 
 def check_samples(folder, # Image folder
                   ids, # Sample Ids to look for
@@ -265,7 +367,8 @@ def check_samples(folder, # Image folder
     folder = Path(folder)
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     have = set(os.listdir(folder))
-    missing = [(i, c) for i in ids for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)]
+    stacks = {i for i in ids if any(f'{i}{e}' in have for e in STACK_EXTS)}            # its channels are checked when read
+    missing = [(i, c) for i in ids if i not in stacks for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)]
     if missing:
         shown = ', '.join(f'{i} ({c})' for i,c in missing[:5])
         raise HpaDataError(f'{folder}: {len(missing)} channel file(s) missing, e.g. {shown}')

@@ -16,7 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
-from .segment import segment_nuclei, segment_cells, label_outlines, as_uint8
+from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter, HPA_DIAMETER, _work_shape, _default_diameter
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
@@ -32,17 +32,19 @@ FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssi
 FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 
 # %% ../nbs/03_features.ipynb #80b8c68d
-FEATURE_PARAMS = dict(version=2, work_size=256, sigma=1.0, ssim_win=7, stretch_q=99.9, green_floor=4, min_blob=150,
-                      nucleus_dim=0.5, nucleus_seed_radius=12, nucleus_min_area=200, typical_nucleus=2000)   # lengths, areas at 512²
+FEATURE_PARAMS = dict(version=3, work_diameter=25, diameter=None, sigma=1.0, ssim_win=7, stretch_q=99.9, green_floor=4, min_blob=150,
+                      nucleus_dim=0.5, nucleus_seed_radius=12, nucleus_min_area=200, typical_nucleus=2000)   # lengths, areas at HPA's 512² scale
 
 def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
+                   diameter:float|None=None, # Nucleus diameter in px of the images (None: `params`', else estimated per image)
                   ) -> dict:
-    "`FEATURE_PARAMS` updated with `params` (areas are given in px at 512² and scaled to `work_size`)"
-    return {**FEATURE_PARAMS, **(params or {})}
+    "`FEATURE_PARAMS` updated with `params` and `diameter` (lengths, areas are given at HPA's 512² scale and scaled to the working one)"
+    p = {**FEATURE_PARAMS, **(params or {})}
+    return p if diameter is None else {**p, 'diameter': float(diameter)}
 
 def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
                       ) -> str:
-    "A short hash of the feature parameters: the cache key"
+    "A short hash of the feature parameters (the scale included): the cache key"
     return hashlib.sha1(json.dumps(params or FEATURE_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
 
 # %% ../nbs/03_features.ipynb #7fba81f8
@@ -102,23 +104,32 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
 
 # %% ../nbs/03_features.ipynb #82cc2888
 def _prep(rgby, params):
-    "The sample at `work_size` (uint8 H×W×4) and its channels blurred (uint8: red, green, blue, yellow)"
-    ws = params['work_size']
+    "The sample at the working scale (uint8 H×W×4: nuclei `work_diameter` px across), its channels blurred, the diameter used"
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
     x = as_uint8(x)
-    if x.shape[0] != ws or x.shape[1] != ws: x = cv2.resize(x, (ws, ws), interpolation=cv2.INTER_AREA if x.shape[0] > ws else cv2.INTER_LINEAR)
-    return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)]
+    d = params.get('diameter') or estimate_diameter(np.ascontiguousarray(x[..., 2]))
+    if not np.isfinite(d): d = _default_diameter(x.shape)                         # no foreground: a Kaggle field of view
+    x0 = x
+    ws = _work_shape(x.shape, d, params['work_diameter'])
+    if ws != x.shape[:2]: x = cv2.resize(x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR)
+    return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)], (d, x0[..., 2])
+
+def _k(p) -> float:
+    "Lengths given at HPA's 512² scale, × this at the working scale"
+    return p['work_diameter'] / HPA_DIAMETER
 
 def _area(p, key) -> float:
-    "Parameter `key`, an area in px at 512², at the working size"
-    return p[key] * (p['work_size'] / 512)**2
+    "Parameter `key`, an area in px at 512², at the working scale"
+    return p[key] * _k(p)**2
 
 def _segment(x, g, p):
     "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
-    k = p['work_size'] / 512
-    nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), dim=p['nucleus_dim'], seed_radius=p['nucleus_seed_radius'] * k,
-                          min_area=p['nucleus_min_area'] * k * k)
+    k = _k(p)
+    with warnings.catch_warnings():                                               # `_features` says it about the sample itself
+        warnings.simplefilter('ignore')
+        nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), diameter=p['work_diameter'], dim=p['nucleus_dim'],
+                              seed_radius=p['nucleus_seed_radius'] * k, min_area=p['nucleus_min_area'] * k * k)
     nareas = np.bincount(nlab.ravel())[1:].astype(np.float64)
     gmask = _otsu_mask(g, p['green_floor'])
     blab, bareas = _components(gmask, _area(p, 'min_blob'))
@@ -138,18 +149,21 @@ def _stretch(x, q):
 
 def _nearest_nucleus(nlab, cen):
     "For blob centroids `cen`: the label of the nearest nucleus and the distance to its edge (0 inside)"
-    ws = nlab.shape[0]
+    h, w = nlab.shape
     dist, idx = cv2.distanceTransformWithLabels((nlab == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     lut = np.zeros(idx.max() + 1, np.int32); inside = nlab > 0
     lut[idx[inside]] = nlab[inside]                  # each nucleus pixel's own index -> its nucleus
-    ci = np.clip(np.round(cen).astype(int), 0, ws - 1)
+    ci = np.minimum(np.maximum(np.round(cen).astype(int), 0), [w - 1, h - 1])
     return lut[idx[ci[:, 1], ci[:, 0]]], dist[ci[:, 1], ci[:, 0]].astype(np.float64)
 
 # %% ../nbs/03_features.ipynb #cc3ba23f
 def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
     "The ten features of one sample, and the extended set after them if `extended` (one segmentation for both)"
-    x, (r, g, b, y) = _prep(rgby, p); ws = p['work_size']
+    x, (r, g, b, y), (d, blue) = _prep(rgby, p)
     nlab, nareas, gmask, blab, bareas = _segment(x, g, p); nucm = nlab > 0
+    if not len(nareas) and blue.max() > blue.min():
+        warnings.warn(f'no nucleus found in a {blue.shape[0]}×{blue.shape[1]} sample with blue values {blue.min()}–{blue.max()} (8-bit) at a nucleus '
+                      f'diameter of {d:.1f} px ({"given" if p.get("diameter") else "estimated"}); features 9–10 use a typical nucleus')
     gf = g.astype(np.float64); gsum = gf.sum()
     f1 = gf[nucm].sum() / gsum if gsum > 0 else 0.
     gs = _stretch(g, p['stretch_q'])
@@ -165,16 +179,17 @@ def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
             f9, f10 = (bareas / na).mean(), (dist / np.sqrt(na / np.pi)).mean()
         else:
             a0 = _area(p, 'typical_nucleus')
-            f9, f10 = bareas.mean() / a0, ws / 2 / np.sqrt(a0 / np.pi)
+            f9, f10 = bareas.mean() / a0, np.sqrt(x.shape[0] * x.shape[1]) / 2 / np.sqrt(a0 / np.pi)
     res = [f1, f2, f3, f4, f5, f6, f7, f8, f9, f10]
-    if extended: res += _extended(x, (r, g, b, y), nlab, gmask)
+    if extended: res += _extended(x, (r, g, b, y), nlab, gmask, p['work_diameter'])
     return np.nan_to_num(np.array(res, np.float32), nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
 
-def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow); not `uint8`: converted by `as_uint8`
+def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow), any size; not `uint8`: converted by `as_uint8`
                      params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                     diameter:float|None=None, # Nucleus diameter in px (None: `params`', else `estimate_diameter`)
                     ) -> np.ndarray:
-    "The ten biological features of one H×W×4 `uint8` sample (red, green, blue, yellow), as float32[10]"
-    return _features(rgby, feature_params(params))
+    "The ten biological features of one H×W×4 sample (red, green, blue, yellow), measured at the nuclei's working scale, as float32[10]"
+    return _features(rgby, feature_params(params, diameter))
 
 # %% ../nbs/03_features.ipynb #0902f4ab
 EXTENDED_NAMES = ['pearson_green_red', 'pearson_green_yellow', 'pearson_green_blue',
@@ -188,10 +203,10 @@ def _pearson(a, b) -> float:
     a, b = a - a.mean(), b - b.mean(); d = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / d) if d > 0 else 0.
 
-def _extended(x, chans, nlab, gmask) -> list:
-    "The `EXTENDED_NAMES` features from the working-size sample `x`, its blurred channels, nuclei and green mask"
+def _extended(x, chans, nlab, gmask, diameter) -> list:
+    "The `EXTENDED_NAMES` features from the working-scale sample `x`, its blurred channels, nuclei, green mask and nucleus diameter"
     r, g, b, y = chans
-    cells = segment_cells(x, nlab)
+    cells = segment_cells(x, nlab, diameter)
     inside = cells > 0
     n = int(cells.max())
     if n == 0 or not inside.any(): return [0.] * len(EXTENDED_NAMES)
@@ -214,17 +229,19 @@ def _extended(x, chans, nlab, gmask) -> list:
 
 def extended_features(rgby, # One H×W×4 sample (red, green, blue, yellow)
                       params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                      diameter:float|None=None, # Nucleus diameter in px (None: `params`', else `estimate_diameter`)
                      ) -> np.ndarray:
     "The `EXTENDED_NAMES` features of one sample, measured inside its segmented cells, as float32[12]"
-    return _features(rgby, feature_params(params), extended=True)[len(FEATURE_NAMES):]
+    return _features(rgby, feature_params(params, diameter), extended=True)[len(FEATURE_NAMES):]
 
 # %% ../nbs/03_features.ipynb #27fc9365
 def feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                  diameter:float|None=None, # Nucleus diameter in px (None: `params`', else estimated)
                  ):
-    "Nucleus label image, blob label image and the blurred green at `work_size`: what the features see"
-    p = feature_params(params)
-    x, (r, g, b, y) = _prep(rgby, p)
+    "Nucleus label image, blob label image and the blurred green at the working scale: what the features see"
+    p = feature_params(params, diameter)
+    x, (r, g, b, y), _ = _prep(rgby, p)
     nlab, _, _, blab, _ = _segment(x, g, p)
     return nlab, blab, g
 
@@ -252,6 +269,8 @@ def _chunk_files(folder, ids) -> list[Path]:
     "Every channel file of samples `ids` in `folder`; a missing one is left out (its sample fails, and is retried)"
     fs = []
     for i in ids:
+        st = stack_file(folder, i)
+        if st is not None: fs.append(st)                                          # a multi-channel stack `{Id}.tif`
         for c in CHANNELS:
             try: fs.append(channel_file(folder, i, c))
             except HpaDataError: pass
@@ -273,7 +292,11 @@ def _compute_chunk(args):
     folder, ids, dest, params = args
     names, rows = _names(params), []
     for i in ids:
-        try: rows.append([i, *_features(open_rgby(folder, i), params, params.get('extended', False)), ''])
+        try:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter('always')
+                rows.append([i, *_features(open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')), params, params.get('extended', False)), ''])
+            for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)      # naming the sample (e.g. no nucleus found)
         except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
     df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
     if dest is not None:
@@ -348,10 +371,13 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
                   cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
                   extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
+                  diameter:float|None=None, # Nucleus diameter in px of these images (None: `params`', else estimated per image)
+                  channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                  ) -> pd.DataFrame:
     "DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed by their files"
-    folder = Path(folder); p = feature_params(params)
+    folder = Path(folder); p = feature_params(params, diameter)
     if extended: p = {**p, 'extended': True}                                      # its own cache key
+    if channel_order != 'rgby': p = {**p, 'channel_order': channel_order}
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     ids = list(ids) if ids is not None else find_ids(folder)
     if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
@@ -579,11 +605,12 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
                  ids=None, # Their Ids (default: every sample in `folder`)
                  n_workers=None, # Processes (default: all cores)
                  cache_dir=None, # Feature cache folder (default: beside `folder` if writable, else per-user)
+                 channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                 ):
     "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
     lk = feature_lookup(dls)
     if lk is None: return None
-    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir)
+    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir, channel_order=channel_order)
     lk.add(ft)
     return ft
 

@@ -6,29 +6,58 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/segment.html.md"""
 
 # %% ../nbs/01c_segment.ipynb #df8f1e18
 from __future__ import annotations
-import numpy as np, cv2, matplotlib.pyplot as plt
+import warnings, numpy as np, cv2, matplotlib.pyplot as plt
+from scipy import ndimage
 from skimage.segmentation import watershed
-from .data import rgby_composite
+from .data import rgby_composite, as_uint8
 
 # %% auto #0
-__all__ = ['as_uint8', 'segment_nuclei', 'segment_cells', 'label_outlines', 'show_segmentation']
+__all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'percentile_uint8', 'label_diameter', 'estimate_diameter', 'segment_nuclei',
+           'segmentation_f1', 'segment_cells', 'label_outlines', 'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
-def _scale(img) -> float:
-    "Lengths scale with the image: its geometric-mean side over 512 (the same for a field and its transpose)"
-    return float(np.sqrt(img.shape[0] * img.shape[1])) / 512
+HPA_DIAMETER = 50.   # Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
+WORK_DIAMETER = 25.  # Nuclei are segmented at the resolution where they span this many px (a Kaggle field at 256²)
 
-def as_uint8(x, # An image: `uint8`, `uint16` (÷ 257), floats in [0, 1] (× 255) or in [0, 255], or bool
-            ) -> np.ndarray:
-    "`x` as `uint8` on the 0–255 scale of an 8-bit HPA channel, the way `read_channel` converts 16-bit files"
+def _percentiles(x:np.ndarray, qs) -> np.ndarray:
+    "`np.percentile(x, qs)`; from a histogram (linear interpolation too) for 8- and 16-bit data, 10× faster than sorting"
+    if x.dtype not in (np.uint8, np.uint16): return np.percentile(x, qs)
+    cum = np.cumsum(np.bincount(x.ravel(), minlength=256))
+    pos = np.asarray(qs, np.float64) / 100 * (x.size - 1); lo = np.floor(pos).astype(np.int64)
+    v_lo = np.searchsorted(cum, lo, side='right'); v_hi = np.searchsorted(cum, np.minimum(lo + 1, x.size - 1), side='right')
+    return v_lo + (v_hi - v_lo) * (pos - lo)
+
+def percentile_uint8(x, # A 2-D image of any dtype
+                     lo:float=1., # Percentile mapped to 0
+                     hi:float=99.8, # Percentile mapped to 255 (raised to half the 99.99th when nuclei are few and small)
+                    ) -> np.ndarray:
+    "`x` stretched to `uint8` between its `lo` and `hi` percentiles (the csbdeep / cellpose convention), whatever its bit depth"
     x = np.asarray(x)
-    if x.dtype == np.uint8: return x
-    if x.dtype == bool: return x.astype(np.uint8) * 255
-    if x.dtype == np.uint16: return ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)          # rounded, as `read_channel`
-    if np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
-        if x.size and x.max() <= 1: x = x * 255.
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if x.dtype == bool: x = x.astype(np.uint8)                                    # a mask: 0 and 1
+    if x.size == 0: return np.zeros(x.shape, np.uint8)
+    if x.dtype.kind == 'f' and not np.isfinite(x).all(): raise ValueError('image has NaN or infinite values')
+    a, b, top = _percentiles(x, [lo, hi, 99.99])
+    b = max(b, a + (top - a) / 2)
+    if b <= a: return np.zeros(x.shape, np.uint8)
+    stretch = lambda v: np.clip((v - a) * (255 / (b - a)) + 0.5, 0, 255).astype(np.uint8)
+    if x.dtype in (np.uint8, np.uint16): return stretch(np.arange(256 if x.dtype == np.uint8 else 65536, dtype=np.float32))[x]   # a look-up table
+    return stretch(x.astype(np.float32))
+
+# %% ../nbs/01c_segment.ipynb #15cac8dd
+def _resize(img:np.ndarray, shape, nearest:bool=False) -> np.ndarray:
+    "`img` resized to `shape` (h, w): area filter shrinking, bilinear enlarging; `nearest` for label images (any dtype)"
+    h, w = shape
+    if img.shape[:2] == (h, w): return img
+    if nearest:
+        r = np.minimum(((np.arange(h) + 0.5) * img.shape[0] / h).astype(int), img.shape[0] - 1)
+        c = np.minimum(((np.arange(w) + 0.5) * img.shape[1] / w).astype(int), img.shape[1] - 1)
+        return img[r][:, c]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR)
+
+def _work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
+    "The (h, w) at which nuclei `diameter` px across in an image of `shape` span `work` px (unchanged within 5 %)"
+    f = work / diameter
+    return tuple(shape[:2]) if abs(f - 1) <= 0.05 else (max(8, int(round(shape[0] * f))), max(8, int(round(shape[1] * f))))
 
 def _fill_holes(mask:np.ndarray, max_area:float) -> np.ndarray:
     "`mask` (uint8 0/1) with its holes (background not reaching the border) of under `max_area` px filled"
@@ -46,45 +75,144 @@ def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
     remap = np.zeros(len(areas), np.int32); remap[keep] = np.arange(1, len(keep) + 1)
     return remap[lab]
 
+def _wmedian(v:np.ndarray, w:np.ndarray) -> float:
+    "Median of `v` weighted by `w`"
+    o = np.argsort(v); c = np.cumsum(w[o])
+    return float(v[o][np.searchsorted(c, c[-1] / 2)])
+
+def label_diameter(lab, # A label image (0 background)
+                  ) -> float:
+    "Area-weighted median equivalent-circle diameter (px) of the regions of `lab`; NaN if there are none"
+    a = np.bincount(np.asarray(lab).ravel())[1:].astype(np.float64); a = a[a > 0]
+    return _wmedian(2 * np.sqrt(a / np.pi), a) if len(a) else float('nan')
+
+# %% ../nbs/01c_segment.ipynb #665cbd06
+_K = WORK_DIAMETER / HPA_DIAMETER            # the lengths below were set for a 512² Kaggle field: × 0.5 at the working scale
+
+def _foreground(u:np.ndarray, sigma:float, dim:float, floor:float, min_area:float) -> np.ndarray:
+    "Foreground of uint8 `u` blurred by `sigma`: above `dim` of the way from its background level to Otsu's threshold"
+    bb = cv2.GaussianBlur(u, (0, 0), sigma)
+    t, _ = cv2.threshold(bb, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    below = bb[bb <= t]; bg = float(np.median(below)) if below.size else 0.
+    fg = (bb > max(bg + dim * (t - bg), bg + floor)).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    return _fill_holes(fg, 2 * min_area)
+
+def _split(fg:np.ndarray, sigma:float, seed_radius:float, min_peak:float, min_area:float) -> np.ndarray:
+    "Label image of `fg` split by a watershed of its distance transform, seeded at its maxima over discs of `seed_radius`"
+    d = cv2.GaussianBlur(cv2.distanceTransform(fg, cv2.DIST_L2, 5), (0, 0), sigma)
+    r = max(2, int(round(seed_radius)))
+    peaks = (d >= cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2*r + 1, 2*r + 1)))) & (d > min_peak) & (fg > 0)
+    _, seeds = cv2.connectedComponents(peaks.astype(np.uint8))
+    return _relabel(watershed(-d, seeds, mask=fg.astype(bool)).astype(np.int32), min_area)
+
+# %% ../nbs/01c_segment.ipynb #c608c899
+def _first_guess(u:np.ndarray, g:float) -> float:
+    "Area-weighted median diameter (px) of the foreground components of uint8 `u` shrunk by `g`: equivalent circles, or inscribed ones × 2.2"
+    small = _resize(u, (max(8, int(round(u.shape[0] * g))), max(8, int(round(u.shape[1] * g)))))
+    fg = _foreground(small, 1., 0.5, 4, 4)
+    n, lab, st, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1: return float('nan')
+    dt = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
+    rin = np.array([dt[sl][lab[sl] == k + 1].max() for k, sl in enumerate(ndimage.find_objects(lab, n - 1))])
+    area = st[1:, cv2.CC_STAT_AREA].astype(np.float64); deq = 2 * np.sqrt(area / np.pi)
+    ok = (rin >= 1.5) & (area >= 12)                                                 # specks measure nothing
+    if not ok.any(): return float('nan')
+    return _wmedian(np.where(deq < 2.6 * rin, deq, 2.2 * rin)[ok], area[ok]) / g
+
+def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size and bit depth
+                     ) -> float:
+    "The nuclei's typical diameter in px: a first guess from the foreground's components, refined by segmenting at it"
+    b = np.asarray(blue)
+    if b.ndim != 2: raise ValueError(f'expected a 2-D blue channel, got shape {b.shape}')
+    u = percentile_uint8(b)
+    g = min(1., 256 / max(u.shape)); d0 = _first_guess(u, g)
+    for _ in range(2):                                                                        # small nuclei: look closer
+        if g == 1 or (np.isfinite(d0) and d0 * g >= 12): break
+        g = min(1., 24 / d0 if np.isfinite(d0) else 4 * g); d0 = _first_guess(u, g)
+    if not np.isfinite(d0): return d0
+    lo, hi = 6., float(max(6, min(b.shape)))
+    lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16.)                                    # a coarser pass is enough to measure
+    d = label_diameter(lab)
+    return float(np.clip(d if np.isfinite(d) else d0, lo, hi))
+
 # %% ../nbs/01c_segment.ipynb #1836484a
-def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D `uint8` image of any size
-                   dim:float=0.5, # Foreground threshold as a share of Otsu's: lower keeps dimmer nuclei
-                   seed_radius:float|None=None, # Radius in px of the disc a seed must be the distance maximum of (default 12 at 512 px, scaled)
-                   min_area:float|None=None, # Smallest nucleus in px (default 200 at 512 px, scaled by area)
+def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None, work:float=WORK_DIAMETER) -> np.ndarray:
+    "Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to `u`'s size"
+    ws = _work_shape(u.shape, diameter, work); f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1])); k = work / HPA_DIAMETER
+    x = _resize(u, ws)
+    sig, r, ma, floor = 2 * k, 12 * k, 200 * k**2, 3 * k
+    if seed_radius is not None: r = seed_radius * f
+    if min_area is not None: ma = min_area * f * f
+    fg = _foreground(x, sig, dim, 4, ma)
+    if not fg.any(): return np.zeros(u.shape, np.int32)
+    return _relabel(_resize(_split(fg, sig, r, floor, ma), u.shape, nearest=True), 1)
+
+def _default_diameter(shape) -> float:
+    "The diameter assumed when none can be measured: a Kaggle field of view (`HPA_DIAMETER` at 512 px)"
+    return HPA_DIAMETER * float(np.sqrt(shape[0] * shape[1])) / 512
+
+def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D image of any size and bit depth
+                   diameter:float|None=None, # Nucleus diameter in px (None: `estimate_diameter`)
+                   dim:float=0.5, # Foreground threshold: this share of the way from the background level to Otsu's
+                   seed_radius:float|None=None, # Radius in px of the disc a seed must be the distance maximum of (default 0.24 × diameter)
+                   min_area:float|None=None, # Smallest nucleus in px (default 0.08 × diameter²)
                   ) -> np.ndarray:
     "Label image of the nuclei (0 background, 1..n): touching nuclei split by a seeded watershed on the distance transform"
     b = np.asarray(blue)
     if b.ndim != 2: raise ValueError(f'expected a 2-D blue channel, got shape {b.shape}')
-    b = as_uint8(b); s = _scale(b); sig = max(1., 2 * s)
-    min_area = 200 * s * s if min_area is None else min_area
-    bb = cv2.GaussianBlur(b, (0, 0), sig)
-    t, _ = cv2.threshold(bb, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    fg = (bb > max(dim * t, 4)).astype(np.uint8)
-    fg = _fill_holes(cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))), 2 * min_area)
-    if not fg.any(): return np.zeros(b.shape, np.int32)
-    d = cv2.GaussianBlur(cv2.distanceTransform(fg, cv2.DIST_L2, 5), (0, 0), sig)
-    r = max(2, int(round(12 * s if seed_radius is None else seed_radius)))
-    peaks = (d >= cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2*r + 1, 2*r + 1)))) & (d > 3 * s) & (fg > 0)
-    _, seeds = cv2.connectedComponents(peaks.astype(np.uint8))
-    lab = watershed(-d, seeds, mask=fg.astype(bool))
-    return _relabel(lab.astype(np.int32), min_area)
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0): raise ValueError(f'diameter must be a positive number of px, got {diameter!r}')
+    u = percentile_uint8(b)
+    if u.max() == 0 and (not b.size or b.max() == b.min()): return np.zeros(b.shape, np.int32)       # an empty field
+    d = estimate_diameter(b) if diameter is None else float(diameter)
+    how = 'given' if diameter is not None else 'estimated'
+    if not np.isfinite(d): d, how = _default_diameter(b.shape), 'assumed: a Kaggle field of view'
+    lab = _nuclei(u, d, dim, seed_radius, min_area)
+    if lab.max() == 0:
+        warnings.warn(f'segment_nuclei: no nucleus found in a {b.shape[0]}×{b.shape[1]} {b.dtype} image with values {b.min()}–{b.max()} '
+                      f'at a nucleus diameter of {d:.1f} px ({how}); pass `diameter=` if its nuclei are another size')
+    return lab
+
+# %% ../nbs/01c_segment.ipynb #4308cf7e
+def segmentation_f1(pred, # Predicted label image (0 background)
+                    truth, # True label image of the same shape
+                    iou:float=0.5, # A match needs an intersection over union above this (≥ 0.5: one-to-one)
+                   ) -> dict:
+    "F1, precision and recall of the regions of `pred` matched to those of `truth` at IoU > `iou`"
+    p, t = np.asarray(pred, np.int64).ravel(), np.asarray(truth, np.int64).ravel()
+    if p.shape != t.shape: raise ValueError(f'label images of different sizes: {np.shape(pred)} and {np.shape(truth)}')
+    n_p, n_t = int(p.max(initial=0)), int(t.max(initial=0))
+    ap, at = np.bincount(p, minlength=n_p + 1)[1:], np.bincount(t, minlength=n_t + 1)[1:]
+    n_p, n_t = int((ap > 0).sum()), int((at > 0).sum())
+    both = (p > 0) & (t > 0)
+    inter = np.bincount(p[both] * (len(at) + 1) + t[both], minlength=(len(ap) + 1) * (len(at) + 1)).reshape(len(ap) + 1, -1)[1:, 1:]
+    tp = int((inter / np.maximum(ap[:, None] + at[None] - inter, 1) > iou).sum())
+    return dict(f1=2 * tp / max(n_p + n_t, 1) if n_p + n_t else 1., precision=tp / n_p if n_p else 1., recall=tp / n_t if n_t else 1.,
+                n_pred=n_p, n_true=n_t)
 
 # %% ../nbs/01c_segment.ipynb #731ee54d
-def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow)
+def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow), any bit depth
                   nuclei=None, # Its nuclei (`segment_nuclei` of the blue channel if None)
-                  dim:float=0.5, # Cytoplasm threshold as a share of Otsu's
+                  diameter:float|None=None, # Nucleus diameter in px (None: measured from the nuclei, or estimated)
+                  dim:float=0.5, # Cytoplasm threshold: this share of the way from the background level to Otsu's
                  ) -> np.ndarray:
     "Label image of the cells (0 background): cell k grown from nucleus k over the red + yellow cytoplasm signal"
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
-    x = as_uint8(x)
-    nuc = segment_nuclei(np.ascontiguousarray(x[..., 2])) if nuclei is None else np.asarray(nuclei, np.int32)
+    nuc = segment_nuclei(np.ascontiguousarray(x[..., 2]), diameter) if nuclei is None else np.asarray(nuclei, np.int32)
     if nuc.shape != x.shape[:2]: raise ValueError(f'nuclei of shape {nuc.shape} for an image of {x.shape[:2]}')
     if nuc.max() == 0: return nuc.copy()
-    c = cv2.GaussianBlur(cv2.addWeighted(x[..., 0], 0.5, x[..., 3], 0.5, 0), (0, 0), max(1., 2 * _scale(x)))
+    d = label_diameter(nuc) if diameter is None else float(diameter)
+    ws = _work_shape(x.shape, d)
+    c = _resize(percentile_uint8(x[..., 0].astype(np.float32) + x[..., 3]), ws)
+    c = cv2.GaussianBlur(c, (0, 0), max(1., 2 * _K))
     t, _ = cv2.threshold(c, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    fg = (c > max(dim * t, 2)) | (nuc > 0)
-    return watershed(-c.astype(np.float32), nuc, mask=fg).astype(np.int32)
+    below = c[c <= t]; bg = float(np.median(below)) if below.size else 0.
+    nw = _resize(nuc, ws, nearest=True)
+    cells = watershed(-c.astype(np.float32), nw, mask=(c > max(bg + dim * (t - bg), bg + 2)) | (nw > 0)).astype(np.int32)
+    cells = _resize(cells, nuc.shape, nearest=True)
+    cells[nuc > 0] = nuc[nuc > 0]                                                     # every nucleus pixel in its own cell
+    return cells
 
 # %% ../nbs/01c_segment.ipynb #f87a2f7b
 def label_outlines(lab:np.ndarray, # A label image (0 background)

@@ -37,7 +37,7 @@ def store_path(folder, # The image folder that is packed
 
 # %% ../nbs/01b_store.ipynb #158b2222
 def _source_files(folder:Path, ids, channels) -> dict:
-    "Id → its channel files (first extension found, as `channel_file` does), or the error message for a missing one"
+    "Id → its channel files (first extension found, as `channel_file` does) or its stack, or the error message for a missing one"
     have, res = set(os.listdir(folder)), {}
     for i in ids:
         fs = []
@@ -45,7 +45,8 @@ def _source_files(folder:Path, ids, channels) -> dict:
             name = next((f'{i}_{c}{e}' for e in IMG_EXTS if f'{i}_{c}{e}' in have), None)
             if name is None: fs = f'sample {i!r}: no {c} channel file ({i}_{c}.png/.jpg) in {folder}'; break
             fs.append(folder/name)
-        res[i] = fs
+        stack = next((f'{i}{e}' for e in STACK_EXTS if f'{i}{e}' in have), None)
+        res[i] = [folder/stack] if isinstance(fs, str) and stack else fs              # a multi-channel stack `{Id}.tif`
     return res
 
 def _fingerprints(folder:Path, ids, channels) -> list:

@@ -6,13 +6,13 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/test_utils.html.md"""
 
 # %% ../nbs/09_test_utils.ipynb #75e3a912
 from __future__ import annotations
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, cv2
 from pathlib import Path
 from .core import *
 from .data import write_rgby, find_ids
 
 # %% auto #0
-__all__ = ['REAL_SAMPLE_ID', 'NO_REAL_DATA', 'fake_hpa', 'real_data', 'real_sample', 'needs_real']
+__all__ = ['REAL_SAMPLE_ID', 'NO_REAL_DATA', 'fake_hpa', 'real_data', 'real_sample', 'needs_real', 'drawn_nuclei']
 
 # %% ../nbs/09_test_utils.ipynb #79a0ed25
 def fake_hpa(dest, # Folder to write (created if missing)
@@ -55,3 +55,41 @@ def needs_real(start=None, # Where to start looking for the real files
     "A pytest mark that skips a test when the real HPA files are absent"
     import pytest
     return pytest.mark.skipif(real_hpa_path(start) is None, reason=NO_REAL_DATA)
+
+# %% ../nbs/09_test_utils.ipynb #e2131180
+def _ellipse(shape, centre, axes, angle) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), angle, 0, 360, 1, -1)
+    return m.astype(bool)
+
+def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
+                 n:int=24, # Nuclei to place (fewer if they do not fit)
+                 size=None, # Side, or (height, width), of the field (default: from `diameter` and `n`)
+                 bits:int=8, # Bit depth of the values (8: uint8; more: uint16)
+                 touching:float=0.35, # Share of placements that are a touching pair
+                 background:float=0.08, # Background level, a share of the full range
+                 noise:float=0.02, # Standard deviation of the noise, a share of the full range
+                 seed:int=0, # Random seed
+                ) -> tuple: # (the blue channel, its true label image)
+    "A drawn blue field of elliptic nuclei `diameter` px across, some in touching pairs, at a bit depth, and its true masks"
+    rng = np.random.default_rng(seed)
+    if size is None: size = int(np.clip(diameter * np.sqrt(n * np.pi) * 1.1, 96, 1024))
+    shape = (size, size) if np.isscalar(size) else tuple(size)
+    truth, img, k = np.zeros(shape, np.int32), np.zeros(shape, np.float32), 0
+    for _ in range(50 * n):
+        if k >= n: break
+        a, e, ang = diameter / 2 * rng.uniform(0.85, 1.15), rng.uniform(1.0, 1.35), rng.uniform(0, 180)
+        ax, bx = a * np.sqrt(e), a / np.sqrt(e)
+        c = (rng.uniform(ax, shape[1] - ax), rng.uniform(ax, shape[0] - ax)); cs = [c]
+        if rng.random() < touching:
+            t = rng.uniform(0, 2 * np.pi); cs.append((c[0] + 1.75 * bx * np.cos(t), c[1] + 1.75 * bx * np.sin(t)))
+        ms = [_ellipse(shape, p, (ax, bx), ang) for p in cs]
+        near = cv2.dilate((truth > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if any((m & near).any() or m.sum() < 0.6 * np.pi * ax * bx for m in ms): continue      # apart from the others, inside
+        for j, m in enumerate(ms):
+            m = m & (truth == 0); k += 1; truth[m] = k
+            img[m] = rng.uniform(0.35, 1.0) * (1 - 0.3 * rng.random(int(m.sum())))
+    img = cv2.GaussianBlur(img, (0, 0), max(0.5, diameter / 40))
+    img = background + (1 - background) * 0.9 * img + rng.normal(0, noise, shape)
+    top = 2 ** bits - 1
+    return np.clip(np.rint(img * top), 0, top).astype(np.uint8 if bits <= 8 else np.uint16), truth

@@ -112,6 +112,30 @@ def test_cli_pack_train_predict(toyset, tmp_path, capsys):
     assert len(sub) == len(LAYOUTS) and len(sub.PredictionString[0].split()) == 3 * 28 * len(LAYOUTS[0])
     with pytest.raises(SystemExit) as e: hpa_cells(['predict', str(tmp_path), str(toyset/'train')])
     assert e.value.code == 1
+    tab = pd.read_csv(run/'cells.csv', keep_default_na=False)                  # the per-cell table, beside the submission
+    assert len(tab) == sum(map(len, LAYOUTS)) and {'Id', 'cell', 'x', 'y', 'x0', 'y1', 'area', 'rle'} <= set(tab.columns)
+    _stacks_predict(toyset, tmp_path, run, capsys)
+
+def _stacks_predict(toyset, tmp_path, run, capsys):
+    "A user's 16-bit, 2.5x magnified, non-square OME-TIFF stacks through `hpa-cells predict`: a table per cell, not a silent empty result"
+    import tifffile, cv2
+    from hpa_fastai.data import open_rgby
+    (tmp_path/'mine').mkdir()
+    for k in range(3):
+        x = open_rgby(toyset/'train', f'img{k}')
+        big = cv2.resize(x, (200, 160), interpolation=cv2.INTER_LINEAR).astype(np.uint16) * 200        # 16-bit, nuclei ~25 px
+        tifffile.imwrite(tmp_path/'mine'/f'm{k}.ome.tif', big.transpose(2, 0, 1), metadata={'axes': 'CYX'})
+    hpa_cells(['predict', str(run), str(tmp_path/'mine'), '--out', str(tmp_path/'msub.csv'), '--table', str(tmp_path/'mine.parquet'),
+               '--features', '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')])
+    tab = pd.read_parquet(tmp_path/'mine.parquet')
+    assert len(tab) == sum(map(len, LAYOUTS[:3])) and tab.x1.max() <= 200 and tab.y1.max() <= 160 and 'green_in_nucleus' in tab
+    assert 'warning: no cell' not in capsys.readouterr().out
+    pytest.importorskip('anndata')
+    import anndata
+    hpa_cells(['predict', str(run), str(tmp_path/'mine'), '--out', str(tmp_path/'msub.csv'), '--table', str(tmp_path/'mine.h5ad'),
+               '--n-workers', '0', '--cache-dir', str(tmp_path/'cache')])
+    ad = anndata.read_h5ad(tmp_path/'mine.h5ad')
+    assert ad.shape == (len(tab), 28) and ad.obs.Id.nunique() == 3 and ad.obsm['spatial'].shape == (len(tab), 2)
 
 def test_finish_streams_chunks(toyset, tmp_path):
     "The chunks are gathered one at a time: peak RAM of `_finish_cells` does not grow with the number of chunks"

@@ -25,6 +25,25 @@ def test_synth_train_predict(tmp_path):
     assert pd.read_csv(tmp_path/'p2.csv', dtype=str, keep_default_na=False).equals(sub)  # weights-only form, packed test set
     run(['hpa-features', 'data/train', '--out', 'f.csv', '--n-workers', '0'], tmp_path)
     assert len(pd.read_csv(tmp_path/'f.csv')) == 40
+    _your_microscope(tmp_path, r)
+
+def _your_microscope(tmp_path, r):
+    "A user's folder: 12-bit OME-TIFF stacks, non-square, nuclei twice HPA's size, no CSV -> one row per image"
+    import tifffile, cv2
+    from hpa_fastai.data import open_rgby, find_ids
+    (tmp_path/'mine').mkdir()
+    for i in find_ids(tmp_path/'data'/'test')[:3]:
+        x = open_rgby(tmp_path/'data'/'test', i)
+        big = cv2.resize(x, (2 * x.shape[1], int(1.5 * x.shape[0])), interpolation=cv2.INTER_LINEAR)          # 192 x 144
+        tifffile.imwrite(tmp_path/'mine'/f'{i}.ome.tif', (big.transpose(2, 0, 1).astype(np.uint16) * 16), metadata={'axes': 'CYX'})
+    out = run(['hpa-predict', str(r/'model.pth'), 'mine', '--out', 'mine.csv', '--diameter', '40'], tmp_path)
+    pr = pd.read_csv(tmp_path/'mine.csv', keep_default_na=False)
+    assert len(pr) == 3 and list(pr.columns[:2]) == ['Id', 'Predicted'] and pr.shape[1] == 30
+    assert ((pr.iloc[:, 2:] >= 0) & (pr.iloc[:, 2:] <= 1)).all().all()
+    run(['hpa-features', 'mine', '--out', 'mf.parquet', '--n-workers', '0'], tmp_path)
+    assert len(pd.read_parquet(tmp_path/'mf.parquet')) == 3
+    bad = subprocess.run(['hpa-predict', str(r/'model.pth'), 'mine', '--channel-order', 'rgb'], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode != 0 and "4 channels, but the channel order 'rgb' names 3" in bad.stderr     # names the file
 
 def test_train_bad_path(tmp_path):
     r = subprocess.run(['hpa-train', '--path', 'nowhere'], cwd=tmp_path, capture_output=True, text=True)

@@ -35,11 +35,11 @@ def test_always_finite(x):
 def test_ranges_on_structured_input():
     x = np.zeros((128, 128, 4), np.uint8)
     b = np.zeros((128, 128), np.uint8); cv2.circle(b, (64, 64), 20, 200, -1); x[..., 2] = b
-    g = np.zeros((128, 128), np.uint8); cv2.circle(g, (64, 64), 5, 250, -1); x[..., 1] = g
+    g = np.zeros((128, 128), np.uint8); cv2.circle(g, (64, 64), 8, 250, -1); x[..., 1] = g
     f = extract_features(x)
     assert f[0] > 0.95          # all green inside the nucleus
     assert f[9] == 0            # the blob sits in the nucleus
-    assert 0.8 < f[6] < 1.3 and 0.9 < f[7] < 1.2   # one round dot
+    assert 0.8 < f[6] < 1.3 and 0.9 < f[7] < 1.2   # one round dot (a third of its nucleus across: above the smallest blob at this scale)
 
 def test_bad_shape():
     with pytest.raises(ValueError, match='H×W×4'): extract_features(np.zeros((10, 10, 3), np.uint8))
@@ -268,7 +268,7 @@ def _alive(pid) -> bool:
     except OSError: return False
 
 def _slow_features(folder):
-    feature_table(folder, n_workers=2, chunk_size=1, cache=False, params=dict(work_size=1024))   # ~0.4 s a sample
+    feature_table(folder, n_workers=2, chunk_size=1, cache=False, params=dict(diameter=6, work_diameter=200))   # ~0.4 s a sample at 1067²
 
 @pytest.mark.skipif(not Path('/proc/self/task').exists() or not list(Path('/proc/self/task').glob('*/children')),
                     reason='needs Linux /proc/<pid>/task/*/children')
@@ -292,3 +292,46 @@ def test_killed_parent_leaves_no_workers(tmp_path):
         for k in kids:
             try: os.kill(k, signal.SIGKILL)
             except ProcessLookupError: pass
+
+# --- one scale, any bit depth (issue 21) ---
+from hpa_fastai.features import feature_params, feature_params_key, feature_masks
+from hpa_fastai.test_utils import drawn_nuclei
+
+def _drawn_sample(diameter=24, seed=0):
+    blue, truth = drawn_nuclei(diameter, n=16, seed=seed, touching=0.2)
+    cyto = cv2.dilate((truth > 0).astype(np.uint8) * 110, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(diameter) | 1,) * 2))
+    green = ((truth % 3 == 0) & (truth > 0)).astype(np.uint8) * 180
+    return np.stack([cyto, green, blue, cyto], -1)
+
+def test_scale_in_params_and_cache_key():
+    assert FEATURE_PARAMS['diameter'] is None and FEATURE_PARAMS['work_diameter'] == 25
+    assert feature_params_key(feature_params(diameter=30)) != feature_params_key(feature_params())
+    assert feature_params(dict(sigma=2.), diameter=12)['diameter'] == 12.
+
+def test_features_any_bit_depth():
+    x = _drawn_sample()
+    f8 = extract_features(x)
+    np.testing.assert_allclose(extract_features(x.astype(np.uint16) * 16), f8, rtol=1e-2, atol=1e-3)     # 12-bit: the same up to rounding
+    np.testing.assert_allclose(extract_features(x.astype(np.uint16) * 257), f8, rtol=1e-5, atol=1e-6)    # full-range 16-bit
+
+def test_features_follow_the_nuclei_not_the_side():
+    "The same field at 2x magnification: measured at the same working scale, so the features barely move"
+    x = _drawn_sample(20, seed=1)
+    big = cv2.resize(x, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    f, fb = extract_features(x), extract_features(big)
+    assert feature_masks(big)[0].shape == feature_masks(x)[0].shape or abs(feature_masks(big)[0].shape[0] - feature_masks(x)[0].shape[0]) <= 8
+    np.testing.assert_allclose(fb[[0, 5, 8]], f[[0, 5, 8]], rtol=0.15, atol=0.02)   # green in nuclei, green area, blob / nucleus area
+    given = extract_features(big, diameter=40)
+    assert np.isfinite(given).all()
+
+def test_non_square_sample():
+    x = _drawn_sample(20, seed=2); wide = np.ascontiguousarray(np.concatenate([x, x[:, ::-1]], 1))   # twice as wide as high
+    nlab, blab, g = feature_masks(wide)
+    assert abs(nlab.shape[1] / nlab.shape[0] - 2) < 0.05                   # kept in shape, not squashed to a square
+    assert np.isfinite(extract_features(wide)).all()
+
+def test_no_nucleus_warns_naming_the_range():
+    x = np.zeros((64, 64, 4), np.uint8)
+    b = x[..., 2].copy(); cv2.circle(b, (32, 32), 3, 90, -1); x[..., 2] = b          # a 7-px nucleus, said to be 200 px across
+    with pytest.warns(UserWarning, match=r'blue values 0–90 \(8-bit\) at a nucleus diameter of 200.0 px \(given\)'):
+        extract_features(x, diameter=200)

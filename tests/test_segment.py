@@ -48,3 +48,55 @@ def test_real_sample():
     assert 30 <= nuc.max() <= 42                    # 36-37 by eye and by a reference watershed
     cells = segment_cells(x, nuc)
     assert len(np.unique(cells)) - 1 == nuc.max()
+
+# --- one scale, any bit depth (issue 21) ---
+import warnings
+from hpa_fastai.segment import estimate_diameter, segmentation_f1, label_diameter
+from hpa_fastai.test_utils import drawn_nuclei
+
+@pytest.mark.parametrize('diameter', [10, 16, 30, 50, 80])
+@pytest.mark.parametrize('bits', [8, 12, 16])
+def test_drawn_fields_every_scale(diameter, bits):
+    "Nuclei 10-80 px across, a third in touching pairs: F1 at IoU 0.5 >= 0.85 with the diameter given, >= 0.75 estimated"
+    blue, truth = drawn_nuclei(diameter, bits=bits, seed=diameter * 7 + bits)
+    assert blue.dtype == (np.uint8 if bits == 8 else np.uint16)
+    assert segmentation_f1(segment_nuclei(blue, diameter=diameter), truth)['f1'] >= 0.85
+    assert segmentation_f1(segment_nuclei(blue), truth)['f1'] >= 0.75
+    assert abs(estimate_diameter(blue) / label_diameter(truth) - 1) < 0.25
+
+def test_large_field_agrees_with_its_small_version():
+    blue, truth = drawn_nuclei(24, n=30, seed=3)
+    small = segment_nuclei(blue)
+    big = segment_nuclei(cv2.resize(blue, None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR))     # a 4x magnified field
+    assert big.max() == small.max()
+    assert segmentation_f1(cv2.resize(big, blue.shape[::-1], interpolation=cv2.INTER_NEAREST), small)['f1'] >= 0.95
+
+def test_non_square_field():
+    blue, truth = drawn_nuclei(20, size=(128, 384), n=30, seed=5)
+    lab = segment_nuclei(blue)
+    assert lab.shape == (128, 384) and segmentation_f1(lab, truth)['f1'] >= 0.85
+
+def test_low_range_16bit_not_empty():
+    "The issue's case: 8-bit values stored as uint16 once gave 0 nuclei without a word"
+    blue, truth = drawn_nuclei(24, seed=2)
+    lab = segment_nuclei(blue.astype(np.uint16))
+    assert segmentation_f1(lab, truth)['f1'] >= 0.85
+    dim = (blue.astype(np.uint16) * 3).astype(np.uint16)                         # a dim 12-bit camera image
+    assert segmentation_f1(segment_nuclei(dim), truth)['f1'] >= 0.85
+
+def test_empty_result_warns_with_range_and_diameter():
+    speck = np.zeros((256, 256), np.uint16); speck[100:103, 100:103] = 900
+    with pytest.warns(UserWarning, match=r'values 0–900 at a nucleus diameter of 60.0 px \(given\)'):
+        assert segment_nuclei(speck, diameter=60).max() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert segment_nuclei(np.zeros((64, 64), np.uint16)).max() == 0           # an empty field: silent
+
+def test_cells_at_another_scale():
+    "Cells grown at the nuclei's working scale, brought back to the field's size"
+    blue, truth = drawn_nuclei(60, n=10, seed=4, touching=0)
+    cyto = cv2.dilate((truth > 0).astype(np.uint8) * 120, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41)))
+    x = np.stack([cyto, blue // 8, blue, cyto], -1).astype(np.uint16) * 16          # 12-bit
+    nuc = segment_nuclei(x[..., 2]); cells = segment_cells(x, nuc)
+    assert cells.shape == blue.shape and cells.max() == nuc.max() >= 9
+    assert (cells[nuc > 0] == nuc[nuc > 0]).all() and (cells > 0).sum() > 1.5 * (nuc > 0).sum()
