@@ -537,9 +537,9 @@ def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='
     return given + default[len(given):]               # a given Kaggle store; the external folder's default one
 
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
-                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None):
+                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None, dedup=True):
     "`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and normalisation, batches read whole"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv)
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup)
     ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
     sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
     if external is not None: sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
