@@ -146,3 +146,17 @@ def test_cli(tmp_path):
     assert (tmp_path/'g_report.txt').read_text().splitlines()[0] in r.stdout
     bad = _cli(['nowhere'], tmp_path)
     assert bad.returncode == 1 and 'hpa-dedup: error: nowhere: folder not found' in bad.stderr
+
+def test_fingerprint_records_grouping(tmp_path):
+    from hpa_fastai.cli import data_fingerprint, TrainConfig
+    from hpa_fastai.dedup import stem_duplicates
+    data = _planted(tmp_path, n=12, n_copies=2)
+    df = read_labels(data/'train.csv'); stems = [data/'train'/i for i in df.Id]
+    fp = data_fingerprint(data, df.Id, groups=stem_duplicates(stems, n_workers=0))
+    assert fp['grouping']['n_groups'] == 12 and fp['grouping']['n_in_groups'] == 4 and len(fp['grouping']['hash']) == 16
+    assert 'grouping' not in data_fingerprint(data, df.Id)
+    assert TrainConfig().dedup is True and TrainConfig(dedup=False).check().dedup is False
+    script = tmp_path/'hpa_train_entry.py'
+    script.write_text('import sys\nfrom hpa_fastai.cli import hpa_train\nsys.exit(hpa_train())\n')
+    r = subprocess.run([sys.executable, str(script), '--help'], capture_output=True, text=True, timeout=300)
+    assert '--no-dedup' in r.stdout
