@@ -22,17 +22,19 @@ from .features import FeatureTensor, feature_lookup
 from .features import feature_table, add_features, hpa_dataloaders
 from .learner import *
 from .inference import *
-from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance
+from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance, threshold_fallbacks
 from .dedup import stem_duplicates, stem_groups, grouping_fingerprint
+from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
 
 # %% auto #0
-__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RUN_FILES', 'SEEDS_FILES', 'HpaConfigError',
-           'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'TrainingDiverged',
-           'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner', 'find_lr',
-           'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint',
-           'train_learner', 'score', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
-           'distributed_state', 'broadcast', 'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data',
-           'cli_errors', 'hpa_train', 'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RECIPES', 'LR_RULES', 'RUN_FILES',
+           'SEEDS_FILES', 'HpaConfigError', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint',
+           'build_data', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups',
+           'build_learner', 'find_lr', 'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom',
+           'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'baselines_for', 'evaluate', 'predict_test',
+           'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state', 'broadcast', 'baselines_line',
+           'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data', 'cli_errors', 'hpa_train',
+           'store_test_dl', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
@@ -51,7 +53,7 @@ def fixed_threshold(method, # A threshold method name, or a number such as '0.4'
 class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
     size:int=64 # Image size the network sees
-    bs:int=32 # Batch size
+    bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
     epochs:int=8 # Epochs
     lr:float|None=None # Learning rate (None: lr_find's valley)
     arch:str='resnet34' # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
@@ -65,6 +67,8 @@ class TrainConfig:
     cycle_len:float=2. # Cycle length in epochs for the clr schedule
     extra_dropout:float=0. # The paper's additional dropout (e.g. 0.5), placed by `dropout_at`
     dropout_at:str='last' # Where extra_dropout acts: 'last' (before the last FC layer, the paper's) or 'concat'
+    feature_skip:bool=True # Also a linear path from the features to the logits (ours; False: the paper's head alone)
+    prior_bias:bool=True # Start the output bias at the training classes' log-odds (False: at zero)
     threshold_method:str='f1' # f1, freq, global, or a fixed value such as '0.4'
     tta:str='mean' # Dihedral TTA: mean, max or none
     fp16:bool=False # Alias of precision='fp16'
@@ -76,6 +80,11 @@ class TrainConfig:
     dedup:bool=True # Keep near-duplicate samples (hpa_fastai.dedup) on one side of the split and of the threshold folds
     n:int|None=None # Use only the first n labelled samples
     num_workers:int|None=None # DataLoader workers
+
+    @property
+    def recipe(self) -> str:
+        "'pretrained' when starting from ImageNet weights, else 'scratch': the training recipe `RECIPES` describes"
+        return 'pretrained' if self.pretrained or self.weights else 'scratch'
 
     def problems(self) -> list:
         "What is wrong with these settings, each with what to change (empty when all is well)"
@@ -221,7 +230,8 @@ def build_learner(dls:DataLoaders, # From `build_data`
                  ) -> Learner:
     "The fused 4-channel learner of `cfg`, guarded against divergence"
     learn = hpa_learner(dls, arch=cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
-                        loss=cfg.loss, extra_dropout=cfg.extra_dropout, dropout_at=cfg.dropout_at, path=run or '.', cbs=[DivergenceGuard()])
+                        loss=cfg.loss, extra_dropout=cfg.extra_dropout, dropout_at=cfg.dropout_at, feature_skip=cfg.feature_skip,
+                        init_bias='prior' if cfg.prior_bias else None, path=run or '.', cbs=[DivergenceGuard()])
     use_gpu_speedups(learn, cfg)
     if plain is None: plain = not sys.stdout.isatty() and not IN_NOTEBOOK
     if plain:
@@ -230,21 +240,30 @@ def build_learner(dls:DataLoaders, # From `build_data`
     return learn
 
 # %% ../nbs/06_cli.ipynb #fc4eb28e
+RECIPES = {
+    'scratch': "random weights: one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest loss), "
+               "output bias at the class priors",
+    'pretrained': "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from lr_find's valley",
+}
+LR_RULES = {'scratch': ('minimum', 1e-2), 'pretrained': ('valley', 1e-3)}   # recipe → (lr_find suggestion, fallback rate)
+
 def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
             plot=None, # Save lr_find's plot to this file
             default:float=1e-3, # The rate used when the suggestion can't be trusted
             num_it:int|None=None, # Iterations (default: three epochs' batches, between 50 and 100; several epochs on a small data set)
+            suggestion:str='valley', # fastai's suggestion to use: 'valley' (pretrained bodies) or 'minimum' (random weights)
            ) -> float:
-    "lr_find's valley, or `default` with a warning when the valley sits at the edge of the range searched"
+    "lr_find's `suggestion`, or `default` with a warning when it sits at the edge of the range searched"
+    if suggestion not in ('valley', 'minimum'): raise ValueError(f"suggestion must be 'valley' or 'minimum', got {suggestion!r}")
     num_it = max(50, num_it or min(100, 3 * len(learn.dls.train)))
-    sug = learn.lr_find(start_lr=1e-7, end_lr=10, num_it=num_it, show_plot=plot is not None)
+    sug = learn.lr_find(start_lr=1e-7, end_lr=10, num_it=num_it, show_plot=plot is not None, suggest_funcs=(valley, minimum))
     if plot is not None:
         with atomic_write(plot, mode=None) as tmp: plt.savefig(tmp, dpi=80)
         plt.close('all')
-    lrs = np.asarray(learn.recorder.lrs); lr = float(sug.valley)
+    lrs = np.asarray(learn.recorder.lrs); lr = float(getattr(sug, suggestion))
     pos = np.searchsorted(lrs, lr) / max(len(lrs) - 1, 1) if len(lrs) else 0.
     if not math.isfinite(lr) or len(lrs) < 20 or pos < 0.1 or pos > 0.9:
-        warnings.warn(f'lr_find: the valley {lr:.2e} lies at the edge of the {len(lrs)} rates tried (or too few were tried); '
+        warnings.warn(f'lr_find: the {suggestion} {lr:.2e} lies at the edge of the {len(lrs)} rates tried (or too few were tried); '
                       f'using the default learning rate {default:.0e} instead. Pass --lr to choose one.')
         _log(f'lr_find: suggestion {lr:.2e} at the edge of the range: using the default {default:.0e} (pass --lr to choose)')
         return default
@@ -336,8 +355,9 @@ def train_learner(learn:Learner, # From `build_learner`
     if lr is not None: pass
     elif resume is not None: lr = resume['info']['lr']
     elif cfg.lr is None:
-        lr = find_lr(learn, run/'lr_find.png' if run else None)
-        _log(f'lr_find: {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
+        rule, fallback = LR_RULES[cfg.recipe]
+        lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, suggestion=rule)
+        _log(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
     else: lr = cfg.lr
     for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
         prepare()
@@ -381,8 +401,33 @@ def _fit(probs, targs, cfg:TrainConfig, groups=None):
     if len(probs) < 4 or (groups is not None and len(set(groups)) < 4): return th, th, True   # too few samples to cross-fit: said to be in-sample
     return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, groups=groups), False
 
+def fit_baselines(learn:Learner, # A learner whose training split is labelled
+                  cfg:TrainConfig, # The run's settings
+                 ) -> dict:
+    "What the baselines need: the training targets and, for a fused run, the features-only regression fitted on them"
+    yt = dataset_targets(learn.dls.train_ds)
+    fo = FeaturesOnly().fit(dataset_features(learn.dls), yt) if cfg.features and yt is not None else None
+    return dict(train_targets=yt, features_only=fo)
+
+def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `evaluate` for the test split)
+                  targs, # Targets of the split scored
+                  feats=None, # Its features (a fused run)
+                  thresholds=None, # Thresholds of the features-only probabilities (None: fitted here, cross-fitted for scoring)
+                  cfg:TrainConfig|None=None, # The run's settings (threshold method, seed)
+                 ) -> tuple:
+    "Macro-F1 of each baseline on one split, their per-class F1, and the features-only thresholds fitted on it"
+    fo, p, th = base['features_only'], None, None
+    if fo is not None and feats is not None:
+        p = fo.predict(feats)
+        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg)
+        else: th_score = thresholds
+    per = baseline_class_f1(targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0)
+    macro = {k: round(float(v.mean()), 4) for k, v in per.items()}
+    return {'features_only': None, **macro}, per, th
+
 def evaluate(learn:Learner, # A trained learner
              cfg:TrainConfig, # The run's settings
+             base:dict|None=None, # From `fit_baselines`: the baselines are scored beside the model (its `thresholds` are set here)
             ) -> tuple:
     "Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None without validation)"
     fixed = fixed_threshold(cfg.threshold_method)
@@ -396,8 +441,12 @@ def evaluate(learn:Learner, # A trained learner
     th, th_cf, ins = _fit(probs, targs, cfg, groups)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
     tth, tth_cf, _ = _fit(tta, targs, cfg, groups) if tta is not None else (th, th_cf, ins)
-    metrics = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed)
-    report = hpa_report(tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False)
+    metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
+    if cfg.threshold_method == 'f1': metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
+    if base is not None:
+        feats = dataset_features(learn.dls, learn.dls.valid_ds) if base['features_only'] is not None else None
+        metrics['baselines'], per, base['thresholds'] = baselines_for(base, to_np(targs), feats, cfg=cfg)
+    report = hpa_report(tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False, baselines=per)
     return dict(plain=th, tta=tth), metrics, report
 
 def predict_test(learn:Learner, # A trained learner
@@ -406,8 +455,9 @@ def predict_test(learn:Learner, # A trained learner
                  thresholds, # From `evaluate`: {'plain': per-class thresholds, 'tta': thresholds for TTA probabilities}
                  submission=None, # Where to write the submission (None: don't)
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
+                 base:dict|None=None, # From `fit_baselines`, after `evaluate`: the baselines are scored beside the model
                 ) -> dict|None:
-    "Predict `path/test` (with TTA), write the submission, and score it when `test_labels.csv` exists"
+    "Predict `path/test` (with TTA), write the submission, and score it (beside the baselines) when `test_labels.csv` exists"
     path = Path(path); test_dir, ss = path/'test', path/'sample_submission.csv'
     if not (test_dir.is_dir() and ss.exists()): return None
     ids = read_submission_ids(ss)
@@ -420,7 +470,12 @@ def predict_test(learn:Learner, # A trained learner
         _log(f'submission: {submission} ({len(ids)} rows)')
     if not (path/'test_labels.csv').exists(): return None
     tt = encode_targets(read_labels(path/'test_labels.csv').set_index('Id').loc[ids].Target)
-    return score(plain, tt, thresholds['plain'], tp if cfg.tta != 'none' else None, thresholds['tta'], in_sample=False, seed=cfg.seed)
+    res = score(plain, tt, thresholds['plain'], tp if cfg.tta != 'none' else None, thresholds['tta'], in_sample=False, seed=cfg.seed)
+    if base is not None:
+        use = base['features_only'] is not None and base.get('thresholds') is not None
+        feats = dataset_features(learn.dls, tdl.dataset) if use else None
+        res['baselines'] = baselines_for(base, tt, feats, base.get('thresholds'), cfg)[0]
+    return res
 
 def read_submission_ids(fname, # A Kaggle sample_submission.csv
                         ) -> list:
@@ -498,6 +553,11 @@ def broadcast(obj, # A picklable value, taken from rank 0
     return broadcast_object_list([obj])[0]
 
 # %% ../nbs/06_cli.ipynb #b1e49687
+def baselines_line(b:dict, # Baseline name → macro-F1 (None: not computed)
+                  ) -> str:
+    "The baselines as one log phrase"
+    return ', '.join(f"{k.replace('_', '-')} {v:.3f}" if v is not None else f"{k.replace('_', '-')} n/a (image-only run)" for k, v in b.items())
+
 def run_training(path, # Data folder in the Kaggle layout
                  out='runs', # Folder for run folders
                  name=None, # Run folder name (default: a time stamp)
@@ -541,16 +601,19 @@ def run_training(path, # Data folder in the Kaggle layout
     _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
     learn = build_learner(dls, cfg, run)
+    _log(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
+    base = fit_baselines(learn, cfg)
     _log(f'data ready in {time.time() - t0:.0f} s' + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else ''))
     if dist is None: lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
     else:
         from fastai.distributed import distrib_ctx   # needs accelerate
-        lr = broadcast(find_lr(learn, run/'lr_find.png') if cfg.lr is None and main else cfg.lr, dist)
+        rule, fallback = LR_RULES[cfg.recipe]
+        lr = broadcast(find_lr(learn, run/'lr_find.png', fallback, suggestion=rule) if cfg.lr is None and main else cfg.lr, dist)
         with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()): train_learner(learn, cfg, run, cbs=cbs, lr=lr)
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
-    th, valid, report = evaluate(learn, cfg)
+    th, valid, report = evaluate(learn, cfg, base)
     imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed) if cfg.features and valid else None
     if imp is not None:
         with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
@@ -558,14 +621,15 @@ def run_training(path, # Data folder in the Kaggle layout
              ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples()) + ' (all: feature_importance.csv)')
     if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
         learn.dls = build_data(path, cfg, cache_dir, store=False, external=external, external_csv=external_csv)
-    test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir)
+    test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir, base)
     model_th = th['tta'] if cfg.tta != 'none' else th['plain']      # hpa-predict applies TTA by default, as the run did
     model_fn = export_hpa(learn, (run/'model.pkl').absolute(), model_th, arch=cfg.arch, method=cfg.threshold_method,
                           fitted_on=f'validation TTA ({cfg.tta}) probabilities' if cfg.tta != 'none' else 'validation probabilities', config=asdict(cfg))
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
-    save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn))
+    drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
+    save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
     metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
                    **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
                    config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
@@ -580,6 +644,10 @@ def run_training(path, # Data folder in the Kaggle layout
                     ' (thresholds cross-fitted: never fitted on the sample scored)' if split == 'valid' else ' (thresholds fitted on validation)')
             _log(f'{split} macro-F1 on {m["n"]} samples{note}: ' + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
                  + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}')
+            if m.get('baselines'): _log(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
+            if m.get('threshold_fallbacks'):
+                _log(f'{split}: fewer than 3 validation positives, global threshold used for {len(m["threshold_fallbacks"])} classes: '
+                     + ', '.join(m['threshold_fallbacks']))
     _log(f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json, figures' +
          (', submission.csv' if test is not None or (run/'submission.csv').exists() else ''))
     return metrics
@@ -617,6 +685,8 @@ def seeds_summary(metrics:dict, # Seed → the metrics of its run (from `run_tra
         if ms[0] is None: continue
         for k, v in ms[0].items():                       # the 95 % intervals are one seed's: not averaged
             if k.startswith('f1') and isinstance(v, (int, float)): rows.append(row(f'{split}.{k}', _scored_on(split, ms[0]), [m[k] for m in ms]))
+        for k, v in ms[0].get('baselines', {}).items():   # each seed's own split: the baselines move with it
+            if v is not None: rows.append(row(f'{split}.baseline_{k}', _scored_on(split, ms[0]), [m['baselines'][k] for m in ms]))
     rows.append(row('wall_s', 'seconds each run took', [metrics[s]['wall_s'] for s in seeds]))
     return pd.DataFrame(rows)
 

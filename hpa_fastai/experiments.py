@@ -18,8 +18,7 @@ from .cli import run_training, find_data
 from fastai.vision.all import Learner, to_np, torch
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'seeds_table', 'vs_spread',
-           'features_baseline']
+__all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'seeds_table', 'vs_spread']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 _CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
@@ -120,22 +119,3 @@ def vs_spread(a:dict, # A row from `run_seeds` (means and SDs)
     d = a[f'{score}_mean'] - b[f'{score}_mean']
     se = float(np.sqrt(a[f'{score}_sd']**2 / a['n_seeds'] + b[f'{score}_sd']**2 / b['n_seeds']))
     return dict(a=a['experiment'], b=b['experiment'], score=score, diff=round(float(d), 4), se=round(se, 4), exceeds_spread=bool(abs(d) > 2 * se))
-
-# %% ../nbs/07_experiments.ipynb #2b8c3254
-def features_baseline(dls, # Fused `DataLoaders` (from `hpa_dataloaders(..., features=True)`)
-                      C:float=1.0, # Inverse regularisation of the logistic regressions
-                     ) -> dict:
-    "Macro-F1 of a one-vs-rest logistic regression on the ten normalised features, same split, cross-fitted thresholds as for the network"
-    from sklearn.linear_model import LogisticRegression
-    lk = feature_lookup(dls)
-    if lk is None: raise ValueError('features_baseline needs DataLoaders with the feature block')
-    def xy(ds): return (np.stack([lk.norm(lk.raw(s)) if lk.norm is not None else lk.raw(s) for s in ds.items]),
-                        np.stack([to_np(ds[i][-1]) for i in range(len(ds))]))
-    Xt, Yt = xy(dls.train_ds); Xv, Yv = xy(dls.valid_ds)
-    P = np.zeros(Yv.shape)
-    for c in range(Yv.shape[1]):
-        if 0 < Yt[:, c].sum() < len(Yt): P[:, c] = LogisticRegression(C=C, max_iter=1000).fit(Xt, Yt[:, c]).predict_proba(Xv)[:, 1]
-        else: P[:, c] = Yt[:, c].mean()
-    th = crossfit_thresholds(P, Yv)                       # leak-free, as for the network
-    return dict(f1_at_0_5=macro_f1(predict_labels(P, 0.5, keep_top=False), Yv), f1_thresholds=macro_f1(predict_labels(P, th, keep_top=False), Yv),
-                n_train=len(Xt), n_valid=len(Xv), in_sample=False)

@@ -18,10 +18,10 @@ from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_los
 from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
 
 # %% auto #0
-__all__ = ['check_probs', 'check_thresholds', 'fit_thresholds', 'predict_labels', 'set_thresholds', 'save_thresholds',
-           'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1', 'permutation_importance',
-           'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'dihedral_tta', 'write_submission', 'hpa_report',
-           'plot_class_f1', 'plot_f1_curves']
+__all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresholds', 'predict_labels', 'set_thresholds',
+           'save_thresholds', 'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1',
+           'permutation_importance', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'dihedral_tta',
+           'write_submission', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
 
 # %% ../nbs/05_inference.ipynb #652d52ff
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
@@ -81,12 +81,29 @@ def _freq_thresholds(p, freq):
     th = np.where(k == 0, ps[0] + 1e-6, np.where(k >= n, ps[-1] - 1e-6, (hi + lo) / 2))
     return np.clip(th, 0., 1.)                            # 1.0: never predicted unless it is the image's top class
 
+def _global_threshold(p, t, grid=None) -> float:
+    "The one threshold of `grid` (default 0.02, 0.04, ..., 0.98) with the best macro-F1"
+    return float(max(np.linspace(0.02, 0.98, 49) if grid is None else grid, key=lambda g: macro_f1(p, t, g)))
+
+def _shrunk(th, n_pos, g, shrink, min_pos):
+    "Per-class thresholds pulled towards `g` by pseudo-count `shrink`; `g` itself below `min_pos` positives"
+    n = np.asarray(n_pos, np.float64)
+    return np.where(n >= max(min_pos, 1), (n * th + shrink * g) / np.maximum(n + shrink, 1e-12), g)
+
+def threshold_fallbacks(targets, # Multi-hot targets the thresholds are fitted on
+                        min_pos:int=3, # As in `fit_thresholds`
+                       ) -> list:
+    "Classes with fewer than `min_pos` positives in `targets`: the ones `fit_thresholds('f1')` gives the global threshold"
+    return [int(c) for c in np.flatnonzero((as_numpy(targets) > 0.5).sum(0) < min_pos)]
+
 def fit_thresholds(probs, # Validation probabilities (samples × classes): an array or a tensor
                    targets=None, # Their multi-hot targets (not needed by 'freq')
                    method:str='f1', # 'f1' (best F1 per class), 'freq' (match label frequencies) or 'global' (one value)
                    target_freq=None, # Per-class frequencies for 'freq' (default: the training set's, `TRAIN_COUNTS / N_TRAIN`)
                    default:float=0.5, # Threshold of a class with no positive sample ('f1')
                    grid=None, # Candidate values for 'global' (default: 0.02, 0.04, ..., 0.98)
+                   shrink:float=10., # 'f1': pseudo-count pulling each class's threshold towards the global one (0: none)
+                   min_pos:int=3, # 'f1': classes with fewer positives take the global threshold
                   ) -> np.ndarray:
     "Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
     p = check_probs(probs); n_cls = p.shape[1]
@@ -100,10 +117,11 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
     if t.shape != p.shape: raise ValueError(f'probs {p.shape} and targets {t.shape} differ in shape')
     if not np.isfinite(t.astype(np.float64)).all(): raise HpaDataError('targets: NaN or infinite values')
     t = t > 0.5
-    if method == 'f1': return check_thresholds(_f1_thresholds(p, t.astype(np.float64), default), "'f1' thresholds", n_cls)
-    if method == 'global':
-        best = max(np.linspace(0.02, 0.98, 49) if grid is None else grid, key=lambda g: macro_f1(p, t, g))
-        return check_thresholds(np.full(n_cls, float(best)), "'global' threshold", n_cls)
+    if method == 'f1':
+        th = _f1_thresholds(p, t.astype(np.float64), default)
+        if shrink or min_pos: th = _shrunk(th, t.sum(0), _global_threshold(p, t, grid), shrink, min_pos)
+        return check_thresholds(th, "'f1' thresholds", n_cls)
+    if method == 'global': return check_thresholds(np.full(n_cls, _global_threshold(p, t, grid)), "'global' threshold", n_cls)
     raise ValueError(f"method must be 'f1', 'freq' or 'global', got {method!r}")
 
 # %% ../nbs/05_inference.ipynb #c17df6d3
@@ -208,9 +226,9 @@ def permutation_importance(learn:Learner, # A trained fused learner (images + th
     if not getattr(m, 'n_features', 0): raise ValueError('permutation_importance needs a fused model (DataLoaders with features)')
     pooled, feats, targs = _valid_arrays(learn, dl)
     def f1(fe):
-        with torch.no_grad(): p = torch.sigmoid(m.head(torch.cat([pooled, fe * m.feature_scale], 1)))
+        with torch.no_grad(): p = torch.sigmoid(m.fuse(pooled, fe * m.feature_scale))
         return macro_f1(predict_labels(to_np(p), th, keep_top=False), targs)
-    with torch.no_grad(): base_p = to_np(torch.sigmoid(m.head(torch.cat([pooled, feats * m.feature_scale], 1))))
+    with torch.no_grad(): base_p = to_np(torch.sigmoid(m.fuse(pooled, feats * m.feature_scale)))
     th = fit_thresholds(base_p, targs) if thresholds is None else np.asarray(thresholds)
     base, g = f1(feats), torch.Generator().manual_seed(seed)
     rows = []
@@ -267,7 +285,8 @@ def _model_config(learn:Learner, arch:str|None=None) -> dict:
     cfg = dict(format='hpa_fastai.model', format_version=1, hpa_fastai=__version__, arch=arch, channels=list(op.channels),
                size=op.size, stats=dict(mean=to_np(norm[0].mean).ravel().tolist(), std=to_np(norm[0].std).ravel().tolist()),
                n_features=m.n_features, n_hidden=m.head[1].out_features, dropout=m.head[4].p, extra_dropout=m.head[0].p, dropout_at='concat',   # the layers' own p
-               feature_scale=float(m.feature_scale), loss=_loss_config(learn.loss_func), vocab=list(learn.dls.vocab),
+               feature_scale=float(m.feature_scale), feature_skip=getattr(m, 'skip', None) is not None,
+               loss=_loss_config(learn.loss_func), vocab=list(learn.dls.vocab),
                bs=learn.dls.bs, aug=any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs), features=None)
     if m.n_features:
         lk = feature_lookup(learn.dls)
@@ -309,7 +328,8 @@ def _rebuild(cfg:dict, state_dict, path='.', cpu:bool=True, num_workers:int|None
         if cfg.get('vocab') != HPA_CLASSES: raise HpaDataError('its classes are not the 28 HPA classes in order')
         dls = _empty_dls(cfg, path, device, num_workers)
         learn = hpa_learner(dls, arch=_arch_fn(cfg['arch']), pretrained=False, loss=_loss_from(cfg['loss']), dropout=cfg['dropout'],
-                            extra_dropout=cfg['extra_dropout'], dropout_at=cfg.get('dropout_at', 'concat'), feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'], path=path)
+                            extra_dropout=cfg['extra_dropout'], dropout_at=cfg.get('dropout_at', 'concat'), feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'],
+                            feature_skip=cfg.get('feature_skip', False), init_bias=None, path=path)   # files before the path: without it
         learn.model.load_state_dict(state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise HpaDataError(f'{where}: cannot rebuild the model ({type(e).__name__}: {e})') from e
@@ -450,15 +470,22 @@ def hpa_report(probs, # Probabilities (samples × 28)
                targets, # Their multi-hot targets
                thresholds=0.5, # One threshold, or one per class, in [0, 1]
                keep_top:bool=True, # Also predict each sample's most probable class
+               baselines=None, # Per-class F1 of baselines on the same samples, {name: (28,)} (e.g. `baseline_class_f1`)
               ) -> pd.DataFrame:
-    "Per-class precision, recall, F1 and support, with a final 'macro' row"
+    "Per-class precision, recall, F1 and support (and each baseline's F1 as `f1_{name}`), with a final 'macro' row"
     p = predict_labels(probs, thresholds, keep_top); t = as_numpy(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.); rec = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.)
     f1 = f1_per_class(p, t)                              # p is already 0/1: thresholded at 0.5 it stays as it is
     df = pd.DataFrame({'class': HPA_CLASSES, 'precision': prec, 'recall': rec, 'f1': f1, 'support': t.sum(0)})
     macro = pd.DataFrame({'class': ['macro'], 'precision': [prec.mean()], 'recall': [rec.mean()], 'f1': [f1.mean()], 'support': [int(t.sum())]})
+    for k, v in (baselines or {}).items():
+        v = np.asarray(v, np.float64)
+        if v.shape != f1.shape: raise ValueError(f'baseline {k!r}: {v.shape} values for {len(f1)} classes')
+        df[f'f1_{k}'] = v; macro[f'f1_{k}'] = v.mean()
     return pd.concat([df, macro], ignore_index=True)
+
+_BASELINE_STYLE = dict(all_positive='_', frequency='.', features_only='x')   # marker of each baseline in the figures
 
 def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
                   ax=None, # Matplotlib axes to draw on (default: a new figure)
@@ -467,15 +494,21 @@ def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
     "Bar chart of per-class F1, classes ordered by training frequency"
     df = report[report['class'] != 'macro'].assign(freq=TRAIN_COUNTS).sort_values('freq', ascending=False)
     if ax is None: _, ax = plt.subplots(figsize=figsize)
-    ax.bar(range(len(df)), df.f1, color='tab:green')
+    macro = report[report['class'] == 'macro'].iloc[0]
+    ax.bar(range(len(df)), df.f1, color='tab:green', label=f'model (macro {macro.f1:.3f})')
+    for (k, mk), c in zip(_BASELINE_STYLE.items(), ('tab:gray', 'tab:orange', 'tab:blue')):
+        if f'f1_{k}' in df:
+            ax.plot(range(len(df)), df[f'f1_{k}'], mk, color=c, ms=4, label=f"{k.replace('_', ' ')} ({macro[f'f1_{k}']:.3f})")
     ax.set_xticks(range(len(df))); ax.set_xticklabels(df['class'], rotation=90, fontsize=7)
-    ax.set_ylabel('F1'); ax.set_ylim(0, 1); ax.set_title(f"per-class F1 (macro {report.f1.iloc[-1]:.3f}); classes by training frequency", fontsize=9)
+    ax.set_ylabel('F1'); ax.set_ylim(0, 1); ax.set_title('per-class F1 beside the baselines; classes by training frequency', fontsize=9)
+    if len(report.columns) > 5: ax.legend(fontsize=7, loc='upper right')
     return ax
 
 # %% ../nbs/05_inference.ipynb #cbed4c89
 def plot_f1_curves(learn:Learner, # A learner from `hpa_learner`, fitted (its `F1History` holds the rows)
                    ax=None, # Matplotlib axes to draw on (default: a new figure)
                    figsize=(4.5, 3), # Size of the new figure
+                   baselines=None, # Macro-F1 of baselines on the validation split, {name: value}, drawn as lines
                   ):
     "Train and valid macro-F1 per epoch, as recorded by the learner's `F1History` callback"
     rows = getattr(getattr(learn, 'f1_history', None), 'rows', None)
@@ -483,5 +516,7 @@ def plot_f1_curves(learn:Learner, # A learner from `hpa_learner`, fitted (its `F
     if ax is None: _, ax = plt.subplots(figsize=figsize)
     ep = np.arange(1, len(rows) + 1)
     for n in ('train_f1_macro', 'valid_f1_macro'): ax.plot(ep, [r[n] for r in rows], marker='o', label=n.split('_')[0])
-    ax.set_xlabel('epoch'); ax.set_ylabel('macro-F1'); ax.legend(); ax.set_title('macro-F1 per epoch', fontsize=9)
+    for (k, v), ls in zip((baselines or {}).items(), (':', '--', '-.')):
+        ax.axhline(v, color='gray', ls=ls, lw=1, label=f"{k.replace('_', ' ')} {v:.3f}")
+    ax.set_xlabel('epoch'); ax.set_ylabel('macro-F1 (at 0.5)'); ax.legend(fontsize=7); ax.set_title('macro-F1 per epoch', fontsize=9)
     return ax

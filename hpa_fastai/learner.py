@@ -21,9 +21,9 @@ from .features import FEATURE_NAMES
 # %% auto #0
 __all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
            'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
-           'effective_dropout', 'HpaModel', 'hpa_splitter', 'decode_probs', 'BCEWithLogitsLossMulti',
+           'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'decode_probs', 'BCEWithLogitsLossMulti',
            'SigmoidFocalLoss', 'hpa_loss', 'as_numpy', 'f1_per_class', 'macro_f1', 'F1Macro', 'SchedTriangular',
-           'F1History', 'MonitorNames', 'hpa_learner']
+           'F1History', 'MonitorNames', 'dataset_targets', 'prior_bias', 'hpa_learner']
 
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -230,8 +230,21 @@ def effective_dropout(p1:float, # Rate of one dropout
     "The rate of one dropout equivalent to two in series: a unit survives both with probability (1 − p1)(1 − p2)"
     return 1 - (1 - p1) * (1 - p2)
 
+
+# %% ../nbs/04_learner.ipynb #e3c01d9f
+class FeatureSkip(nn.Module):
+    "Batch-normalised features → linear map to the logits, starting at zero (a logistic regression inside the fused model)"
+    def __init__(self, n_features:int, # Number of features
+                 n_out:int, # Number of logits
+                ):
+        super().__init__()
+        self.bn, self.lin = nn.BatchNorm1d(n_features), nn.Linear(n_features, n_out, bias=False)
+        nn.init.zeros_(self.lin.weight)
+    def forward(self, f): return self.lin(self.bn(f))
+
+# %% ../nbs/04_learner.ipynb #a7691724
 class HpaModel(nn.Module):
-    "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5)"
+    "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5), plus a linear path from the features"
     def __init__(self,
         body:nn.Module, # Convolutional body, e.g. from `hpa_body`
         n_features:int=10, # Number of biological features fused with the image; 0 for an image-only model
@@ -240,7 +253,8 @@ class HpaModel(nn.Module):
         dropout:float=0.5, # Dropout before the output layer
         extra_dropout:float=0., # The paper's additional dropout (placed by `dropout_at`)
         feature_scale:float=1., # Factor applied to the features before concatenation
-        dropout_at:str='last', # Where `extra_dropout` acts: 'last' (before the last FC layer, as the paper says) or 'concat' (on the image ⊕ features concatenation)
+        dropout_at:str='last', # Where `extra_dropout` acts: 'last' (before the last FC layer, the paper's) or 'concat'
+        feature_skip:bool=True, # Also add a linear map of the features to the logits (starts at zero)
     ):
         super().__init__()
         if dropout_at not in DROPOUT_PLACES: raise ValueError(f'dropout_at must be one of {DROPOUT_PLACES}, got {dropout_at!r}')
@@ -250,16 +264,25 @@ class HpaModel(nn.Module):
         self.pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf))
         self.head = nn.Sequential(nn.Dropout(p_concat), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
                                   nn.BatchNorm1d(n_hidden), nn.Dropout(p_last), nn.Linear(n_hidden, n_out))
+        self.skip = FeatureSkip(n_features, n_out) if n_features and feature_skip else None
+    def fuse(self,
+        r, # Pooled image features, (bs, 2 × the body's channels)
+        f=None, # Biological features, (bs, n_features), already times `feature_scale`
+    ):
+        "Logits from the pooled image and the features: the head on their concatenation, plus the features' linear path"
+        if not self.n_features: return self.head(r)
+        out = self.head(torch.cat([r, f], 1))
+        return out if self.skip is None else out + self.skip(f)
     def forward(self,
         x, # Image batch, (bs, channels, h, w)
         feats=None, # Feature batch, (bs, n_features); required when `n_features` > 0
     ):
         "Logits, (bs, n_out)"
         r = self.pool(self.body(x.as_subclass(Tensor)))        # plain tensors: fastai's typed inputs don't mix in torch.cat
-        if self.n_features:
-            if feats is None: raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
-            r = torch.cat([r, feats.as_subclass(Tensor).float() * self.feature_scale], 1)
-        return self.head(r)
+        if not self.n_features: return self.fuse(r)
+        if feats is None: raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
+        return self.fuse(r, feats.as_subclass(Tensor).float() * self.feature_scale)
+
 
 # %% ../nbs/04_learner.ipynb #f2b3e665
 def _stages(body):
@@ -282,10 +305,10 @@ def _split_idx(stages):
 def hpa_splitter(
     m:HpaModel, # The model to split into parameter groups
 ):
-    "Three parameter groups: the body's early stages (a ResNet's body[:6]), its late stages, pooling + head"
+    "Three parameter groups: the body's early stages (a ResNet's body[:6]), its late stages, pooling + head (+ the features' path)"
     stages, own = _stages(m.body)
     k = _split_idx(stages)
-    return L(own + params(nn.ModuleList(stages[:k])), params(nn.ModuleList(stages[k:])), params(nn.ModuleList([m.pool, m.head])))
+    return L(own + params(nn.ModuleList(stages[:k])), params(nn.ModuleList(stages[k:])), params(nn.ModuleList([m.pool, m.head, *L(getattr(m, 'skip', None))])))
 
 # %% ../nbs/04_learner.ipynb #158e9569
 def decode_probs(
@@ -439,6 +462,24 @@ class MonitorNames(Callback):
             if f'valid_{cb.monitor}' in names: cb.monitor = f'valid_{cb.monitor}'
             else: raise ValueError(f'{type(cb).__name__}: monitor={cb.monitor!r} is not a recorded column; choose from {names[:-1]}')
 
+# %% ../nbs/04_learner.ipynb #8a3a9f04
+def dataset_targets(ds, # A split of HPA `DataLoaders` (`dls.train_ds`, `dls.valid_ds`): per-item or packed store
+                 ) -> np.ndarray|None:
+    "Multi-hot targets of the samples of `ds`, read from the labels alone (no image loaded); None when there are none"
+    if getattr(ds, 'y', None) is not None: return np.asarray(ds.y)           # a packed store's split
+    tls = getattr(ds, 'tls', None)
+    if not tls or not len(tls[-1]): return None
+    return np.stack([as_numpy(tls[-1][i]) for i in range(len(tls[-1]))]).astype(np.float32)
+
+# %% ../nbs/04_learner.ipynb #7a5478cf
+def prior_bias(targets, # Multi-hot training targets, (n, classes)
+              ) -> torch.Tensor:
+    "Log-odds of each class's frequency in `targets`, clipped to [1/2n, 1 − 1/2n]: the output bias of a model that predicts the priors"
+    t = as_numpy(targets).astype(np.float64); n = len(t)
+    if n == 0: raise ValueError('prior_bias needs at least one training sample')
+    p = np.clip(t.mean(0), 1 / (2 * n), 1 - 1 / (2 * n))
+    return torch.tensor(np.log(p / (1 - p)), dtype=torch.float32)
+
 # %% ../nbs/04_learner.ipynb #fdc4e970
 def hpa_learner(
     dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
@@ -454,13 +495,19 @@ def hpa_learner(
     feature_scale:float=1., # Factor applied to the features before concatenation
     n_hidden:int=512, # Width of the fully connected layer after the fusion
     dropout_at:str='last', # Where `extra_dropout` acts: 'last' (the paper's) or 'concat'
+    feature_skip:bool=True, # Add the features' linear path to the logits (`FeatureSkip`); False: the paper's head alone
+    init_bias:str|None='prior', # 'prior': output bias at the training classes' log-odds (`prior_bias`); None: zero
     **kwargs, # Passed to fastai's `Learner` (`cbs` are added to `F1History`)
 ) -> Learner: # Its body frozen when it starts from pretrained weights
     "A fastai `Learner` for HPA `dls`: 4-channel `arch`, fused with the features when `dls` has them"
     n_feat = len(FEATURE_NAMES) if getattr(dls, 'n_inp', 1) == 2 else 0
     body = hpa_body(arch, pretrained, weights, rgby_opener(dls).channels, fourth_channel)
-    model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale, dropout_at)
+    model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale, dropout_at, feature_skip)
     apply_init(model.head, nn.init.kaiming_normal_)
+    if init_bias not in ('prior', None): raise ValueError(f"init_bias must be 'prior' or None, got {init_bias!r}")
+    y = dataset_targets(dls.train_ds) if init_bias == 'prior' else None
+    if y is not None:
+        with torch.no_grad(): model.head[-1].bias.copy_(prior_bias(y))
     if metrics is None: metrics = [F1Macro(thresh)]
     cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)
