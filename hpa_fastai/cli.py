@@ -428,6 +428,7 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
 def evaluate(learn:Learner, # A trained learner
              cfg:TrainConfig, # The run's settings
              base:dict|None=None, # From `fit_baselines`: the baselines are scored beside the model (its `thresholds` are set here)
+             cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
             ) -> tuple:
     "Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None without validation)"
     fixed = fixed_threshold(cfg.threshold_method)
@@ -437,7 +438,7 @@ def evaluate(learn:Learner, # A trained learner
         return dict(plain=th, tta=th), None, None
     probs, targs = learn.get_preds(ds_idx=1)
     check_finite(probs, 'validation predictions')
-    groups = stem_groups(learn.dls.valid_ds.items) if cfg.dedup else None     # a sample's duplicates never fit its threshold
+    groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None     # a sample's duplicates never fit its threshold
     th, th_cf, ins = _fit(probs, targs, cfg, groups)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
     tth, tth_cf, _ = _fit(tta, targs, cfg, groups) if tta is not None else (th, th_cf, ins)
@@ -588,7 +589,7 @@ def run_training(path, # Data folder in the Kaggle layout
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
         dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
     data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
-                            groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items) if cfg.dedup else None)
+                            groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None)
     if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
                                                      n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
     if resume and data != saved['data']:
@@ -613,7 +614,7 @@ def run_training(path, # Data folder in the Kaggle layout
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
-    th, valid, report = evaluate(learn, cfg, base)
+    th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
     imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed) if cfg.features and valid else None
     if imp is not None:
         with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)

@@ -350,6 +350,7 @@ def labelled_split(path, # Data folder in the Kaggle layout
                    external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
                    external_csv=None, # Their labels (`Id,Target`, e.g. HPAv18RBGY_wodpl.csv)
                    dedup=True, # Keep near-duplicates (`hpa_fastai.dedup`, cached) on one side and external copies of validation / test fields out: True, False, or a ready `Id,group` table
+                   cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                   ) -> tuple:
     "The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+ external training samples), every file checked"
     path = Path(path); df = _labels_from(path, csv, df)
@@ -365,7 +366,7 @@ def labelled_split(path, # Data folder in the Kaggle layout
     groups = None
     if dedup is not False and (valid_pct or ext is not None):
         from hpa_fastai.dedup import split_groups                          # imports stay one-way: dedup → data
-        groups = split_groups(img_dir, df.Id, channels, external, None if ext is None else ext.Id, path/'test', table=dedup)
+        groups = split_groups(img_dir, df.Id, channels, external, None if ext is None else ext.Id, path/'test', table=dedup, cache_dir=cache_dir)
     train_idx, valid_idx = (multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0]) if valid_pct
                             else (np.arange(len(df)), np.zeros(0, int)))
     if ext is not None:
@@ -401,9 +402,10 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
                      num_workers:int|None=None, # DataLoader workers (default: up to 8)
                      dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
+                     cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                     ) -> DataLoaders:
     "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup)
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir)
     chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
