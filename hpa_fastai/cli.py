@@ -23,6 +23,7 @@ from .features import feature_table, add_features, hpa_dataloaders
 from .learner import *
 from .inference import *
 from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance, threshold_fallbacks
+from .dedup import stem_duplicates, stem_groups, grouping_fingerprint
 from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
 
 # %% auto #0
@@ -77,6 +78,7 @@ class TrainConfig:
     compile:bool=False # On CUDA: torch.compile the model's forward (weights are saved without compile prefixes)
     valid_pct:float=0.2 # Validation share (0: train on everything; needs freq or a fixed threshold)
     seed:int=42 # Random seed
+    dedup:bool=True # Keep near-duplicate samples (hpa_fastai.dedup) on one side of the split and of the threshold folds
     n:int|None=None # Use only the first n labelled samples
     num_workers:int|None=None # DataLoader workers
 
@@ -150,11 +152,13 @@ def check_data(path, # Data folder in the Kaggle layout
 def data_fingerprint(path, # Data folder in the Kaggle layout
                      ids, # The Ids used
                      folder='train', # Image folder inside `path`
+                     groups=None, # The samples' near-duplicate table (`stem_duplicates`), recorded by `grouping_fingerprint`
                     ) -> dict:
-    "What the data was: number of samples and a hash of the labels file and of every image's name, size and time"
+    "What the data was: number of samples, a hash of the labels file and of every image's name, size and time (and of the grouping)"
     path = Path(path); ids = set(ids)
     files = sorted(f for f in (path/folder).iterdir() if f.name.rsplit('_', 1)[0] in ids)
-    return dict(path=str(path.absolute()), n_samples=len(ids), labels=files_fingerprint([path/'train.csv']), images=files_fingerprint(files))
+    res = dict(path=str(path.absolute()), n_samples=len(ids), labels=files_fingerprint([path/'train.csv']), images=files_fingerprint(files))
+    return res if groups is None else dict(res, grouping=grouping_fingerprint(groups))
 
 def build_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
@@ -167,7 +171,7 @@ def build_data(path, # Data folder in the Kaggle layout
     check_data(path, cfg)
     dls = hpa_dataloaders(path, features=cfg.features, size=cfg.size, bs=cfg.bs, valid_pct=cfg.valid_pct, seed=cfg.seed,
                           channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers, feature_cache_dir=cache_dir, store=store,
-                          external=external, external_csv=external_csv)
+                          external=external, external_csv=external_csv, dedup=cfg.dedup)
     if len(dls.train) == 0:
         raise HpaConfigError(f'{path}: {len(dls.train_ds)} training samples make no full batch of --bs {cfg.bs}; lower --bs')
     return dls
@@ -390,13 +394,13 @@ def score(probs, # Probabilities (n, 28)
     res['f1_thresholds_ci95'] = [round(v, 4) for v in bootstrap_f1(probs, targs, thresholds, seed=seed)]
     return {**res, 'n': len(targs), 'in_sample': in_sample}
 
-def _fit(probs, targs, cfg:TrainConfig, freq=None):
-    "Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones for scoring; and whether those are in-sample"
+def _fit(probs, targs, cfg:TrainConfig, freq=None, groups=None):
+    "Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones (folds keep `groups` whole); whether in-sample"
     fixed = fixed_threshold(cfg.threshold_method)
     if fixed is not None: th = np.full(N_CLASSES, fixed); return th, th, False
     th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)   # freq: the training split's class frequencies
-    if len(probs) < 4: return th, th, True                    # too few samples to cross-fit: said to be in-sample
-    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq), False
+    if len(probs) < 4 or (groups is not None and len(set(groups)) < 4): return th, th, True   # too few to cross-fit: in-sample
+    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq, groups=groups), False
 
 def fit_baselines(learn:Learner, # A learner whose training split is labelled
                   cfg:TrainConfig, # The run's settings
@@ -419,12 +423,13 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
                   feats=None, # Its features (a fused run)
                   thresholds=None, # Thresholds of the features-only probabilities (None: fitted here, cross-fitted for scoring)
                   cfg:TrainConfig|None=None, # The run's settings (threshold method, seed)
+                  groups=None, # Duplicate groups of the split's samples: cross-fitting folds keep each whole
                  ) -> tuple:
     "Macro-F1 of each baseline on one split, their per-class F1, and the features-only thresholds fitted on it"
     fo, p, th = base['features_only'], None, None
     if fo is not None and feats is not None:
         p = fo.predict(feats)
-        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg, _train_freq(base))
+        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg, _train_freq(base), groups)
         else: th_score = thresholds
     per = baseline_class_f1(targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0)
     macro = {k: round(float(v.mean()), 4) for k, v in per.items()}
@@ -433,6 +438,7 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
 def evaluate(learn:Learner, # A trained learner
              cfg:TrainConfig, # The run's settings
              base:dict|None=None, # From `fit_baselines`: the baselines are scored beside the model (its `thresholds` are set here)
+             cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
             ) -> tuple:
     "Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None without validation)"
     fixed = fixed_threshold(cfg.threshold_method)
@@ -443,14 +449,15 @@ def evaluate(learn:Learner, # A trained learner
     probs, targs = learn.get_preds(ds_idx=1)
     check_finite(probs, 'validation predictions')
     freq = _train_freq(base)
-    th, th_cf, ins = _fit(probs, targs, cfg, freq)
+    groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None     # a sample's duplicates never fit its threshold
+    th, th_cf, ins = _fit(probs, targs, cfg, freq, groups)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
-    tth, tth_cf, _ = _fit(tta, targs, cfg, freq) if tta is not None else (th, th_cf, ins)
+    tth, tth_cf, _ = _fit(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
     if cfg.threshold_method == 'f1': metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
     if base is not None:
         feats = dataset_features(learn.dls, learn.dls.valid_ds) if base['features_only'] is not None else None
-        metrics['baselines'], per, base['thresholds'] = baselines_for(base, to_np(targs), feats, cfg=cfg)
+        metrics['baselines'], per, base['thresholds'] = baselines_for(base, to_np(targs), feats, cfg=cfg, groups=groups)
     report = hpa_report(tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False, baselines=per)
     return dict(plain=th, tta=tth), metrics, report
 
@@ -592,7 +599,8 @@ def run_training(path, # Data folder in the Kaggle layout
     _log(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
         dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
-    data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items])
+    data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
+                            groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None)
     if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
                                                      n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
     if resume and data != saved['data']:
@@ -617,7 +625,7 @@ def run_training(path, # Data folder in the Kaggle layout
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
-    th, valid, report = evaluate(learn, cfg, base)
+    th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
     imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed) if cfg.features and valid else None
     if imp is not None:
         with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
@@ -766,6 +774,7 @@ def hpa_train(
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
+    no_dedup:store_true=False, # Split without looking for near-duplicate samples (copies may then straddle train and validation)
     size:int=64, # Image size the network sees
     bs:int=16, # Batch size
     epochs:int=6, # Epochs
@@ -797,7 +806,7 @@ def hpa_train(
     with cli_errors('hpa-train'):
         args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
         config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last,
-                      seed=TrainConfig.seed if seed is None else seed)
+                      seed=TrainConfig.seed if seed is None else seed, dedup=not no_dedup)
         if seeds and resume: raise HpaConfigError("--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)")
         if seeds: check_seeds(seeds, seed)
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')

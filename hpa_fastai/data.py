@@ -17,8 +17,8 @@ from .core import *
 __all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
            'read_channel', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage',
            'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
-           'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'labelled_split', 'sample_stems',
-           'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+           'multilabel_kfold', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'labelled_split',
+           'sample_stems', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -314,11 +314,11 @@ def _as_multihot(labels) -> np.ndarray:
 
 def _repair(y, folds, cls):
     "Move one sample of class `cls` into the fold lacking it; True if done"
-    counts, total = [y[f].sum(0) for f in folds], y.sum(0)
+    counts, total = [y[f].sum(0) for f in folds], (y > 0).sum(0)       # `y` may count a group's samples per class
     for dst in (0, 1):
         src = 1 - dst
         if counts[dst][cls] > 0: continue
-        cands = [i for i in folds[src] if y[i, cls] and all(counts[src][c] > 1 or total[c] < 2 for c in np.flatnonzero(y[i]))]
+        cands = [i for i in folds[src] if y[i, cls] and all(counts[src][c] > y[i, c] or total[c] < 2 for c in np.flatnonzero(y[i]))]
         if not cands: return False
         i = min(cands, key=lambda i: y[i].sum())
         folds[src].remove(i); folds[dst].append(i)
@@ -327,16 +327,54 @@ def _repair(y, folds, cls):
 def multilabel_split(labels, # `Target` lists, a labels DataFrame, or an (n, 28) multi-hot array
                      valid_pct:float=0.2, # Share of the samples to validate on
                      seed:int=42, # Seed of the split
+                     groups=None, # A group label per sample (e.g. `find_duplicates`' `group`): each group kept on one side
                     ) -> tuple[np.ndarray, np.ndarray]:
-    "Train and valid indices from iterative stratification, every class with ≥ 2 samples in both folds"
+    "Train and valid indices from iterative stratification, every class with ≥ 2 samples (groups) in both folds"
     y = _as_multihot(labels)
     if len(y) < 2: raise ValueError(f'multilabel_split needs at least 2 samples, got {len(y)}')
+    if groups is not None:
+        inv = _group_index(groups, len(y))
+        if inv.max() + 1 < len(y): return _group_split(y, inv, valid_pct, seed)
     msss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=valid_pct, random_state=seed)
     tr, va = next(msss.split(np.zeros(len(y)), y))
     folds = [list(tr), list(va)]
     for cls in np.flatnonzero(y.sum(0) >= 2):
         if not _repair(y, folds, cls): warnings.warn(f'multilabel_split: class {cls} could not be placed in both folds')
     return np.sort(folds[0]), np.sort(folds[1])
+
+# %% ../nbs/01_data.ipynb #f8e7986f
+def _group_index(groups, n:int) -> np.ndarray:
+    "Group labels as positions 0..G-1 (checked to be one per sample)"
+    groups = np.asarray(groups)
+    if len(groups) != n: raise ValueError(f'groups has {len(groups)} labels for {n} samples')
+    return np.unique(groups, return_inverse=True)[1].reshape(-1)
+
+def _group_split(y:np.ndarray, inv:np.ndarray, valid_pct:float, seed:int) -> tuple:
+    "`multilabel_split` of groups: each group one item counting its samples per class; then back to samples"
+    if inv.max() < 1: raise ValueError(f'all {len(y)} samples are one group: no split keeps groups whole')
+    yg = np.zeros((inv.max() + 1, y.shape[1]), np.float32); np.add.at(yg, inv, y)
+    msss = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=valid_pct, random_state=seed)
+    tr, va = next(msss.split(np.zeros(len(yg)), (yg > 0).astype(int)))
+    folds = [list(tr), list(va)]
+    for cls in np.flatnonzero((yg > 0).sum(0) >= 2):
+        if not _repair(yg, folds, cls): warnings.warn(f'multilabel_split: class {cls} could not be placed in both folds')
+    return np.flatnonzero(np.isin(inv, folds[0])), np.flatnonzero(np.isin(inv, folds[1]))
+
+# %% ../nbs/01_data.ipynb #21677769
+def multilabel_kfold(labels, # `Target` lists, a labels DataFrame, or an (n, 28) multi-hot array
+                     k:int=5, # Folds
+                     seed:int=0, # Seed of the shuffled folds
+                     groups=None, # A group label per sample: every group held out whole
+                    ) -> list[tuple]:
+    "`k` (fit, held-out) index pairs of stratified multi-label folds; with `groups`, no group in two folds"
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    y = (_as_multihot(labels) > 0.5).astype(int)
+    kf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    inv = None if groups is None else _group_index(groups, len(y))
+    if inv is None or inv.max() + 1 == len(y): return list(kf.split(np.zeros(len(y)), y))
+    yg = np.zeros((inv.max() + 1, y.shape[1]), int); np.maximum.at(yg, inv, y)
+    if len(yg) < k: raise ValueError(f'{len(yg)} groups cannot make {k} folds')
+    return [(np.flatnonzero(np.isin(inv, f)), np.flatnonzero(np.isin(inv, h))) for f, h in kf.split(np.zeros(len(yg)), yg)]
 
 # %% ../nbs/01_data.ipynb #683928a7
 class LabelLookup:
@@ -413,18 +451,30 @@ def labelled_split(path, # Data folder in the Kaggle layout
                    n:int|None=None, # Use only the first `n` labelled samples
                    external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
                    external_csv=None, # Their labels (`Id,Target`, e.g. HPAv18RBGY_wodpl.csv)
+                   dedup=True, # Keep near-duplicates (`hpa_fastai.dedup`, cached) on one side and external copies of validation / test fields out: True, False, or a ready `Id,group` table
+                   cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                   ) -> tuple:
-    "The labels, image folder, and stratified train / valid positions of a Kaggle-layout folder (+ external training samples), every file checked"
+    "The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+ external training samples), every file checked"
     path = Path(path); df = _labels_from(path, csv, df)
     if n is not None: df = df.iloc[:n].reset_index(drop=True)
     img_dir = path/folder
     check_samples(img_dir, df.Id, parse_channels(channels))
-    train_idx, valid_idx = multilabel_split(df, valid_pct, seed) if valid_pct else (np.arange(len(df)), np.zeros(0, int))
+    ext = None
     if external is not None:
         if external_csv is None: raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
         ext = read_labels(external_csv); check_samples(external, ext.Id, parse_channels(channels))
         dup = sorted(set(ext.Id) & set(df.Id))
         if dup: raise HpaDataError(f'{external_csv}: {len(dup)} Id(s) also in the training labels, e.g. {dup[:3]}')
+    groups = None
+    if dedup is not False and (valid_pct or ext is not None):
+        from hpa_fastai.dedup import split_groups                          # imports stay one-way: dedup → data
+        groups = split_groups(img_dir, df.Id, channels, external, None if ext is None else ext.Id, path/'test', table=dedup, cache_dir=cache_dir)
+    train_idx, valid_idx = (multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0]) if valid_pct
+                            else (np.arange(len(df)), np.zeros(0, int)))
+    if ext is not None:
+        if groups is not None:
+            from hpa_fastai.dedup import drop_leaks
+            ext = drop_leaks(ext, groups, valid_idx, external)
         n0 = len(df)
         df = pd.concat([df.assign(folder=str(img_dir)), ext.assign(folder=str(Path(external)))], ignore_index=True)
         train_idx = np.concatenate([train_idx, np.arange(n0, len(df))])      # never in validation: it stays Kaggle-only
@@ -453,9 +503,11 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      external_csv=None, # Their labels CSV
                      extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
                      num_workers:int|None=None, # DataLoader workers (default: up to 8)
+                     dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
+                     cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                     ) -> DataLoaders:
     "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv)
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir)
     chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)

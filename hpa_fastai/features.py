@@ -563,9 +563,9 @@ def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='
     return given + default[len(given):]               # a given Kaggle store; the external folder's default one
 
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
-                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None):
+                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None, dedup=True, cache_dir=None):
     "`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and normalisation, batches read whole"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv)
+    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir)
     ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
     sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
     if external is not None: sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
@@ -590,6 +590,7 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
     def extra(df, folder, train_idx):
         return [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params, feature_cache_dir)]
     sp = _store_for(path, store, feature_cache_dir, **kwargs)
+    kwargs.setdefault('cache_dir', feature_cache_dir)          # the duplicate search's hashes go where the features' cache does
     if sp is None: return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
     return _store_dataloaders(path, sp, extra if use else None, **kwargs)
 

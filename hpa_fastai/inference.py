@@ -181,16 +181,15 @@ def crossfit_thresholds(probs, # Validation probabilities (samples × classes)
                         method:str='f1', # Threshold method, as in `fit_thresholds`
                         k:int=5, # Folds (fewer when there are fewer than 2k samples)
                         seed:int=0, # Seed of the stratified folds
+                        groups=None, # A group label per sample (near-duplicates, `find_duplicates`): each group held out whole
                         **kwargs, # Passed to `fit_thresholds`
                        ) -> np.ndarray:
-    "Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample"
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    "Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample (nor its duplicates)"
     p, t = check_probs(probs), as_numpy(targets) > 0.5
-    n = len(p); k = min(k, n // 2)
-    if k < 2: raise ValueError(f'crossfit_thresholds needs at least 4 samples, got {n}')
+    n = len(p); k = min(k, (n if groups is None else len(np.unique(np.asarray(groups)))) // 2)
+    if k < 2: raise ValueError(f'crossfit_thresholds needs at least 4 samples (groups), got {n}')
     th = np.zeros(p.shape, np.float64)
-    folds = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), t.astype(int))
-    for fit_idx, held in folds: th[held] = fit_thresholds(p[fit_idx], t[fit_idx], method, **kwargs)
+    for fit_idx, held in multilabel_kfold(t, k, seed, groups): th[held] = fit_thresholds(p[fit_idx], t[fit_idx], method, **kwargs)
     return th
 
 def bootstrap_f1(probs, # Probabilities (samples × classes)
