@@ -858,9 +858,10 @@ def write_predictions(probs, # Probabilities (samples × 28)
                       thresholds=0.5, # One threshold, or one per class
                      ) -> pd.DataFrame:
     "One row per image: `Id`, the predicted labels (`Predicted`, as in a submission) and the probability of each class"
-    sub = write_submission(probs, ids, fname, thresholds)                     # checks Ids, probabilities, thresholds; labels
+    sub = submission_table(probs, ids, thresholds, what=str(fname))            # checks Ids, probabilities, thresholds; labels
     df = pd.concat([sub, pd.DataFrame(check_probs(probs), columns=list(HPA_CLASSES[:np.shape(probs)[1]]))], axis=1)
-    with atomic_write(fname, mode=None) as tmp: df.to_parquet(tmp, index=False) if Path(fname).suffix == '.parquet' else df.to_csv(tmp, index=False)
+    parquet = Path(fname).suffix.lower() == '.parquet'
+    with atomic_write(fname, mode=None) as tmp: df.to_parquet(tmp, index=False) if parquet else df.to_csv(tmp, index=False)
     return df
 
 # %% ../nbs/06_cli.ipynb #f25b79e8
@@ -913,7 +914,7 @@ def hpa_predict(
     model:str, # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only); its .thresholds.json beside it
     folder:str, # Folder of samples to predict (e.g. data/hpa/test)
     sample_submission:str=None, # sample_submission.csv: its Ids and order (default: every sample in FOLDER)
-    out:str='submission.csv', # Submission file to write
+    out:str=None, # File to write (default: submission.csv with --sample-submission, else predictions.csv)
     tta:str='mean', # Dihedral TTA: mean, max or none
     bs:int=32, # Batch size
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
@@ -929,6 +930,7 @@ def hpa_predict(
         if pack and channel_order != 'rgby': raise HpaConfigError('--pack reads multi-channel stacks in rgby order only; leave --pack out')
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
+        if out is None: out = 'submission.csv' if sample_submission else 'predictions.csv'
         learn = load_hpa(model)
         rgby_opener(learn.dls).channel_order = channel_order
         lk = feature_lookup(learn.dls)

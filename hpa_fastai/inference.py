@@ -21,7 +21,7 @@ from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
 __all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresholds', 'predict_labels', 'set_thresholds',
            'save_thresholds', 'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1',
            'permutation_importance', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'dihedral_tta',
-           'write_submission', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
+           'write_submission', 'submission_table', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
 
 # %% ../nbs/05_inference.ipynb #652d52ff
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
@@ -448,6 +448,19 @@ def write_submission(probs, # Probabilities (samples × 28) of the test samples
                      keep_top:bool=True, # Also predict each sample's most probable class
                     ) -> pd.DataFrame:
     "Write a Kaggle submission (`Id,Predicted`) for `probs` of samples `ids`, in `sample_submission`'s order"
+    sub = submission_table(probs, ids, thresholds, sample_submission, keep_top, fname)
+    with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
+    return sub
+
+def submission_table(probs, # Probabilities (samples × 28) of the test samples
+                     ids, # Their Ids, in the same order
+                     thresholds=0.5, # One threshold, or one per class, in [0, 1]
+                     sample_submission=None, # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     keep_top:bool=True, # Also predict each sample's most probable class
+                     what='the submission', # What the table is for, in error messages
+                    ) -> pd.DataFrame:
+    "The submission's rows (`Id,Predicted`), checked, in `sample_submission`'s order, without writing them"
+    fname = what
     ids = [str(i) for i in ids]
     if len(ids) != len(probs): raise ValueError(f'{len(ids)} Ids but {len(probs)} rows of probabilities')
     if len(set(ids)) != len(ids): raise HpaDataError('duplicate Ids among the predictions')
@@ -462,7 +475,6 @@ def write_submission(probs, # Probabilities (samples × 28) of the test samples
             raise HpaDataError(f'predictions and sample submission disagree: {len(missing)} Id(s) of the sample submission have no '
                                f'prediction (e.g. {missing[:3]}), {len(extra)} predicted Id(s) are not in it (e.g. {extra[:3]})')
         sub = sub.set_index('Id').loc[ss.Id].reset_index()
-    with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
     return sub
 
 # %% ../nbs/05_inference.ipynb #b4729493
