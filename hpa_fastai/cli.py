@@ -55,7 +55,7 @@ class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
     size:int=64 # Image size the network sees
     bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
-    epochs:int=6 # Epochs
+    epochs:int=5 # Epochs
     lr:float|None=None # Learning rate (None: lr_find's valley)
     arch:str='resnet34' # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
     pretrained:bool=False # Start from ImageNet weights (torchvision's cache or download)
@@ -777,7 +777,7 @@ def hpa_train(
     no_dedup:store_true=False, # Split without looking for near-duplicate samples (copies may then straddle train and validation)
     size:int=64, # Image size the network sees
     bs:int=16, # Batch size
-    epochs:int=6, # Epochs
+    epochs:int=5, # Epochs
     lr:float=None, # Learning rate (default: lr_find's valley)
     arch:str='resnet34', # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ...) or timm/<name>
     pretrained:store_true=False, # Start from ImageNet weights (torchvision's cache or download)

@@ -23,8 +23,8 @@ from .files import atomic_write, cache_root, files_fingerprint, show_progress
 __all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'EXTENDED_NAMES', 'feature_params', 'feature_params_key', 'ssim',
            'blob_shapes', 'extract_features', 'extended_features', 'feature_masks', 'show_feature_masks',
            'feature_table', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock', 'short_titles',
-           'show_batch', 'show_results', 'feature_blocks', 'hpa_dataloaders', 'feature_lookup', 'add_features',
-           'FeatureMixUp']
+           'show_batch', 'show_results', 'folder_diameter', 'feature_blocks', 'hpa_dataloaders', 'feature_lookup',
+           'add_features', 'FeatureMixUp']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -517,6 +517,17 @@ def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None,
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
 # %% ../nbs/03_features.ipynb #6c20aa8a
+def folder_diameter(folder, # Image folder of the samples
+                    ids, # Their Ids
+                    n:int=16, # Samples measured (evenly spaced through `ids`)
+                    channel_order:str='rgby', # Channel order of multi-channel stacks
+                   ) -> float|None:
+    "The median `estimate_diameter` of `n` samples' blue channels: one nucleus scale for a folder from one microscope"
+    ids = list(ids); pick = ids[::max(1, len(ids) // n)][:n]
+    ds = [estimate_diameter(np.ascontiguousarray(open_rgby(folder, i, channel_order=channel_order)[..., 2])) for i in pick]
+    ds = [d for d in ds if np.isfinite(d)]
+    return float(np.median(ds)) if ds else None
+
 def _check_table(table:pd.DataFrame, ids, folder):
     "Raise `HpaDataError` unless `table` has the feature columns and finite features for every one of `ids`"
     cols = [c for c in ['Id', *FEATURE_NAMES] if c not in table.columns]
@@ -538,6 +549,8 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
                    cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
                   ):
     "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, checked, norm fitted on `train_idx`"
+    if not isinstance(features, pd.DataFrame) and 'folder' not in df and feature_params(params).get('diameter') is None:
+        params = feature_params(params, folder_diameter(folder, df.Id))       # one scale for the folder, kept with the model
     if isinstance(features, pd.DataFrame): table = features
     elif 'folder' in df:                          # samples from several folders (e.g. Kaggle + HPAv18): one cached table each
         table = pd.concat([feature_table(fo, g.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
