@@ -19,7 +19,7 @@ def demo_sizes(repo: Path, env) -> dict:
     d = json.loads(subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout)
     return {k: v for k, v in (d or OLD_DEMO).items() if k != 'seed'}
 
-def run_one(repo: Path, seed: int, env) -> dict:
+def run_one(repo: Path, seed: int, env, extra=()) -> dict:
     "One main job in a fresh folder; its metrics and wall time"
     work = Path(tempfile.mkdtemp(prefix=f'mainjob-{seed}-'))
     t0 = time.time()
@@ -28,18 +28,20 @@ def run_one(repo: Path, seed: int, env) -> dict:
         subprocess.run(['hpa-synth', '--dest', 'data/synthetic', '--seed', str(seed), '--n-train', str(d['n_train']),
                         '--n-test', str(d['n_test']), '--size', str(d['size']), '--freq-power', str(d['freq_power'])],
                        cwd=work, env=env, check=True, capture_output=True)
-    r = subprocess.run(['hpa-train', '--name', 'run'], cwd=work, env=env, capture_output=True, text=True)
+    r = subprocess.run(['hpa-train', '--name', 'run', *extra], cwd=work, env=env, capture_output=True, text=True)
     wall = time.time() - t0
     if r.returncode: raise SystemExit(f'hpa-train failed (seed {seed}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}')
     m = json.loads((work/'runs'/'run'/'metrics.json').read_text())
-    return dict(demo_seed=seed, wall_s=round(wall, 1), metrics=m, log_tail=r.stdout.splitlines()[-12:])
+    (work/'runs'/'run'/'log.txt').write_text(r.stdout)
+    return dict(demo_seed=seed, wall_s=round(wall, 1), metrics=m, log=r.stdout.splitlines(), args=list(extra))
 
 def row(r: dict) -> dict:
     "The figures the table shows"
     m, t = r['metrics'], r['metrics'].get('test', {})
     h = m.get('history') or []
     b = t.get('baselines', {})
-    return dict(demo_seed=r['demo_seed'], wall_s=r['wall_s'], recipe=m.get('recipe', 'one-cycle at lr_find valley'),
+    return dict(demo_seed=r['demo_seed'], args=' '.join(r['args']), wall_s=r['wall_s'], recipe=m.get('recipe', 'one-cycle at lr_find valley'),
+                lr=round(m['lr'], 5), features=m['config']['features'],
                 train_loss_first=h[0]['train_loss'] if h else None, train_loss_last=h[-1]['train_loss'] if h else None,
                 constant_loss=m.get('constant_loss'), test_f1_thresholds=t.get('f1_thresholds'),
                 test_ci95=t.get('f1_thresholds_ci95'), test_f1_at_0_5=t.get('f1_at_0_5'), test_f1_tta=t.get('f1_tta_thresholds'),
@@ -52,12 +54,13 @@ def main():
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1], help='demo seeds (0: the default demo set)')
     ap.add_argument('--tag', default='after', help='label of these runs in the results file')
     ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'main_job.json'))
+    ap.add_argument('--train-args', default='', help='extra hpa-train arguments, e.g. "--no-features" for the image-only model')
     a = ap.parse_args()
     repo = Path(a.repo).resolve()
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get('PYTHONPATH', ''))
     rows = []
     for s in a.seeds:
-        r = run_one(repo, s, env); rows.append(row(r))
+        r = run_one(repo, s, env, a.train_args.split()); rows.append(row(r))
         print(' | '.join(f'{k} {v}' for k, v in rows[-1].items()), flush=True)
     out = Path(a.out); res = json.loads(out.read_text()) if out.exists() else {}
     res[a.tag] = dict(date=str(date.today()), repo=str(repo), machine=f'{os.cpu_count()} CPU cores, no GPU', runs=rows)

@@ -246,7 +246,7 @@ RECIPES = {
                "output bias at the class priors",
     'pretrained': "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from lr_find's valley",
 }
-LR_RULES = {'scratch': ('minimum', 1e-2), 'pretrained': ('valley', 1e-3)}   # recipe → (lr_find suggestion, fallback rate)
+LR_RULES = {'scratch': ('minimum', 1e-2, 50), 'pretrained': ('valley', 1e-3, None)}   # recipe → (suggestion, fallback rate, lr_find steps)
 
 def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
             plot=None, # Save lr_find's plot to this file
@@ -356,8 +356,8 @@ def train_learner(learn:Learner, # From `build_learner`
     if lr is not None: pass
     elif resume is not None: lr = resume['info']['lr']
     elif cfg.lr is None:
-        rule, fallback = LR_RULES[cfg.recipe]
-        lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, suggestion=rule)
+        rule, fallback, steps = LR_RULES[cfg.recipe]
+        lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, num_it=steps, suggestion=rule)
         _log(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
     else: lr = cfg.lr
     for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
@@ -619,8 +619,8 @@ def run_training(path, # Data folder in the Kaggle layout
     if dist is None: lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
     else:
         from fastai.distributed import distrib_ctx   # needs accelerate
-        rule, fallback = LR_RULES[cfg.recipe]
-        lr = broadcast(find_lr(learn, run/'lr_find.png', fallback, suggestion=rule) if cfg.lr is None and main else cfg.lr, dist)
+        rule, fallback, steps = LR_RULES[cfg.recipe]
+        lr = broadcast(find_lr(learn, run/'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr, dist)
         with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()): train_learner(learn, cfg, run, cbs=cbs, lr=lr)
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
@@ -660,7 +660,7 @@ def run_training(path, # Data folder in the Kaggle layout
                  + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}')
             if m.get('baselines'): _log(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
             if m.get('threshold_fallbacks'):
-                _log(f'{split}: fewer than 3 validation positives, global threshold used for {len(m["threshold_fallbacks"])} classes: '
+                _log(f'{split}: fewer than 3 validation positives, frequency-matching cut used for {len(m["threshold_fallbacks"])} classes: '
                      + ', '.join(m['threshold_fallbacks']))
     if metrics['history'] and metrics['constant_loss'] is not None:
         _log(f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over {len(metrics["history"])} epochs '

@@ -502,7 +502,7 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      external=None, # A folder of extra training samples (e.g. HPAv18): training split only
                      external_csv=None, # Their labels CSV
                      extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
-                     num_workers:int|None=None, # DataLoader workers (default: up to 8)
+                     num_workers:int|None=None, # DataLoader workers (default: up to 8; none on a CPU-only machine of ≤ 4 cores)
                      dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
                      cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                     ) -> DataLoaders:
@@ -512,7 +512,7 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
     stems = sample_stems(df, img_dir)
-    if num_workers is None: num_workers = min(8, defaults.cpus)
+    if num_workers is None: num_workers = min(8, defaults.cpus) if torch.cuda.is_available() or defaults.cpus > 4 else 0   # see below
     return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 
 # %% ../nbs/01_data.ipynb #71b7a493
