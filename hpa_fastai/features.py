@@ -39,6 +39,11 @@ def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
                    diameter:float|None=None, # Nucleus diameter in px of the images (None: `params`', else estimated per image)
                   ) -> dict:
     "`FEATURE_PARAMS` updated with `params` and `diameter` (lengths, areas are given at HPA's 512² scale and scaled to the working one)"
+    v = (params or {}).get('version', FEATURE_PARAMS['version'])
+    if v < FEATURE_PARAMS['version']:      # e.g. a model saved before the one-scale features: its features would silently differ
+        raise HpaDataError(f'feature parameters of version {v} (saved with a model or a table made by an earlier hpa_fastai); this '
+                           f'version computes version {FEATURE_PARAMS["version"]} features (one nucleus scale), which differ: '
+                           're-train the model, or predict with the hpa_fastai that trained it')
     p = {**FEATURE_PARAMS, **(params or {})}
     return p if diameter is None else {**p, 'diameter': float(diameter)}
 
