@@ -643,7 +643,7 @@ def run_training(path, # Data folder in the Kaggle layout
     drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
     save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
     metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
-                   recipe=cfg.recipe, history=[{k: round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
+                   recipe=cfg.recipe, history=[{k: None if v is None else round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
                    constant_loss=constant_loss(base['train_targets']) if base['train_targets'] is not None else None,
                    **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
                    config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
