@@ -19,22 +19,26 @@ __all__ = ['all_positive_f1', 'frequency_f1', 'dataset_features', 'FeaturesOnly'
 
 # %% ../nbs/05a_baselines.ipynb #f349d8b5
 def all_positive_f1(targets, # Multi-hot targets, (n, classes)
-                   ) -> float:
-    "Macro-F1 of predicting every class for every sample"
+                    per_class:bool=False, # Return each class's F1 instead of their mean
+                   ):
+    "Macro-F1 (or per-class F1) of predicting every class for every sample"
     t = as_numpy(targets) > 0.5
-    return macro_f1(np.ones(t.shape, np.float32), t, 0.5)
+    f = f1_per_class(np.ones(t.shape, np.float32), t)
+    return f if per_class else float(f.mean())
 
 # %% ../nbs/05a_baselines.ipynb #4161d959
 def frequency_f1(targets, # Multi-hot targets, (n, classes)
                  freq, # Each class's training frequency
                  n_draws:int=20, # Random draws averaged
                  seed:int=0, # Seed of the draws
-                ) -> float:
-    "Mean macro-F1 of random predictions that give class c to each sample with probability `freq[c]`"
+                 per_class:bool=False, # Return each class's mean F1 instead of their mean
+                ):
+    "Mean macro-F1 (or per-class F1) of random predictions that give class c to each sample with probability `freq[c]`"
     t = as_numpy(targets) > 0.5; q = np.asarray(freq, np.float64)
     if q.shape != t.shape[1:]: raise ValueError(f'freq has {q.shape} values for {t.shape[1]} classes')
     rng = np.random.default_rng(seed)
-    return float(np.mean([macro_f1(rng.random(t.shape) < q, t, 0.5) for _ in range(n_draws)]))
+    f = np.mean([f1_per_class(rng.random(t.shape) < q, t) for _ in range(n_draws)], 0)
+    return f if per_class else float(f.mean())
 
 # %% ../nbs/05a_baselines.ipynb #2f35154d
 def dataset_features(dls:DataLoaders, # Fused `DataLoaders` (their `FeatureLookup` normalises)
@@ -81,10 +85,7 @@ def baseline_class_f1(targets, # Multi-hot targets of the samples scored, (n, cl
                      ) -> dict:
     "Per-class F1 of each baseline on one split: `all_positive`, `frequency` and (when given) `features_only`"
     t = as_numpy(targets) > 0.5; q = (as_numpy(train_targets) > 0.5).mean(0)
-    if q.shape != t.shape[1:]: raise ValueError(f'train_targets have {q.shape[0]} classes, targets {t.shape[1]}')
-    rng = np.random.default_rng(seed)
-    res = dict(all_positive=f1_per_class(np.ones(t.shape, np.float32), t),
-               frequency=np.mean([f1_per_class(rng.random(t.shape) < q, t) for _ in range(n_draws)], 0))
+    res = dict(all_positive=all_positive_f1(t, per_class=True), frequency=frequency_f1(t, q, n_draws, seed, per_class=True))
     if feature_probs is not None:
         th = 0.5 if feature_thresholds is None else feature_thresholds
         res['features_only'] = f1_per_class(predict_labels(feature_probs, th, keep_top=False), t)

@@ -513,7 +513,7 @@ def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
             ax.plot(range(len(df)), df[f'f1_{k}'], mk, color=c, ms=4, label=f"{k.replace('_', ' ')} ({macro[f'f1_{k}']:.3f})")
     ax.set_xticks(range(len(df))); ax.set_xticklabels(df['class'], rotation=90, fontsize=7)
     ax.set_ylabel('F1'); ax.set_ylim(0, 1); ax.set_title('per-class F1 beside the baselines; classes by training frequency', fontsize=9)
-    if len(report.columns) > 5: ax.legend(fontsize=7, loc='upper right')
+    if any(f'f1_{k}' in df for k in _BASELINE_STYLE): ax.legend(fontsize=7, loc='upper right')
     return ax
 
 # %% ../nbs/05_inference.ipynb #cbed4c89

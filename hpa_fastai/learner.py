@@ -508,6 +508,8 @@ def hpa_learner(
     y = dataset_targets(dls.train_ds) if init_bias == 'prior' else None
     if y is not None:
         with torch.no_grad(): model.head[-1].bias.copy_(prior_bias(y))
+    elif init_bias == 'prior':
+        warnings.warn("init_bias='prior': the training split has no labels, so the output bias stays at zero (pass init_bias=None to silence)")
     if metrics is None: metrics = [F1Macro(thresh)]
     cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)
