@@ -48,7 +48,8 @@ def dataset_features(dls:DataLoaders, # Fused `DataLoaders` (their `FeatureLooku
     ds = dls.train_ds if ds is None else ds
     if getattr(ds, 'feats', None) is not None: return np.asarray(ds.feats, np.float32)
     lk = feature_lookup(dls)
-    if lk is None: raise ValueError('these DataLoaders have no feature block: the features-only baseline needs features=True')
+    if lk is None:
+        raise ValueError('these DataLoaders have no feature block: the features-only baseline needs features=True')
     raw = np.stack([lk.raw(s) for s in ds.items]) if len(ds.items) else np.zeros((0, 10), np.float32)
     return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
 
@@ -64,8 +65,10 @@ class FeaturesOnly:
         from sklearn.linear_model import LogisticRegression
         X, Y = np.asarray(X, np.float64), as_numpy(Y) > 0.5
         self.freq = Y.mean(0)
-        self.models = [LogisticRegression(C=self.C, max_iter=1000).fit(X, Y[:, c]) if 0 < Y[:, c].sum() < len(Y) else None
-                       for c in range(Y.shape[1])]
+        self.models = [
+            LogisticRegression(C=self.C, max_iter=1000).fit(X, Y[:, c]) if 0 < Y[:, c].sum() < len(Y) else None
+            for c in range(Y.shape[1])
+        ]
         return self
     def predict(self, X, # Features, (n, 10)
                ) -> np.ndarray:
@@ -78,14 +81,17 @@ class FeaturesOnly:
 # %% ../nbs/05a_baselines.ipynb #116e4abf
 def baseline_class_f1(targets, # Multi-hot targets of the samples scored, (n, classes)
                       train_targets, # Multi-hot targets of the training split (the frequencies)
-                      feature_probs=None, # Features-only probabilities of the samples scored (None: no features baseline)
+                      # Features-only probabilities of the samples scored (None: no features baseline)
+                      feature_probs=None,
                       feature_thresholds=None, # Their thresholds: per class, or per sample (cross-fitted)
                       n_draws:int=20, # Random draws averaged for the frequency baseline
                       seed:int=0, # Seed of the frequency draws
                      ) -> dict:
     "Per-class F1 of each baseline on one split: `all_positive`, `frequency` and (when given) `features_only`"
     t = as_numpy(targets) > 0.5; q = (as_numpy(train_targets) > 0.5).mean(0)
-    res = dict(all_positive=all_positive_f1(t, per_class=True), frequency=frequency_f1(t, q, n_draws, seed, per_class=True))
+    res = dict(
+        all_positive=all_positive_f1(t, per_class=True), frequency=frequency_f1(t, q, n_draws, seed, per_class=True)
+    )
     if feature_probs is not None:
         th = 0.5 if feature_thresholds is None else feature_thresholds
         res['features_only'] = f1_per_class(predict_labels(feature_probs, th, keep_top=False), t)
@@ -109,8 +115,14 @@ def features_baseline(dls:DataLoaders, # Fused `DataLoaders` (from `hpa_dataload
                      ) -> dict:
     "Macro-F1 of the features-only regression on the validation split: at 0.5 and with cross-fitted thresholds"
     yt, yv = dataset_targets(dls.train_ds), dataset_targets(dls.valid_ds)
-    if yt is None or yv is None or not len(yv): raise ValueError('features_baseline needs labelled training and validation splits')
+    if yt is None or yv is None or not len(yv):
+        raise ValueError('features_baseline needs labelled training and validation splits')
     P = FeaturesOnly(C).fit(dataset_features(dls), yt).predict(dataset_features(dls, dls.valid_ds))
     th = crossfit_thresholds(P, yv, method)                        # leak-free, as for the network
-    return dict(f1_at_0_5=macro_f1(predict_labels(P, 0.5, keep_top=False), yv), f1_thresholds=macro_f1(predict_labels(P, th, keep_top=False), yv),
-                n_train=len(yt), n_valid=len(yv), in_sample=False)
+    return dict(
+        f1_at_0_5=macro_f1(predict_labels(P, 0.5, keep_top=False), yv),
+        f1_thresholds=macro_f1(predict_labels(P, th, keep_top=False), yv),
+        n_train=len(yt),
+        n_valid=len(yv),
+        in_sample=False,
+    )

@@ -35,15 +35,20 @@ def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from
               ) -> np.ndarray: # int32 (n, 4): x0, y0, x1, y1 (ends exclusive); zeros for a label with no pixel
     "Bounding box of each cell 1..n of a label image"
     sl = ndimage.find_objects(np.asarray(cells, np.int32))
-    return np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] if s else [0, 0, 0, 0] for s in sl], np.int32).reshape(-1, 4)
+    return np.array(
+        [[s[1].start, s[0].start, s[1].stop, s[0].stop] if s else [0, 0, 0, 0] for s in sl], np.int32
+    ).reshape(-1, 4)
 
+# %% ../nbs/10_cells.ipynb #ae430aa8
 def _square(box, margin:float) -> tuple:
-    "The square window (x0, y0, x1, y1) centred on `box`, its side the box's longer side plus `margin` of it on each side"
+    """The square window (x0, y0, x1, y1) centred on `box`, its side the box's longer side plus `margin` of it on each
+    side"""
     x0, y0, x1, y1 = box
     s = max(1, int(np.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin))))
     X0, Y0 = int(np.floor((x0 + x1 - s) / 2)), int(np.floor((y0 + y1 - s) / 2))
     return X0, Y0, X0 + s, Y0 + s
 
+# %% ../nbs/10_cells.ipynb #7bae02b7
 def _cut(img:np.ndarray, win) -> np.ndarray:
     "`img[y0:y1, x0:x1]` of window `win`, zero-padded where the window leaves the image"
     X0, Y0, X1, Y1 = win; H, W = img.shape[:2]
@@ -64,6 +69,7 @@ class CellCrops:
     areas: np.ndarray # int64 (n,): the cell's area in pixels of the field
     def __len__(self): return len(self.labels)
 
+# %% ../nbs/10_cells.ipynb #706ff3b0
 def cell_crops(rgby, # One H×W×4 `uint8` field (red, green, blue, yellow)
                cells, # Its label image of the cells (0 background, 1..n), e.g. `segment_cells(rgby, nuclei)`
                size:int=128, # Side of each square crop
@@ -74,7 +80,8 @@ def cell_crops(rgby, # One H×W×4 `uint8` field (red, green, blue, yellow)
     x, lab = np.asarray(rgby), np.asarray(cells)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 field, got shape {x.shape}')
     if lab.shape != x.shape[:2]: raise ValueError(f'cells of shape {lab.shape} for a field of {x.shape[:2]}')
-    if not isinstance(size, (int, np.integer)) or size < 1: raise ValueError(f'size must be a positive int, got {size!r}')
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f'size must be a positive int, got {size!r}')
     lab = lab.astype(np.int32, copy=False)
     boxes = cell_boxes(lab); areas = np.bincount(lab.ravel(), minlength=len(boxes) + 1)[1:]
     keep = np.flatnonzero(areas > 0)
@@ -87,7 +94,14 @@ def cell_crops(rgby, # One H×W×4 `uint8` field (red, green, blue, yellow)
         m = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
         if masked: im = im * m[..., None]
         crops[j], masks[j] = im.transpose(2, 0, 1), m
-    return CellCrops(crops, masks, boxes[keep], np.array(wins, np.int32).reshape(-1, 4), (keep + 1).astype(np.int32), areas[keep].astype(np.int64))
+    return CellCrops(
+        crops,
+        masks,
+        boxes[keep],
+        np.array(wins, np.int32).reshape(-1, 4),
+        (keep + 1).astype(np.int32),
+        areas[keep].astype(np.int64),
+    )
 
 # %% ../nbs/10_cells.ipynb #a8c61979
 def toy_field(centres, # (x, y) of each cell's centre, in pixels
@@ -105,8 +119,13 @@ def toy_field(centres, # (x, y) of each cell's centre, in pixels
             plane = x[..., ch].copy(); cv2.circle(plane, c, int(r_cell), 120, -1); x[..., ch] = plane
         plane = x[..., 2].copy(); cv2.circle(plane, c, int(r_nucleus), 220, -1); x[..., 2] = plane
         if len(g): plane = x[..., 1].copy(); cv2.circle(plane, c, int(r_cell) - 1, 200, -1); x[..., 1] = plane
-    truth = pd.DataFrame([dict(Id=id_, cell=k, x=float(cx), y=float(cy), Target=' '.join(map(str, g)))
-                          for k, ((cx, cy), g) in enumerate(zip(centres, green))], columns=['Id', 'cell', 'x', 'y', 'Target'])
+    truth = pd.DataFrame(
+        [
+            dict(Id=id_, cell=k, x=float(cx), y=float(cy), Target=' '.join(map(str, g)))
+            for k, ((cx, cy), g) in enumerate(zip(centres, green))
+        ],
+        columns=['Id', 'cell', 'x', 'y', 'Target'],
+    )
     return x, truth
 
 # %% ../nbs/10_cells.ipynb #550060ff
@@ -121,6 +140,7 @@ def coco_rle(mask, # A 2-D binary mask (H×W)
     counts = np.diff(np.concatenate([[0], cuts, [flat.size]])).tolist()
     return [0] + counts if flat[0] else counts
 
+# %% ../nbs/10_cells.ipynb #297cdcdd
 def rle_to_string(counts, # Run lengths, from `coco_rle`
                  ) -> str:
     "COCO's compact string of run lengths (pycocotools' `rleToString`)"
@@ -134,6 +154,7 @@ def rle_to_string(counts, # Run lengths, from `coco_rle`
             out.append(chr(ch + 48))
     return ''.join(out)
 
+# %% ../nbs/10_cells.ipynb #cb577a1c
 def rle_from_string(s:str, # A string from `rle_to_string`
                    ) -> list[int]:
     "Run lengths of COCO's compact string (pycocotools' `rleFrString`)"
@@ -148,6 +169,7 @@ def rle_from_string(s:str, # A string from `rle_to_string`
         counts.append(x)
     return counts
 
+# %% ../nbs/10_cells.ipynb #b619317b
 def rle_decode(counts, # Run lengths, from `coco_rle` or `rle_from_string`
                height:int, # Rows of the mask
                width:int, # Columns of the mask
@@ -155,7 +177,9 @@ def rle_decode(counts, # Run lengths, from `coco_rle` or `rle_from_string`
     "The bool H×W mask of COCO run lengths"
     counts = np.asarray(counts, np.int64)
     if counts.sum() != height * width or (counts < 0).any():
-        raise ValueError(f'run lengths sum to {int(counts.sum())}, not the {height}×{width} = {height * width} pixels of the mask')
+        raise ValueError(
+            f'run lengths sum to {int(counts.sum())}, not the {height}×{width} = {height * width} pixels of the mask'
+        )
     vals = np.arange(len(counts)) % 2 == 1
     return np.repeat(vals, counts).reshape(width, height).T
 
@@ -163,21 +187,44 @@ def rle_decode(counts, # Run lengths, from `coco_rle` or `rle_from_string`
 def encode_binary_mask(mask, # A 2-D binary mask (H×W) of one cell, at the size of the image it belongs to
                       ) -> str:
     "The mask as the 2021 challenge wants it: base64 of the zlib-compressed (level 9) COCO RLE string"
-    return base64.b64encode(zlib.compress(rle_to_string(coco_rle(mask)).encode('ascii'), zlib.Z_BEST_COMPRESSION)).decode('ascii')
+    return base64.b64encode(
+        zlib.compress(rle_to_string(coco_rle(mask)).encode('ascii'), zlib.Z_BEST_COMPRESSION)
+    ).decode('ascii')
 
+# %% ../nbs/10_cells.ipynb #16964162
 def decode_binary_mask(s:str, # A string from `encode_binary_mask`
                        height:int, # Rows of the image
                        width:int, # Columns of the image
                       ) -> np.ndarray:
     "The bool H×W mask of an `encode_binary_mask` string"
     try: raw = zlib.decompress(base64.b64decode(s, validate=True)).decode('ascii')
-    except (ValueError, zlib.error, UnicodeDecodeError) as e: raise ValueError(f'not a base64 zlib COCO RLE mask ({e})') from None
+    except (ValueError, zlib.error, UnicodeDecodeError) as e:
+        raise ValueError(f'not a base64 zlib COCO RLE mask ({e})') from None
     return rle_decode(rle_from_string(raw), height, width)
 
 # %% ../nbs/10_cells.ipynb #a3885801
 CELL_STORE_FORMAT = 'hpa_fastai.cells/3'
-CELL_COLS = ['cell_id', 'Id', 'cell', 'x0', 'y0', 'x1', 'y1', 'wx0', 'wy0', 'wx1', 'wy1', 'area', 'width', 'height', 'cx', 'cy', 'rle']
+CELL_COLS = [
+    'cell_id',
+    'Id',
+    'cell',
+    'x0',
+    'y0',
+    'x1',
+    'y1',
+    'wx0',
+    'wy0',
+    'wx1',
+    'wy1',
+    'area',
+    'width',
+    'height',
+    'cx',
+    'cy',
+    'rle',
+]
 
+# %% ../nbs/10_cells.ipynb #7925c555
 def cell_store_path(folder, # The image folder whose cells are packed
                     size:int=48, # Side of the crops
                     seg_size:int=512, # Side the fields are segmented at
@@ -186,9 +233,15 @@ def cell_store_path(folder, # The image folder whose cells are packed
     "Default folder of the cell store of `folder`: `cache_root(folder)/cells-{folder.name}-{seg_size}-{size}`"
     return cache_root(Path(folder), cache_dir)/f'cells-{Path(folder).name}-{seg_size}-{size}'
 
+# %% ../nbs/10_cells.ipynb #9cd1a651
 def _resize(x, side):
-    return x if x.shape[:2] == (side, side) else cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA if x.shape[0] > side else cv2.INTER_LINEAR)
+    return (
+        x
+        if x.shape[:2] == (side, side)
+        else cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA if x.shape[0] > side else cv2.INTER_LINEAR)
+    )
 
+# %% ../nbs/10_cells.ipynb #f57a8ed5
 def field_cells(rgby, # One H×W×4 field at any size and bit depth
                 seg_size:int|None=512, # Side it is segmented at (None: as it is)
                 diameter:float|None=None, # Nucleus diameter in px of `rgby` (None: estimated)
@@ -196,9 +249,11 @@ def field_cells(rgby, # One H×W×4 field at any size and bit depth
     "The field resized to `seg_size` and its cells: `segment_cells` grown from `segment_nuclei` of the blue channel"
     x = as_uint8(np.asarray(rgby)); H, W = x.shape[:2]
     if seg_size is not None: x = _resize(x, seg_size).reshape(seg_size, seg_size, -1)
-    d = None if diameter is None else diameter * float(np.sqrt(x.shape[0] * x.shape[1] / (H * W)))   # in px of the resized field
+    # in px of the resized field
+    d = None if diameter is None else diameter * float(np.sqrt(x.shape[0] * x.shape[1] / (H * W)))
     return x, segment_cells(x, segment_nuclei(np.ascontiguousarray(x[..., 2]), d), d)
 
+# %% ../nbs/10_cells.ipynb #36a75b8f
 def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, channel_order='rgby') -> tuple:
     "One image's cells: (crops with context, masks, table rows, (width, height) of the image)"
     full = open_rgby(folder, id_, channel_order=channel_order)
@@ -207,15 +262,30 @@ def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, chan
     cc = cell_crops(x, lab, size, masked=False, margin=margin)
     big = lab if lab.shape == (H, W) else cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
     cen = ndimage.center_of_mass(np.ones(lab.shape), lab, cc.labels) if len(cc) else []            # (y, x) of each cell
-    rows = [[f'{id_}_{k}', id_, int(k), *map(int, b), *map(int, w), int(a), W, H, round(float(c[1]), 2), round(float(c[0]), 2),
-             encode_binary_mask(big == k) if rle else ''] for k, b, w, a, c in zip(cc.labels, cc.boxes, cc.windows, cc.areas, cen)]
+    rows = [
+        [
+            f'{id_}_{k}',
+            id_,
+            int(k),
+            *map(int, b),
+            *map(int, w),
+            int(a),
+            W,
+            H,
+            round(float(c[1]), 2),
+            round(float(c[0]), 2),
+            encode_binary_mask(big == k) if rle else '',
+        ]
+        for k, b, w, a, c in zip(cc.labels, cc.boxes, cc.windows, cc.areas, cen)
+    ]
     return cc.crops, cc.masks, rows, (int(W), int(H))
 
 # %% ../nbs/10_cells.ipynb #c2dedb46
 _CELL_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 
 def _pack_cells_chunk(job) -> dict:
-    "Cut the cells of one chunk of images; write its crops, masks, table rows and image sizes whole; return its failures"
+    """Cut the cells of one chunk of images; write its crops, masks, table rows and image sizes whole; return its
+    failures"""
     folder, fn, ids, size, seg_size, margin, rle, diameter, order = (*job, None, 'rgby')[:9]
     crops, masks, rows, sizes, failed = [], [], [], {}, {}
     for i in ids:
@@ -224,10 +294,17 @@ def _pack_cells_chunk(job) -> dict:
         crops.append(c); masks.append(m); rows += r
     cat = lambda a, shape: np.concatenate(a) if a else np.zeros((0, *shape), np.uint8)
     with atomic_write(fn, 'wb') as f:
-        np.savez(f, crops=cat(crops, (4, size, size)), masks=cat(masks, (size, size)).astype(np.uint8),
-                 rows=np.array(json.dumps(rows)), sizes=np.array(json.dumps(sizes)), failed=np.array(json.dumps(failed)))
+        np.savez(
+            f,
+            crops=cat(crops, (4, size, size)),
+            masks=cat(masks, (size, size)).astype(np.uint8),
+            rows=np.array(json.dumps(rows)),
+            sizes=np.array(json.dumps(sizes)),
+            failed=np.array(json.dumps(failed)),
+        )
     return failed
 
+# %% ../nbs/10_cells.ipynb #09e3d7d6
 _CHUNK_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 def _npz_shape(z:zipfile.ZipFile, name:str) -> tuple:
@@ -236,8 +313,10 @@ def _npz_shape(z:zipfile.ZipFile, name:str) -> tuple:
         v = np.lib.format.read_magic(f)
         return (np.lib.format.read_array_header_1_0 if v == (1, 0) else np.lib.format.read_array_header_2_0)(f)[0]
 
+# %% ../nbs/10_cells.ipynb #9b8338c2
 def _chunk_meta(fn:Path, size:int):
-    "(n_cells, rows, sizes, failed) of a chunk file, its arrays checked by their headers only; None if missing, unreadable or inconsistent"
+    """(n_cells, rows, sizes, failed) of a chunk file, its arrays checked by their headers only; None if missing,
+    unreadable or inconsistent"""
     if not fn.exists(): return None
     try:
         with zipfile.ZipFile(fn) as z: cs, ms = _npz_shape(z, 'crops'), _npz_shape(z, 'masks')
@@ -246,16 +325,19 @@ def _chunk_meta(fn:Path, size:int):
     n = len(rows)
     return (n, rows, sizes, failed) if cs == (n, 4, size, size) and ms == (n, size, size) else None
 
+# %% ../nbs/10_cells.ipynb #4cbfa2ec
 def _chunk_arrays(fn:Path) -> tuple:
     "(crops, masks) of one chunk file, read whole"
     try:
         with np.load(fn) as z: return z['crops'], z['masks']
-    except _CHUNK_ERRORS as e: raise HpaDataError(f'{fn}: chunk of the cell pack cannot be read ({e}); run `pack_cells` again') from None
+    except _CHUNK_ERRORS as e:
+        raise HpaDataError(f'{fn}: chunk of the cell pack cannot be read ({e}); run `pack_cells` again') from None
 
 # %% ../nbs/10_cells.ipynb #334e2b81
 def _cells_problem(index:dict, ids, size=None, fps:dict|None=None) -> str|None:
     "Why the cell store of `index` cannot serve `ids` (at `size`, with current fingerprints `fps`), or None"
-    if index.get('format') != CELL_STORE_FORMAT: return f'its format is {index.get("format")!r}, this library reads {CELL_STORE_FORMAT!r}'
+    if index.get('format') != CELL_STORE_FORMAT:
+        return f'its format is {index.get("format")!r}, this library reads {CELL_STORE_FORMAT!r}'
     if size is not None and index['size'] != size: return f'its crops are {index["size"]}px, not the {size}px asked'
     have = dict(zip(index['ids'], index['fingerprints']))
     missing = [i for i in ids if i not in have]
@@ -265,6 +347,7 @@ def _cells_problem(index:dict, ids, size=None, fps:dict|None=None) -> str|None:
         if changed: return f'the files of {len(changed)} image(s) changed since it was packed (e.g. {changed[:3]})'
     return None
 
+# %% ../nbs/10_cells.ipynb #e8b62d5d
 def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                dest=None, # Store folder (default: `cell_store_path(folder, size, seg_size)`)
                size:int=48, # Side of the square crops
@@ -274,30 +357,44 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                n_workers:int|None=None, # Worker processes (default: all cores; 0 packs in this process)
                chunk_size:int=16, # Images per chunk: the unit of parallel work and of resuming
                repack:bool=False, # Rebuild a complete store at `dest` that does not match
-               rle:bool=True, # Keep each cell's full-resolution mask as an RLE string (needed for the per-cell submission)
+               # Keep each cell's full-resolution mask as an RLE string (needed for the per-cell submission)
+               rle:bool=True,
                progress:bool|None=None, # Show a progress bar (default: only when stdout is a terminal)
                cache_dir=None, # Cache folder for the default `dest`
                diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
                channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
               ) -> Path: # The store folder, for `open_cells`
-    "Segment every image of `folder` once and pack its cells (crops with context, masks, boxes, RLE masks) into a cell store"
+    """Segment every image of `folder` once and pack its cells (crops with context, masks, boxes, RLE masks) into a cell
+    store"""
     folder = Path(folder)
     for n, v, lo in (('size', size, 8), ('seg_size', seg_size, 32)):
-        if not isinstance(v, (int, np.integer)) or v < lo: raise ValueError(f'{n} must be an int of at least {lo}, got {v!r}')
+        if not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f'{n} must be an int of at least {lo}, got {v!r}')
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     ids = [str(i) for i in ids] if ids is not None else find_ids(folder)
     if not ids: raise HpaDataError(f'{folder}: no samples to pack')
     if len(set(ids)) != len(ids): raise HpaDataError(f'{folder}: an image Id is asked for more than once')
     dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir)
     fps = _fingerprints(folder, ids, CHANNELS)
-    plan = dict(format=CELL_STORE_FORMAT, folder=str(folder.absolute()), size=int(size), seg_size=int(seg_size), margin=float(margin),
-                rle=bool(rle), chunk_size=int(chunk_size), ids=ids, fingerprints=fps,
-                diameter=None if diameter is None else float(diameter), channel_order=channel_order)
+    plan = dict(
+        format=CELL_STORE_FORMAT,
+        folder=str(folder.absolute()),
+        size=int(size),
+        seg_size=int(seg_size),
+        margin=float(margin),
+        rle=bool(rle),
+        chunk_size=int(chunk_size),
+        ids=ids,
+        fingerprints=fps,
+        diameter=None if diameter is None else float(diameter),
+        channel_order=channel_order,
+    )
     if (dest/'index.json').exists():
         if not repack:
             index = read_json(dest/'index.json', 'cell store index')
             p = _cells_problem(index, ids, size, dict(zip(ids, fps)))
-            if p is None and all(index.get(k) == plan[k] for k in ('seg_size', 'margin', 'rle', 'diameter', 'channel_order')): return dest
+            if p is None and all(index.get(k) == plan[k] for k in ('seg_size', 'margin', 'rle', 'diameter', 'channel_order')):
+                return dest
             raise HpaDataError(f'{dest}: a cell store is there but {p or "it was packed with other settings"}; '
                                'repack it (`pack_cells(..., repack=True)`, command line `hpa-cells pack ... --repack`)')
         for n in ('index.json', 'cells.csv', 'crops.npy', 'masks.npy', 'pack.json'): (dest/n).unlink(missing_ok=True)
@@ -314,18 +411,33 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     starts = list(range(0, len(ids), chunk_size))
     fns = [dest/'chunks'/f'{k:06d}.npz' for k in range(len(starts))]
     todo = [k for k, fn in enumerate(fns) if _chunk_meta(fn, int(size)) is None]
-    jobs = [(folder, fns[k], ids[starts[k]:starts[k] + chunk_size], int(size), int(seg_size), float(margin), bool(rle), plan['diameter'], channel_order)
-            for k in todo]
+    jobs = [
+        (
+            folder,
+            fns[k],
+            ids[starts[k] : starts[k] + chunk_size],
+            int(size),
+            int(seg_size),
+            float(margin),
+            bool(rle),
+            plan['diameter'],
+            channel_order,
+        )
+        for k in todo
+    ]
     if n_workers is None: n_workers = min(defaults.cpus, len(jobs))
     if len(jobs) <= 1: n_workers = 0
     if progress is None: progress = show_progress() and sys.stdout.isatty()
     parallel(_pack_cells_chunk, jobs, n_workers=n_workers, progress=progress and len(jobs) > 1, threadpool=False)
     return _finish_cells(dest, plan, fns)
 
+# %% ../nbs/10_cells.ipynb #1dcc832a
 def _finish_cells(dest:Path, plan:dict, fns) -> Path:
-    "Gather the chunks, one at a time, into `crops.npy` and `masks.npy` (written through memory maps) and `cells.csv`, then write the index (last) and remove the chunks"
+    """Gather the chunks, one at a time, into `crops.npy` and `masks.npy` (written through memory maps) and `cells.csv`,
+    then write the index (last) and remove the chunks"""
     s = plan['size']; metas = [_chunk_meta(fn, s) for fn in fns]
-    if any(m is None for m in metas): raise HpaDataError(f'{dest}: a chunk of the pack is missing or unreadable; run `pack_cells` again')
+    if any(m is None for m in metas):
+        raise HpaDataError(f'{dest}: a chunk of the pack is missing or unreadable; run `pack_cells` again')
     n = sum(m[0] for m in metas)
     with atomic_write(dest/'crops.npy', None) as tc, atomic_write(dest/'masks.npy', None) as tm:
         cm = np.lib.format.open_memmap(tc, mode='w+', dtype=np.uint8, shape=(n, 4, s, s))
@@ -339,14 +451,26 @@ def _finish_cells(dest:Path, plan:dict, fns) -> Path:
     sizes = {i: wh for m in metas for i, wh in m[2].items()}
     failed = {i: e for m in metas for i, e in m[3].items()}
     n_cells = table.groupby('Id', sort=False).size().reindex(plan['ids'], fill_value=0)
-    write_json(dest/'index.json', dict(plan, n_cells=int(n), failed=failed, no_cells=[i for i in plan['ids'] if n_cells[i] == 0 and i not in failed],
-                                     sizes={i: sizes[i] for i in plan['ids'] if i in sizes},
-                                     created=_datetime.datetime.now().isoformat(timespec='seconds')))
+    write_json(
+        dest / 'index.json',
+        dict(
+            plan,
+            n_cells=int(n),
+            failed=failed,
+            no_cells=[i for i in plan['ids'] if n_cells[i] == 0 and i not in failed],
+            sizes={i: sizes[i] for i in plan['ids'] if i in sizes},
+            created=_datetime.datetime.now().isoformat(timespec='seconds'),
+        ),
+    )
     for fn in fns: fn.unlink(missing_ok=True)
     (dest/'pack.json').unlink(missing_ok=True)
     try: (dest/'chunks').rmdir()
     except OSError: pass
-    if failed: warnings.warn(f'{len(failed)} image(s) could not be read and are left out of the cell store {dest}: ' + '; '.join(list(failed.values())[:3]))
+    if failed:
+        warnings.warn(
+            f'{len(failed)} image(s) could not be read and are left out of the cell store {dest}: '
+            + '; '.join(list(failed.values())[:3])
+        )
     return dest
 
 # %% ../nbs/10_cells.ipynb #b64fa0d7
@@ -360,12 +484,15 @@ class CellStore:
         self.index = index if index is not None else read_json(self.path/'index.json', 'cell store index')
         self.size, self.seg_size, self.folder = self.index['size'], self.index['seg_size'], Path(self.index['folder'])
         self.failed = dict(self.index.get('failed', {}))
-        self.sizes = {i: tuple(wh) for i, wh in self.index.get('sizes', {}).items()}   # (width, height) of each packed image
+        # (width, height) of each packed image
+        self.sizes = {i: tuple(wh) for i, wh in self.index.get('sizes', {}).items()}
         fn = self.path/'cells.csv'
         if not fn.exists(): raise HpaDataError(f'{fn}: the cell table is missing; repack the store')
         self.table = pd.read_csv(fn, dtype={'cell_id': str, 'Id': str, 'rle': str}, keep_default_na=False)
         if len(self.table) != self.index['n_cells']:
-            raise HpaDataError(f'{fn}: {len(self.table)} cells where the index says {self.index["n_cells"]}; repack the store')
+            raise HpaDataError(
+                f'{fn}: {len(self.table)} cells where the index says {self.index["n_cells"]}; repack the store'
+            )
         starts = self.table.groupby('Id', sort=False).indices
         self.ids = [i for i in self.index['ids'] if i not in self.failed]
         self._rows = {i: np.asarray(starts.get(i, np.zeros(0, np.int64)), np.int64) for i in self.ids}
@@ -374,7 +501,8 @@ class CellStore:
     def _load(self, name):
         fn = self.path/name
         try: return np.load(fn, mmap_mode=None if self.in_memory else 'r')
-        except (OSError, ValueError, EOFError) as e: raise HpaDataError(f'{fn}: cannot be read ({e}); repack the cell store') from None
+        except (OSError, ValueError, EOFError) as e:
+            raise HpaDataError(f'{fn}: cannot be read ({e}); repack the cell store') from None
     @property
     def crops(self) -> np.ndarray:
         "uint8 N×4×S×S crops with context"
@@ -397,7 +525,8 @@ class CellStore:
         "The cell rows of each image of `ids`"
         try: return [self._rows[i] for i in ids]
         except KeyError as e:
-            i = e.args[0]; why = f'it could not be read when packed: {self.failed[i]}' if i in self.failed else 'it was not packed'
+            i = e.args[0]
+            why = f'it could not be read when packed: {self.failed[i]}' if i in self.failed else 'it was not packed'
             raise HpaDataError(f'{self.path}: image {i!r} is not in this cell store ({why})') from None
 
     def read(self, rows, # Cell rows (positions in `table`)
@@ -415,6 +544,7 @@ class CellStore:
         return (f'CellStore({str(self.path)!r}: {len(self)} cells of {len(self.ids)} images, {self.size}px crops, '
                 f'segmented at {self.seg_size}px' + (f', {len(self.failed)} failed' if self.failed else '') + ')')
 
+# %% ../nbs/10_cells.ipynb #5354f56b
 def open_cells(path, # The cell store folder (from `pack_cells`)
                folder=None, # The image folder it was packed from: if given, its files are checked for changes
                ids=None, # Images the store must hold (default: those it has)
@@ -424,7 +554,10 @@ def open_cells(path, # The cell store folder (from `pack_cells`)
     "Open a cell store after checking it serves `ids` at `size` from unchanged files"
     path = Path(path)
     if not (path/'index.json').exists():
-        if (path/'pack.json').exists(): raise HpaDataError(f'{path}: packing was interrupted; run `pack_cells` with the same arguments to finish it')
+        if (path/'pack.json').exists():
+            raise HpaDataError(
+                f'{path}: packing was interrupted; run `pack_cells` with the same arguments to finish it'
+            )
         raise HpaDataError(f'{path}: no cell store here (no index.json); make one with `pack_cells(folder, dest)`')
     index = read_json(path/'index.json', 'cell store index')
     ids = [str(i) for i in ids] if ids is not None else [i for i in index['ids'] if i not in index.get('failed', {})]
@@ -433,7 +566,8 @@ def open_cells(path, # The cell store folder (from `pack_cells`)
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         fps = dict(zip(ids, _fingerprints(Path(folder), ids, CHANNELS)))
     p = _cells_problem(index, ids, size, fps)
-    if p is not None: raise HpaDataError(f'{path}: refusing this cell store: {p}; repack it (`pack_cells(..., repack=True)`)')
+    if p is not None:
+        raise HpaDataError(f'{path}: refusing this cell store: {p}; repack it (`pack_cells(..., repack=True)`)')
     st = CellStore(path, index, in_memory)
     if st.crops.shape != (index['n_cells'], 4, index['size'], index['size']) or st.masks.shape[0] != index['n_cells']:
         raise HpaDataError(f'{path}: its arrays do not match its index; repack it')
@@ -443,6 +577,7 @@ def open_cells(path, # The cell store folder (from `pack_cells`)
 class CellBag(TensorBase):
     "For each crop of a ragged batch of bags, the position of its image in the batch"
 
+# %% ../nbs/10_cells.ipynb #0391e34a
 class CellDataset:
     "The cells of some images of a cell store: one item per cell (labels inherited), or one bag per image"
     def __init__(self, store:CellStore, # The opened cell store
@@ -481,17 +616,31 @@ class CellDataset:
         if self.bags:
             rs = [self._bag_rows(j) for j in idxs]
             x, res = self.store.read(np.concatenate(rs), self.masked), []
-            res = [RGBYImage(torch.from_numpy(x)), CellBag(torch.from_numpy(np.repeat(np.arange(len(rs)), [len(r) for r in rs])))]
+            res = [
+                RGBYImage(torch.from_numpy(x)),
+                CellBag(torch.from_numpy(np.repeat(np.arange(len(rs)), [len(r) for r in rs]))),
+            ]
             img = idxs
         else:
-            res, img = [RGBYImage(torch.from_numpy(self.store.read(self.rows_flat[idxs], self.masked)))], self.img_of_cell[idxs]
+            res, img = [
+                RGBYImage(torch.from_numpy(self.store.read(self.rows_flat[idxs], self.masked)))
+            ], self.img_of_cell[idxs]
         if self.y is not None: res.append(TensorMultiCategory(torch.from_numpy(self.y[img])))
         return tuple(res)
 
     def new_empty(self):
         "An empty dataset of the same kind (what `Learner.export` keeps)"
-        return CellDataset(self.store, [], None if self.y is None else self.y[:0], self.bags, self.masked, self.max_cells, self.split_idx)
+        return CellDataset(
+            self.store,
+            [],
+            None if self.y is None else self.y[:0],
+            self.bags,
+            self.masked,
+            self.max_cells,
+            self.split_idx,
+        )
 
+# %% ../nbs/10_cells.ipynb #7585fac7
 class CellDataLoader(StoreDataLoader):
     "A `StoreDataLoader` over a `CellDataset`: whole batches of crops (ragged for bags), batch transforms only"
     def _one_pass(self):
@@ -504,7 +653,8 @@ def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of o
                      df:pd.DataFrame, # Image labels: `Id` and `Target` (lists of class indices, or strings like '0 16')
                      train_idx, # Positions in `df` of the training images
                      valid_idx, # Positions in `df` of the validation images (may be empty)
-                     bags:bool=False, # Multiple-instance items (one bag of cells per image) instead of one item per cell
+                     # Multiple-instance items (one bag of cells per image) instead of one item per cell
+                     bags:bool=False,
                      bs:int|None=None, # Batch size: cells (default 128), or images for bags (default 8)
                      masked:bool=True, # Zero the pixels outside each cell
                      max_cells:int=24, # Largest training bag (cells drawn at random); validation bags keep every cell
@@ -513,22 +663,30 @@ def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of o
                      device=None, # Device batches go to (default: fastai's `default_device()`)
                      seed:int|None=None, # Seed of the bag subsampling
                     ) -> DataLoaders:
-    "fastai `DataLoaders` over the cells of a cell store, split by image: cells inheriting their image's labels, or bags"
+    """fastai `DataLoaders` over the cells of a cell store, split by image: cells inheriting their image's labels, or
+    bags"""
     if not isinstance(store, CellStore): store = open_cells(store)
     ids = [str(i) for i in df['Id']]
     train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
     if not len(train_idx): raise ValueError('cell_dataloaders: no training images')
     both = {ids[i] for i in train_idx} & {ids[i] for i in valid_idx}
-    if both: raise HpaDataError(f'cell_dataloaders: {len(both)} image(s) in both the training and the validation split (e.g. Id {min(both)!r})')
+    if both:
+        raise HpaDataError(
+            f'cell_dataloaders: {len(both)} image(s) in both the training and the validation split (e.g. Id'
+            f' {min(both)!r})'
+        )
     dup = pd.Series(ids)[pd.Series(ids).duplicated()]
     if len(dup): raise HpaDataError(f'cell_dataloaders: image Id {dup.iat[0]!r} is on rows {[k for k, i in enumerate(ids) if i == dup.iat[0]][:5]} of df; '
                                     'one row per image')
     y = _targets(df)
     bs = bs or (8 if bags else 128)
     def ds(idx, split):
-        return CellDataset(store, [ids[i] for i in idx], y[idx], bags, masked, max_cells if split == 0 else None, split, seed)
+        return CellDataset(
+            store, [ids[i] for i in idx], y[idx], bags, masked, max_cells if split == 0 else None, split, seed
+        )
     trn, val = ds(train_idx, 0), ds(valid_idx, 1)
-    if not len(trn): raise HpaDataError(f'{store.path}: none of the {len(train_idx)} training images has a segmented cell')
+    if not len(trn):
+        raise HpaDataError(f'{store.path}: none of the {len(train_idx)} training images has a segmented cell')
     device = default_device() if device is None else torch.device(device)
     tfms = store_batch_tfms(aug, stats)
     tdl = CellDataLoader(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, after_batch=tfms, device=device)
@@ -538,9 +696,11 @@ def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of o
 # %% ../nbs/10_cells.ipynb #fdfba0d9
 POOLS = ('attention', 'noisy_or', 'max', 'mean')
 
+# %% ../nbs/10_cells.ipynb #b1c699d6
 def _bag_index(bag, z):
     return bag.long()[:, None].expand(-1, z.shape[1])
 
+# %% ../nbs/10_cells.ipynb #30f15938
 def bag_softmax(a, # Scores (N, C), one row per cell
                 bag, # The bag of each cell (N,), values 0..B-1
                 n_bags:int, # B
@@ -551,6 +711,7 @@ def bag_softmax(a, # Scores (N, C), one row per cell
     e = torch.exp(a - m[bag.long()])
     return e / e.new_zeros((n_bags, a.shape[1])).scatter_add(0, idx, e)[bag.long()]
 
+# %% ../nbs/10_cells.ipynb #4e876503
 def bag_pool(z, # Cell logits (N, C)
              bag, # The bag of each cell (N,), values 0..B-1, every bag non-empty
              how:str='attention', # One of `POOLS`
@@ -561,8 +722,10 @@ def bag_pool(z, # Cell logits (N, C)
     if how not in POOLS: raise ValueError(f'pool must be one of {POOLS}, got {how!r}')
     z = z.float(); B = int(bag.max()) + 1 if n_bags is None else n_bags
     idx, zeros = _bag_index(bag, z), z.new_zeros((B, z.shape[1]))
-    if how == 'max': return z.new_full((B, z.shape[1]), float('-inf')).scatter_reduce(0, idx, z, 'amax', include_self=True)
-    if how == 'mean': return zeros.scatter_add(0, idx, z) / torch.bincount(bag.long(), minlength=B).clamp(min=1)[:, None].to(z)
+    if how == 'max':
+        return z.new_full((B, z.shape[1]), float('-inf')).scatter_reduce(0, idx, z, 'amax', include_self=True)
+    if how == 'mean':
+        return zeros.scatter_add(0, idx, z) / torch.bincount(bag.long(), minlength=B).clamp(min=1)[:, None].to(z)
     if how == 'noisy_or':
         s = zeros.scatter_add(0, idx, -nn.functional.softplus(z)).clamp(max=-1e-7)    # log of P(no cell shows c)
         return torch.log(-torch.expm1(s)) - s
@@ -571,7 +734,8 @@ def bag_pool(z, # Cell logits (N, C)
 
 # %% ../nbs/10_cells.ipynb #0a15dfe7
 class CellModel(nn.Module):
-    "Per-cell CNN: body → concat pool → embedding → 28 instance logits; with `pool`, bags of cells pooled to image logits"
+    """Per-cell CNN: body → concat pool → embedding → 28 instance logits; with `pool`, bags of cells pooled to image
+    logits"""
     def __init__(self, body:nn.Module, # Convolutional body, e.g. from `hpa_body`
                  n_out:int=N_CLASSES, # Number of classes
                  pool:str|None=None, # How bags are pooled (one of `POOLS`); None: a cell model (the inherit baseline)
@@ -580,13 +744,18 @@ class CellModel(nn.Module):
                  n_att:int=64, # Width of the attention layer (pool='attention')
                 ):
         super().__init__()
-        if pool is not None and pool not in POOLS: raise ValueError(f'pool must be one of {POOLS} or None, got {pool!r}')
+        if pool is not None and pool not in POOLS:
+            raise ValueError(f'pool must be one of {POOLS} or None, got {pool!r}')
         nf = _body_features(body) * 2
         self.body, self.pool = body, pool
         self.embed = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(dropout),
                                    nn.Linear(nf, n_hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(n_hidden))
         self.head = nn.Linear(n_hidden, n_out)
-        self.att = nn.Sequential(nn.Linear(n_hidden, n_att), nn.Tanh(), nn.Linear(n_att, n_out)) if pool == 'attention' else None
+        self.att = (
+            nn.Sequential(nn.Linear(n_hidden, n_att), nn.Tanh(), nn.Linear(n_att, n_out))
+            if pool == 'attention'
+            else None
+        )
 
     def cells(self, x, # Crops (N, 4, S, S)
              ) -> tuple:
@@ -602,6 +771,7 @@ class CellModel(nn.Module):
         if bag is None: return z
         return bag_pool(z, bag.as_subclass(Tensor), self.pool or 'max', a)
 
+# %% ../nbs/10_cells.ipynb #e0b2c829
 def cell_learner(dls:DataLoaders, # From `cell_dataloaders`: cells (inherit baseline) or bags (multiple instance)
                  arch='resnet18', # A torchvision ResNet name or constructor (its body, 4-channel stem)
                  pool:str='attention', # Pooling of bags (one of `POOLS`); unused for cells
@@ -611,7 +781,8 @@ def cell_learner(dls:DataLoaders, # From `cell_dataloaders`: cells (inherit base
                  thresh:float=0.5, # Threshold of the macro-F1 metric
                  **kwargs, # Passed to fastai's `Learner`
                 ) -> Learner:
-    "A fastai `Learner` of a `CellModel`: image-level BCE on pooled bags, or BCE of each cell against its image's labels"
+    """A fastai `Learner` of a `CellModel`: image-level BCE on pooled bags, or BCE of each cell against its image's
+    labels"""
     bags = getattr(dls.train_ds, 'bags', False)
     body = hpa_body(arch, pretrained=pretrained, channels='rgby')
     model = CellModel(body, len(dls.vocab), pool if bags else None, n_hidden, dropout)
@@ -620,17 +791,22 @@ def cell_learner(dls:DataLoaders, # From `cell_dataloaders`: cells (inherit base
 
 # %% ../nbs/10_cells.ipynb #d180c7ac
 @torch.no_grad()
-def cell_predictions(learn, # A trained `Learner` from `cell_learner`, or a `CellModel` (normalised with `store_batch_tfms(aug=False)`)
+# A trained `Learner` from `cell_learner`, or a `CellModel` (normalised with `store_batch_tfms(aug=False)`)
+def cell_predictions(learn,
                      store, # The `CellStore` (or its path) holding the images' cells
                      ids, # Image Ids to predict
                      bs:int=256, # Cells per forward pass
-                     image_pool:str|None=None, # Pooling of the cells into the image (default: the model's; max for a cell model)
+                     # Pooling of the cells into the image (default: the model's; max for a cell model)
+                     image_pool:str|None=None,
                      masked:bool|None=None, # Mask the crops (default: as the learner's data, else True)
-                    ) -> tuple: # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without cells)
+                    # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without
+                    # cells)
+                    ) -> tuple:
     "Per-cell probabilities from the instance head and per-image probabilities pooled from them"
     if not isinstance(store, CellStore): store = open_cells(store)
     ids = [str(i) for i in ids]
-    if isinstance(learn, Learner): model, tfms, m0 = learn.model, learn.dls.valid.after_batch, getattr(learn.dls.train_ds, 'masked', True)
+    if isinstance(learn, Learner):
+        model, tfms, m0 = learn.model, learn.dls.valid.after_batch, getattr(learn.dls.train_ds, 'masked', True)
     else: model, tfms, m0 = learn, Pipeline(store_batch_tfms(aug=False), split_idx=1), True
     ds = CellDataset(store, ids, None, bags=False, masked=m0 if masked is None else masked, split_idx=1)
     model = model.eval(); dev = next(model.parameters()).device
@@ -644,14 +820,19 @@ def cell_predictions(learn, # A trained `Learner` from `cell_learner`, or a `Cel
     img = np.zeros((len(ids), z.shape[1]), np.float32)
     if len(ds):
         how = image_pool or getattr(model, 'pool', None) or 'max'
-        if how == 'attention' and a is None: raise ValueError("image_pool='attention' needs a model with an attention head (cell_learner(..., pool='attention'))")
-        pooled = torch.sigmoid(bag_pool(z, torch.from_numpy(ds.img_of_cell), how, a if a is not None else torch.zeros_like(z), len(ds.ids)))
+        if how == 'attention' and a is None:
+            raise ValueError(
+                "image_pool='attention' needs a model with an attention head (cell_learner(..., pool='attention'))"
+            )
+        pooled = torch.sigmoid(
+            bag_pool(z, torch.from_numpy(ds.img_of_cell), how, a if a is not None else torch.zeros_like(z), len(ds.ids))
+        )
         pos = {i: j for j, i in enumerate(ids)}
         img[[pos[i] for i in ds.ids]] = pooled.numpy()
     return store.table.iloc[ds.rows_flat].reset_index(drop=True), torch.sigmoid(z).numpy(), img
 
 # %% ../nbs/10_cells.ipynb #4b54f06b
-def read_cell_truth(csv, # A per-cell truth file: `Id`, `cell`, `x`, `y`, `Target` (space-separated classes, may be empty)
+def read_cell_truth(csv, # A per-cell truth file: `Id`, `cell`, `x`, `y`, `Target` (space-separated, may be empty)
                    ) -> pd.DataFrame:
     "The per-cell truth, `Target` parsed into lists (empty for a cell that shows no pattern)"
     csv = Path(csv)
@@ -662,25 +843,32 @@ def read_cell_truth(csv, # A per-cell truth file: `Id`, `cell`, `x`, `y`, `Targe
     df['Target'] = [parse_target(t, f'{csv} line {k + 2}') if str(t).strip() else [] for k, t in enumerate(df.Target)]
     return df
 
+# %% ../nbs/10_cells.ipynb #add16ffc
 def match_cells(store:CellStore, # The cell store of the images
                 truth:pd.DataFrame, # From `read_cell_truth`
-               ) -> pd.DataFrame: # One row per store cell of a truth image: cell_id, row, n_true (centres inside), Target (union)
+               # One row per store cell of a truth image: cell_id, row, n_true (centres inside), Target (union)
+               ) -> pd.DataFrame:
     "Each segmented cell with the true cells whose nucleus centre lies in its mask"
     t = store.table; out = []
     for id_, g in truth.groupby('Id', sort=False):
         if id_ not in store: continue
         rows = store.rows([id_])[0]
         if not len(rows): continue
-        cell = t.iloc[rows]; sx, sy = store.seg_size / cell.width.iloc[0], store.seg_size / cell.height.iloc[0]   # the field was squashed to a square
+        # the field was squashed to a square
+        cell = t.iloc[rows]; sx, sy = store.seg_size / cell.width.iloc[0], store.seg_size / cell.height.iloc[0]
         hits = {r: [] for r in rows}
         for x, y, tg in zip(g.x * sx, g.y * sy, g.Target):
             for r, wx0, wy0, wx1 in zip(rows, cell.wx0, cell.wy0, cell.wx1):
                 s = store.size / (wx1 - wx0)
                 u, v = int((x - wx0) * s), int((y - wy0) * s)
                 if 0 <= u < store.size and 0 <= v < store.size and store.masks[r, v, u]: hits[r].append(tg); break
-        out += [dict(cell_id=t.cell_id.iat[r], row=int(r), n_true=len(h), Target=sorted({c for tg in h for c in tg})) for r, h in hits.items()]
+        out += [
+            dict(cell_id=t.cell_id.iat[r], row=int(r), n_true=len(h), Target=sorted({c for tg in h for c in tg}))
+            for r, h in hits.items()
+        ]
     return pd.DataFrame(out, columns=['cell_id', 'row', 'n_true', 'Target'])
 
+# %% ../nbs/10_cells.ipynb #16c032b6
 def cell_scores(probs, # Probabilities (n, 28)
                 targets, # Multi-hot truth (n, 28)
                 thresh:float=0.5, # Decision threshold for F1
@@ -714,10 +902,17 @@ def cell_submission(fname, # The CSV to write
     parts = {i: [] for i in ids}
     for id_, rle, p in zip(cells.Id, cells.rle, probs):
         if id_ in parts: parts[id_] += [f'{c} {p[c]:.4f} {rle}' for c in np.flatnonzero(p >= min_conf)]
-    df = pd.DataFrame({'ImageID': ids, 'ImageWidth': [size.get(i, (0, 0))[0] for i in ids],
-                       'ImageHeight': [size.get(i, (0, 0))[1] for i in ids], 'PredictionString': [' '.join(parts[i]) for i in ids]})
+    df = pd.DataFrame(
+        {
+            'ImageID': ids,
+            'ImageWidth': [size.get(i, (0, 0))[0] for i in ids],
+            'ImageHeight': [size.get(i, (0, 0))[1] for i in ids],
+            'PredictionString': [' '.join(parts[i]) for i in ids],
+        }
+    )
     return write_text(fname, df.to_csv(index=False, lineterminator='\n'))
 
+# %% ../nbs/10_cells.ipynb #cd16c79f
 def read_cell_submission(fname, # A per-cell submission CSV
                         ) -> pd.DataFrame:
     "The submission's triples, one row each: ImageID, label, confidence, mask (bool H×W)"
@@ -726,7 +921,10 @@ def read_cell_submission(fname, # A per-cell submission CSV
     for i, w, h, s in zip(df.ImageID, df.ImageWidth, df.ImageHeight, df.PredictionString):
         t = s.split()
         if len(t) % 3: raise HpaDataError(f'{fname}: image {i}: {len(t)} fields in PredictionString, not triples')
-        rows += [dict(ImageID=i, label=int(t[k]), confidence=float(t[k + 1]), mask=decode_binary_mask(t[k + 2], h, w)) for k in range(0, len(t), 3)]
+        rows += [
+            dict(ImageID=i, label=int(t[k]), confidence=float(t[k + 1]), mask=decode_binary_mask(t[k + 2], h, w))
+            for k in range(0, len(t), 3)
+        ]
     return pd.DataFrame(rows, columns=['ImageID', 'label', 'confidence', 'mask'])
 
 # %% ../nbs/10_cells.ipynb #43fabf91
@@ -734,41 +932,62 @@ def cell_table(store, # The `CellStore` (or its path) the cells come from
                cells:pd.DataFrame, # Cell rows (`cell_predictions`' first value)
                probs, # Their probabilities (n_cells, 28)
                features:bool=False, # Add the ten features, measured in each cell's masked crop
-               diameter:float|None=None, # Nucleus diameter in px of the images, for the features (None: estimated per crop)
+               # Nucleus diameter in px of the images, for the features (None: estimated per crop)
+               diameter:float|None=None,
               ) -> pd.DataFrame:
-    "One row per cell: Id, cell, centroid, box and area in the image's px, RLE mask, the class probabilities (+ the ten features)"
+    """One row per cell: Id, cell, centroid, box and area in the image's px, RLE mask, the class probabilities (+ the
+    ten features)"""
     st = store if isinstance(store, CellStore) else open_cells(store)
     probs = as_numpy(probs)
     if len(probs) != len(cells): raise ValueError(f'{len(probs)} rows of probabilities for {len(cells)} cells')
     c = cells.reset_index(drop=True); sx, sy = c.width / st.seg_size, c.height / st.seg_size
-    df = pd.DataFrame(dict(Id=c.Id, cell=c.cell, cell_id=c.cell_id, x=(c.cx + 0.5) * sx - 0.5, y=(c.cy + 0.5) * sy - 0.5,
-                           x0=c.x0 * sx, y0=c.y0 * sy, x1=c.x1 * sx, y1=c.y1 * sy, area=c.area * sx * sy, rle=c.rle))
+    df = pd.DataFrame(
+        dict(
+            Id=c.Id,
+            cell=c.cell,
+            cell_id=c.cell_id,
+            x=(c.cx + 0.5) * sx - 0.5,
+            y=(c.cy + 0.5) * sy - 0.5,
+            x0=c.x0 * sx,
+            y0=c.y0 * sy,
+            x1=c.x1 * sx,
+            y1=c.y1 * sy,
+            area=c.area * sx * sy,
+            rle=c.rle,
+        )
+    )
     df = pd.concat([df, pd.DataFrame(probs, columns=list(HPA_CLASSES[:probs.shape[1]]))], axis=1)
     if features:
         pos = dict(zip(st.table.cell_id, range(len(st.table)))); rows = [pos[i] for i in c.cell_id]
         crop_px = st.size / (c.wx1 - c.wx0).to_numpy() / sx.to_numpy()                 # crop px per image px
         fs = [extract_features(x.transpose(1, 2, 0), diameter=None if diameter is None else diameter * k)
               for x, k in zip(st.read(rows, masked=True), crop_px)]
-        df = pd.concat([df, pd.DataFrame(np.stack(fs) if fs else np.zeros((0, len(FEATURE_NAMES))), columns=FEATURE_NAMES)], axis=1)
+        df = pd.concat(
+            [df, pd.DataFrame(np.stack(fs) if fs else np.zeros((0, len(FEATURE_NAMES))), columns=FEATURE_NAMES)], axis=1
+        )
     return df
 
+# %% ../nbs/10_cells.ipynb #69274ae9
 def cell_anndata(table:pd.DataFrame, # From `cell_table`
                 ):
     "An `anndata.AnnData` of the cells: obs = cells, var = classes, X = probabilities, obsm['spatial'] = centroids"
     try: import anndata
-    except ImportError: raise HpaConfigError('AnnData output needs the anndata package: pip install "hpa_fastai[anndata]"') from None
+    except ImportError:
+        raise HpaConfigError('AnnData output needs the anndata package: pip install "hpa_fastai[anndata]"') from None
     cls = [k for k in HPA_CLASSES if k in table.columns]
     obs = table.drop(columns=cls).set_index('cell_id'); obs.index = obs.index.astype(str)
     ad = anndata.AnnData(X=table[cls].to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=cls))
     ad.obsm['spatial'] = table[['x', 'y']].to_numpy(np.float64)
     return ad
 
+# %% ../nbs/10_cells.ipynb #bbcefb53
 def write_cell_table(table:pd.DataFrame, # From `cell_table`
                      fname, # .csv, .parquet or .h5ad (AnnData)
                     ) -> Path:
     "Write the per-cell table (atomically) as CSV, Parquet or AnnData, by the file's suffix"
     fname = Path(fname); suf = fname.suffix.lower()
-    if suf not in ('.csv', '.parquet', '.h5ad'): raise HpaConfigError(f'{fname}: a per-cell table is written as .csv, .parquet or .h5ad')
+    if suf not in ('.csv', '.parquet', '.h5ad'):
+        raise HpaConfigError(f'{fname}: a per-cell table is written as .csv, .parquet or .h5ad')
     ad = cell_anndata(table) if suf == '.h5ad' else None
     with atomic_write(fname, mode=None) as tmp:
         if ad is not None: ad.write_h5ad(tmp)
@@ -779,6 +998,7 @@ def write_cell_table(table:pd.DataFrame, # From `cell_table`
 # %% ../nbs/10_cells.ipynb #b1ab0d15
 CELL_COLORS = plt.cm.tab20(np.linspace(0, 1, 20)).tolist() + plt.cm.Set1(np.linspace(0, 1, 9)).tolist()
 
+# %% ../nbs/10_cells.ipynb #816be049
 def show_cell_predictions(rgby, # The H×W×4 field
                           cells, # Its label image (cell k = label k), at the field's size
                           probs, # Probabilities (n_cells, 28), row j for label `labels[j]`
@@ -817,6 +1037,7 @@ def save_cell_model(run, # The run folder
     write_json(run/'config.json', config)
     return run
 
+# %% ../nbs/10_cells.ipynb #dfb2a270
 def load_cell_model(run, # A run folder written by `hpa-cells train` (`model.pth`, `config.json`)
                    ) -> tuple: # (CellModel on the CPU, its config)
     "Rebuild a trained `CellModel` from its weights (loaded weights-only, safe) and config"
@@ -825,46 +1046,72 @@ def load_cell_model(run, # A run folder written by `hpa-cells train` (`model.pth
     if not (run/'model.pth').exists(): raise HpaDataError(f'{run/"model.pth"}: model weights not found')
     model = CellModel(hpa_body(cfg['arch'], pretrained=False, channels='rgby'), N_CLASSES, cfg['pool'], cfg['n_hidden'])
     try: model.load_state_dict(torch.load(run/'model.pth', map_location='cpu', weights_only=True))
-    except (RuntimeError, OSError, EOFError) as e: raise HpaDataError(f'{run/"model.pth"}: cannot be loaded into the model its config.json describes ({e})') from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise HpaDataError(
+            f'{run/"model.pth"}: cannot be loaded into the model its config.json describes ({e})'
+        ) from None
     return model.eval(), cfg
 
 # %% ../nbs/10_cells.ipynb #fb4847db
 _SIZES = (48, 512)   # default --size, --seg-size of pack and train
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='hpa-cells', description='Per-cell HPA: pack cells, train from image labels, predict per cell')
+    p = argparse.ArgumentParser(
+        prog='hpa-cells', description='Per-cell HPA: pack cells, train from image labels, predict per cell'
+    )
     sub = p.add_subparsers(dest='cmd', required=True)
     pk = sub.add_parser('pack', help='segment the images of FOLDER and pack their cells')
     pk.add_argument('folder'); pk.add_argument('--dest')
     tr = sub.add_parser('train', help='train a per-cell model on a Kaggle-layout folder')
     tr.add_argument('path'); tr.add_argument('--out', default='runs_cells'); tr.add_argument('--name')
-    tr.add_argument('--mode', default='mil', choices=['mil', 'inherit']); tr.add_argument('--pool', default='attention', choices=list(POOLS))
-    tr.add_argument('--epochs', type=int, default=5); tr.add_argument('--lr', type=float, default=3e-3); tr.add_argument('--bs', type=int)
-    tr.add_argument('--valid-pct', type=float, default=0.2); tr.add_argument('--seed', type=int, default=42); tr.add_argument('--n', type=int)
-    tr.add_argument('--arch', default='resnet18'); tr.add_argument('--n-hidden', type=int, default=128); tr.add_argument('--max-cells', type=int, default=24)
+    tr.add_argument('--mode', default='mil', choices=['mil', 'inherit'])
+    tr.add_argument('--pool', default='attention', choices=list(POOLS))
+    tr.add_argument('--epochs', type=int, default=5)
+    tr.add_argument('--lr', type=float, default=3e-3)
+    tr.add_argument('--bs', type=int)
+    tr.add_argument('--valid-pct', type=float, default=0.2)
+    tr.add_argument('--seed', type=int, default=42)
+    tr.add_argument('--n', type=int)
+    tr.add_argument('--arch', default='resnet18')
+    tr.add_argument('--n-hidden', type=int, default=128)
+    tr.add_argument('--max-cells', type=int, default=24)
     tr.add_argument('--context', action='store_true', help='crops keep the neighbours (default: masked to the cell)')
     tr.add_argument('--overwrite', action='store_true')
     pr = sub.add_parser('predict', help='write the per-cell submission of TEST_FOLDER with a trained RUN')
-    pr.add_argument('run'); pr.add_argument('test_folder'); pr.add_argument('--out'); pr.add_argument('--min-conf', type=float, default=0.)
+    pr.add_argument('run')
+    pr.add_argument('test_folder')
+    pr.add_argument('--out')
+    pr.add_argument('--min-conf', type=float, default=0.)
     pr.add_argument('--bs', type=int, default=256)
     pr.add_argument('--table', help='per-cell table to write: .csv, .parquet or .h5ad (default: RUN/cells.csv)')
     pr.add_argument('--features', action='store_true', help='add the ten features measured in each cell to the table')
     for q in (pk, tr, pr):
         q.add_argument('--size', type=int, help=f'crop side (default {_SIZES[0]}; predict: the run\'s)')
         q.add_argument('--seg-size', type=int, help=f'segmentation side (default {_SIZES[1]}; predict: the run\'s)')
-        q.add_argument('--n-workers', type=int); q.add_argument('--cache-dir'); q.add_argument('--repack', action='store_true')
-        q.add_argument('--diameter', type=float, help='nucleus diameter in px of the images (default: estimated per image)')
-        q.add_argument('--channel-order', default='rgby', help='channel order of multi-channel TIFF stacks {Id}.tif (rgby, rgb, bgr, ...)')
+        q.add_argument('--n-workers', type=int)
+        q.add_argument('--cache-dir')
+        q.add_argument('--repack', action='store_true')
+        q.add_argument(
+            '--diameter', type=float, help='nucleus diameter in px of the images (default: estimated per image)'
+        )
+        q.add_argument(
+            '--channel-order',
+            default='rgby',
+            help='channel order of multi-channel TIFF stacks {Id}.tif (rgby, rgb, bgr, ...)',
+        )
     return p
 
+# %% ../nbs/10_cells.ipynb #3d72d441
 def _check_args(a):
     "Every problem of the parsed arguments, as `HpaConfigError`, before any work"
     errs = []
     if a.size is not None and a.size < 8: errs.append(f'--size must be at least 8 (got {a.size})')
     if a.seg_size is not None and a.seg_size < 32: errs.append(f'--seg-size must be at least 32 (got {a.seg_size})')
     if a.n_workers is not None and a.n_workers < 0: errs.append(f'--n-workers must be 0 or more (got {a.n_workers})')
-    if a.diameter is not None and not a.diameter > 0: errs.append(f'--diameter must be a positive number of px (got {a.diameter})')
-    if set(a.channel_order) - set('rgby'): errs.append(f'--channel-order must be letters of rgby (got {a.channel_order!r})')
+    if a.diameter is not None and not a.diameter > 0:
+        errs.append(f'--diameter must be a positive number of px (got {a.diameter})')
+    if set(a.channel_order) - set('rgby'):
+        errs.append(f'--channel-order must be letters of rgby (got {a.channel_order!r})')
     if a.cmd == 'predict' and a.table and Path(a.table).suffix.lower() not in ('.csv', '.parquet', '.h5ad'):
         errs.append(f'--table must end in .csv, .parquet or .h5ad (got {a.table})')
     if a.cmd == 'train':
@@ -877,29 +1124,43 @@ def _check_args(a):
     if a.cmd == 'predict' and not 0 <= a.min_conf <= 1: errs.append(f'--min-conf must be in [0, 1] (got {a.min_conf})')
     if errs: raise HpaConfigError('bad arguments:\n  ' + '\n  '.join(errs))
     if a.cmd == 'pack' and not Path(a.folder).is_dir(): raise HpaDataError(f'{a.folder}: image folder not found')
-    if a.cmd == 'train' and not (Path(a.path)/'train.csv').exists(): raise HpaDataError(f'{a.path}: no train.csv (expected the Kaggle layout)')
+    if a.cmd == 'train' and not (Path(a.path)/'train.csv').exists():
+        raise HpaDataError(f'{a.path}: no train.csv (expected the Kaggle layout)')
     if a.cmd == 'predict':
         for f in ('model.pth', 'config.json'):
-            if not (Path(a.run)/f).exists(): raise HpaDataError(f'{a.run}: no {f} (expected a run folder of `hpa-cells train`)')
+            if not (Path(a.run)/f).exists():
+                raise HpaDataError(f'{a.run}: no {f} (expected a run folder of `hpa-cells train`)')
         if not Path(a.test_folder).is_dir(): raise HpaDataError(f'{a.test_folder}: image folder not found')
 
 # %% ../nbs/10_cells.ipynb #50acd978
 def _pack(folder, a, ids=None) -> CellStore:
-    d = pack_cells(folder, a.dest if getattr(a, 'dest', None) else cell_store_path(folder, a.size, a.seg_size, a.cache_dir),
-                   size=a.size, seg_size=a.seg_size, ids=ids, n_workers=a.n_workers, repack=a.repack, diameter=a.diameter,
-                   channel_order=a.channel_order)
+    d = pack_cells(
+        folder,
+        a.dest if getattr(a, 'dest', None) else cell_store_path(folder, a.size, a.seg_size, a.cache_dir),
+        size=a.size,
+        seg_size=a.seg_size,
+        ids=ids,
+        n_workers=a.n_workers,
+        repack=a.repack,
+        diameter=a.diameter,
+        channel_order=a.channel_order,
+    )
     st = open_cells(d); _log(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
     return st
 
+# %% ../nbs/10_cells.ipynb #6bc4b1c3
 def _train(a):
     "`hpa-cells train`: pack, train, score on the validation images, write the run folder"
     path = Path(a.path)
     df, img_dir, tri, vai = labelled_split(path, valid_pct=a.valid_pct, seed=a.seed, n=a.n)
     run = Path(a.out)/(a.name or f'{a.mode}{"-" + a.pool if a.mode == "mil" else ""}-{a.size}px')
-    if (run/'model.pth').exists() and not a.overwrite: raise HpaConfigError(f'{run}: a trained run is there; pass --overwrite or --name')
+    if (run/'model.pth').exists() and not a.overwrite:
+        raise HpaConfigError(f'{run}: a trained run is there; pass --overwrite or --name')
     st = _pack(img_dir, a, list(df.Id))
     torch.manual_seed(a.seed)
-    dls = cell_dataloaders(st, df, tri, vai, bags=a.mode == 'mil', bs=a.bs, masked=not a.context, max_cells=a.max_cells, seed=a.seed)
+    dls = cell_dataloaders(
+        st, df, tri, vai, bags=a.mode == 'mil', bs=a.bs, masked=not a.context, max_cells=a.max_cells, seed=a.seed
+    )
     learn = cell_learner(dls, a.arch, a.pool, n_hidden=a.n_hidden)
     plain = not show_progress()
     if plain: learn.logger = plain_logger(learn)
@@ -907,13 +1168,29 @@ def _train(a):
          f'{"images" if a.mode == "mil" else "cells"}, {a.epochs} epochs')
     with (learn.no_bar() if plain else contextlib.nullcontext()): learn.fit_one_cycle(a.epochs, a.lr)
     run.mkdir(parents=True, exist_ok=True)
-    save_cell_model(run, learn, dict(arch=a.arch, pool=a.pool if a.mode == 'mil' else None, n_hidden=a.n_hidden, size=a.size, seg_size=a.seg_size,
-                                     masked=not a.context, mode=a.mode, train=str(path.absolute()), seed=a.seed, diameter=a.diameter, run_info=run_info()))
+    save_cell_model(
+        run,
+        learn,
+        dict(
+            arch=a.arch,
+            pool=a.pool if a.mode == 'mil' else None,
+            n_hidden=a.n_hidden,
+            size=a.size,
+            seg_size=a.seg_size,
+            masked=not a.context,
+            mode=a.mode,
+            train=str(path.absolute()),
+            seed=a.seed,
+            diameter=a.diameter,
+            run_info=run_info(),
+        ),
+    )
     vids = [df.Id.iat[i] for i in vai]
     cells, cp, ip = cell_predictions(learn, st, vids)
     m = dict(image=cell_scores(ip, encode_targets(df.Target.iloc[vai])), n_valid_images=len(vids))
     if (path/'train_cells.csv').exists():
-        mc = match_cells(st, read_cell_truth(path/'train_cells.csv')); mc = mc[(mc.n_true > 0) & mc.cell_id.isin(set(cells.cell_id))]
+        mc = match_cells(st, read_cell_truth(path/'train_cells.csv'))
+        mc = mc[(mc.n_true > 0) & mc.cell_id.isin(set(cells.cell_id))]
         pos = {c: j for j, c in enumerate(cells.cell_id)}
         if len(mc): m['cell'] = cell_scores(cp[[pos[c] for c in mc.cell_id]], encode_targets(mc.Target))
     write_json(run/'metrics.json', m)
@@ -921,30 +1198,46 @@ def _train(a):
          + (f'; cells: macro-F1 {m["cell"]["macro_f1"]:.4f}, mAP {m["cell"]["mAP"]:.4f}' if 'cell' in m else ''))
     _log(f'run: {run}')
 
+# %% ../nbs/10_cells.ipynb #73aaff8a
 def _predict(a):
     "`hpa-cells predict`: the per-cell submission of a test folder"
     model, cfg = load_cell_model(a.run)
     if a.size is not None and a.size != cfg['size']:
-        raise HpaConfigError(f'--size {a.size} differs from the {cfg["size"]} px crops the model of {a.run} was trained on; leave --size out')
-    if a.seg_size is not None and a.seg_size != cfg['seg_size']: _log(f'segmenting at {a.seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
+        raise HpaConfigError(
+            f'--size {a.size} differs from the {cfg["size"]} px crops the model of {a.run} was trained on; leave'
+            ' --size out'
+        )
+    if a.seg_size is not None and a.seg_size != cfg['seg_size']:
+        _log(f'segmenting at {a.seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
     a.size, a.seg_size = cfg['size'], cfg['seg_size'] if a.seg_size is None else a.seg_size
     st = _pack(Path(a.test_folder), a)
     cells, cp, _ = cell_predictions(model, st, st.ids, bs=a.bs, masked=cfg['masked'])
     out = Path(a.out) if a.out else Path(a.run)/'cells_submission.csv'
     images = pd.DataFrame([(i, *st.sizes[i]) for i in st.ids], columns=['Id', 'width', 'height'])
     cell_submission(out, cells, cp, ids=st.ids, min_conf=a.min_conf, images=images)
-    table = write_cell_table(cell_table(st, cells, cp, features=a.features, diameter=a.diameter), a.table or Path(a.run)/'cells.csv')
+    table = write_cell_table(
+        cell_table(st, cells, cp, features=a.features, diameter=a.diameter), a.table or Path(a.run) / 'cells.csv'
+    )
     empty = [i for i in st.ids if i in st.index.get('no_cells', [])]
-    if empty: _log(f'warning: no cell found in {len(empty)} image(s), e.g. {empty[:3]}: pass --diameter if their nuclei are another size')
+    if empty:
+        _log(
+            f'warning: no cell found in {len(empty)} image(s), e.g. {empty[:3]}: pass --diameter if their nuclei are'
+            ' another size'
+        )
     _log(f'{len(cells)} cells of {len(st.ids)} images → {out}, per-cell table {table}')
 
+# %% ../nbs/10_cells.ipynb #cc04f969
 def hpa_cells(argv=None, # Arguments (default: the command line)
              ):
-    "Per-cell HPA from the command line: `hpa-cells pack FOLDER`, `hpa-cells train PATH`, `hpa-cells predict RUN TEST_FOLDER`"
+    """Per-cell HPA from the command line: `hpa-cells pack FOLDER`, `hpa-cells train PATH`, `hpa-cells predict RUN
+    TEST_FOLDER`"""
     a = _parser().parse_args(argv)
     with cli_errors('hpa-cells'):
         _check_args(a)
-        if a.cmd != 'predict': a.size, a.seg_size = (_SIZES[0] if a.size is None else a.size), (_SIZES[1] if a.seg_size is None else a.seg_size)
+        if a.cmd != 'predict':
+            a.size, a.seg_size = (_SIZES[0] if a.size is None else a.size), (
+                _SIZES[1] if a.seg_size is None else a.seg_size
+            )
         if a.cmd == 'pack': _pack(Path(a.folder), a)
         elif a.cmd == 'train': _train(a)
         else: _predict(a)

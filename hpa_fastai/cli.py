@@ -38,18 +38,26 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
-TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = ('mean', 'max', 'none'), ('f1', 'freq', 'global'), ('one_cycle', 'clr'), ('bce', 'focal')
+TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
+    ('mean', 'max', 'none'),
+    ('f1', 'freq', 'global'),
+    ('one_cycle', 'clr'),
+    ('bce', 'focal'),
+)
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
+# %% ../nbs/06_cli.ipynb #8c0e87ca
 class HpaConfigError(ValueError):
     "Bad training or prediction settings; the message says what to change"
 
+# %% ../nbs/06_cli.ipynb #f4373804
 def fixed_threshold(method, # A threshold method name, or a number such as '0.4'
                     ) -> float|None:
     "The value of a fixed global threshold given as a number, else None"
     try: return float(method)
     except (TypeError, ValueError): return None
 
+# %% ../nbs/06_cli.ipynb #dc128693
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
@@ -57,7 +65,8 @@ class TrainConfig:
     bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
     epochs:int=5 # Epochs
     lr:float|None=None # Learning rate (None: lr_find's valley)
-    arch:str='resnet34' # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
+    # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
+    arch:str='resnet34'
     pretrained:bool=False # Start from ImageNet weights (torchvision's cache or download)
     weights:str|None=None # Start from this local ImageNet state-dict file
     fourth_channel:str='blue' # Yellow filter init: zero, blue, red or mean
@@ -95,19 +104,31 @@ class TrainConfig:
         need(self.size >= 16, f'--size must be at least 16 (got {self.size})')
         need(self.bs >= 1, f'--bs must be at least 1 (got {self.bs})')
         need(self.epochs >= 1, f'--epochs must be at least 1 (got {self.epochs})')
-        need(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f'--lr must be a positive number (got {self.lr}); leave it out to use lr_find')
+        need(
+            self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
+            f'--lr must be a positive number (got {self.lr}); leave it out to use lr_find',
+        )
         try: resolve_arch(self.arch)
         except (ValueError, TypeError, ImportError) as e: errs.append(f'--arch: {e}')
-        need(self.fourth_channel in FOURTH_CHANNEL_INITS, f'--fourth-channel must be one of {list(FOURTH_CHANNEL_INITS)} (got {self.fourth_channel!r})')
+        need(
+            self.fourth_channel in FOURTH_CHANNEL_INITS,
+            f'--fourth-channel must be one of {list(FOURTH_CHANNEL_INITS)} (got {self.fourth_channel!r})',
+        )
         try: parse_channels(self.channels)
         except ValueError as e: errs.append(f'--channels: {e}')
         need(self.loss in LOSSES, f'--loss must be one of {list(LOSSES)} (got {self.loss!r})')
         need(self.schedule in SCHEDULES, f'--schedule must be one of {list(SCHEDULES)} (got {self.schedule!r})')
         need(self.cycle_len > 0, f'--cycle-len must be positive (got {self.cycle_len})')
         need(0 <= self.extra_dropout < 1, f'--extra-dropout must be in [0, 1) (got {self.extra_dropout})')
-        need(self.dropout_at in DROPOUT_PLACES, f'--dropout-at must be one of {list(DROPOUT_PLACES)} (got {self.dropout_at!r})')
-        need(self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1),
-             f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] (got {self.threshold_method!r})')
+        need(
+            self.dropout_at in DROPOUT_PLACES,
+            f'--dropout-at must be one of {list(DROPOUT_PLACES)} (got {self.dropout_at!r})',
+        )
+        need(
+            self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1),
+            f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] (got'
+            f' {self.threshold_method!r})',
+        )
         need(self.tta in TTA_MODES, f'--tta must be one of {list(TTA_MODES)} (got {self.tta!r})')
         need(self.precision in PRECISIONS, f'--precision must be one of {list(PRECISIONS)} (got {self.precision!r})')
         need(0 <= self.valid_pct < 1, f'--valid-pct must be in [0, 1) (got {self.valid_pct})')
@@ -117,7 +138,10 @@ class TrainConfig:
                  "use --thresholds freq, or a fixed value such as --thresholds 0.4")
         need(self.n is None or self.n >= 2, f'--n must be at least 2 (got {self.n})')
         need(0 <= self.seed < 2**32, f'--seed must be between 0 and 2**32 - 1 (got {self.seed})')
-        need(self.num_workers is None or self.num_workers >= 0, f'--num-workers must be 0 or more (got {self.num_workers})')
+        need(
+            self.num_workers is None or self.num_workers >= 0,
+            f'--num-workers must be 0 or more (got {self.num_workers})',
+        )
         need(self.weights is None or Path(self.weights).is_file(), f'--weights {self.weights}: file not found')
         return errs
 
@@ -132,71 +156,110 @@ def _log(msg):
     "Print a plain progress line (on the first process only, under multi-process training)"
     if rank_distrib() == 0: print(f'[hpa] {msg}', flush=True)
 
+# %% ../nbs/06_cli.ipynb #687a11ef
 def check_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
               ) -> pd.DataFrame:
     "The labels at `path`, after checking that `cfg` can train on them (a batch to train on, a validation set)"
     path = Path(path)
-    if not (path/'train.csv').exists(): raise HpaDataError(f'{path}: no train.csv (expected the Kaggle layout, see data/README.md)')
+    if not (path/'train.csv').exists():
+        raise HpaDataError(f'{path}: no train.csv (expected the Kaggle layout, see data/README.md)')
     df = read_labels(path/'train.csv')
     if cfg.n is not None: df = df.iloc[:cfg.n]
     n_valid = int(round(len(df) * cfg.valid_pct)) if cfg.valid_pct else 0
     if cfg.valid_pct and n_valid < 1:
-        raise HpaConfigError(f'{path/"train.csv"}: {len(df)} samples give no validation sample at --valid-pct {cfg.valid_pct}; '
-                             'use more samples or a larger --valid-pct')
+        raise HpaConfigError(
+            f'{path/"train.csv"}: {len(df)} samples give no validation sample at --valid-pct {cfg.valid_pct}; '
+            'use more samples or a larger --valid-pct'
+        )
     if len(df) - n_valid < cfg.bs:
-        raise HpaConfigError(f'{path/"train.csv"}: about {len(df) - n_valid} training samples, fewer than one batch of --bs {cfg.bs}; '
-                             f'lower --bs to at most {max(1, len(df) - n_valid)} or use more data')
+        raise HpaConfigError(
+            f'{path/"train.csv"}: about {len(df) - n_valid} training samples, fewer than one batch of --bs {cfg.bs}; '
+            f'lower --bs to at most {max(1, len(df) - n_valid)} or use more data'
+        )
     return df
 
+# %% ../nbs/06_cli.ipynb #8ea6e360
 def data_fingerprint(path, # Data folder in the Kaggle layout
                      ids, # The Ids used
                      folder='train', # Image folder inside `path`
-                     groups=None, # The samples' near-duplicate table (`stem_duplicates`), recorded by `grouping_fingerprint`
+                     # The samples' near-duplicate table (`stem_duplicates`), recorded by `grouping_fingerprint`
+                     groups=None,
                     ) -> dict:
-    "What the data was: number of samples, a hash of the labels file and of every image's name, size and time (and of the grouping)"
+    """What the data was: number of samples, a hash of the labels file and of every image's name, size and time (and of
+    the grouping)"""
     path = Path(path); ids = set(ids)
     files = sorted(f for f in (path/folder).iterdir() if f.name.rsplit('_', 1)[0] in ids)
-    res = dict(path=str(path.absolute()), n_samples=len(ids), labels=files_fingerprint([path/'train.csv']), images=files_fingerprint(files))
+    res = dict(
+        path=str(path.absolute()),
+        n_samples=len(ids),
+        labels=files_fingerprint([path / 'train.csv']),
+        images=files_fingerprint(files),
+    )
     return res if groups is None else dict(res, grouping=grouping_fingerprint(groups))
 
+# %% ../nbs/06_cli.ipynb #0aefe14e
 def build_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
                cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-               store=None, # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+               # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+               store=None,
                external=None, # A folder of extra training samples (e.g. HPAv18), training split only
                external_csv=None, # Their labels CSV
               ) -> DataLoaders:
     "The fused (or image-only) `DataLoaders` of `cfg` for the data at `path`, checked to train"
     check_data(path, cfg)
-    dls = hpa_dataloaders(path, features=cfg.features, size=cfg.size, bs=cfg.bs, valid_pct=cfg.valid_pct, seed=cfg.seed,
-                          channels=cfg.channels, n=cfg.n, num_workers=cfg.num_workers, feature_cache_dir=cache_dir, store=store,
-                          external=external, external_csv=external_csv, dedup=cfg.dedup)
+    dls = hpa_dataloaders(
+        path,
+        features=cfg.features,
+        size=cfg.size,
+        bs=cfg.bs,
+        valid_pct=cfg.valid_pct,
+        seed=cfg.seed,
+        channels=cfg.channels,
+        n=cfg.n,
+        num_workers=cfg.num_workers,
+        feature_cache_dir=cache_dir,
+        store=store,
+        external=external,
+        external_csv=external_csv,
+        dedup=cfg.dedup,
+    )
     if len(dls.train) == 0:
-        raise HpaConfigError(f'{path}: {len(dls.train_ds)} training samples make no full batch of --bs {cfg.bs}; lower --bs')
+        raise HpaConfigError(
+            f'{path}: {len(dls.train_ds)} training samples make no full batch of --bs {cfg.bs}; lower --bs'
+        )
     return dls
 
 # %% ../nbs/06_cli.ipynb #fb32a12b
 class TrainingDiverged(RuntimeError):
     "Training produced a non-finite loss or prediction: nothing is exported or submitted"
 
+# %% ../nbs/06_cli.ipynb #82716ba8
 class DivergenceGuard(Callback):
     "Stop training with `TrainingDiverged` as soon as a training or validation loss is not finite"
     order = Recorder.order + 2
     def after_batch(self):
         if hasattr(self.learn, 'lr_finder') or torch.isfinite(self.learn.loss).all(): return
         phase = 'training' if self.training else 'validation'
-        raise TrainingDiverged(f'the {phase} loss became {float(self.learn.loss)} at epoch {self.epoch + 1}, batch {self.iter + 1}: '
-                               'the run diverged; lower --lr (or leave it out to use lr_find) and start again')
+        raise TrainingDiverged(
+            f'the {phase} loss became {float(self.learn.loss)} at epoch {self.epoch + 1}, batch {self.iter + 1}: '
+            'the run diverged; lower --lr (or leave it out to use lr_find) and start again'
+        )
 
+# %% ../nbs/06_cli.ipynb #75de32e8
 def check_finite(x, # Probabilities (or any tensor / array)
                  what:str, # What they are, for the message
                 ):
     "Raise `TrainingDiverged` when `x` holds NaN or inf"
     bad = int((~np.isfinite(to_np(x))).sum())
-    if bad: raise TrainingDiverged(f'{what}: {bad} non-finite values (the model diverged); nothing was exported or submitted')
+    if bad:
+        raise TrainingDiverged(
+            f'{what}: {bad} non-finite values (the model diverged); nothing was exported or submitted'
+        )
     return x
 
+# %% ../nbs/06_cli.ipynb #fe5c9c4f
 def plain_logger(learn:Learner, # The learner whose epochs to print
                  ):
     "A `Recorder` logger printing one plain line per epoch (for logs: no progress bars, no carriage returns)"
@@ -207,32 +270,54 @@ def plain_logger(learn:Learner, # The learner whose epochs to print
         _log(f'epoch {vals[0] + 1}: ' + '  '.join(parts))
     return log
 
+# %% ../nbs/06_cli.ipynb #e54a425b
 def use_gpu_speedups(learn:Learner, # The learner to adapt
                      cfg:TrainConfig, # Its settings: precision, channels_last, compile
                     ) -> str:
-    "Mixed precision, channels-last and `torch.compile` on CUDA as `cfg` says (no-ops on the CPU); returns what was done"
+    """Mixed precision, channels-last and `torch.compile` on CUDA as `cfg` says (no-ops on the CPU); returns what was
+    done"""
     prec = 'fp16' if cfg.fp16 else cfg.precision
     if not torch.cuda.is_available():
-        if prec not in ('auto', 'fp32') or cfg.compile: _log(f'no CUDA device: training in fp32 on the CPU (--precision {prec}' + (', --compile' if cfg.compile else '') + ' ignored)')
+        if prec not in ('auto', 'fp32') or cfg.compile:
+            _log(
+                f'no CUDA device: training in fp32 on the CPU (--precision {prec}'
+                + (', --compile' if cfg.compile else '')
+                + ' ignored)'
+            )
         return 'fp32'
     if prec == 'auto': prec = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    if prec == 'bf16' and not torch.cuda.is_bf16_supported(): _log('bf16 not supported by this GPU: fp16 instead'); prec = 'fp16'
+    if prec == 'bf16' and not torch.cuda.is_bf16_supported():
+        _log('bf16 not supported by this GPU: fp16 instead'); prec = 'fp16'
     if prec == 'bf16': learn.to_bf16()
     elif prec == 'fp16': learn.to_fp16()
-    if cfg.channels_last: learn.to_channelslast(use_amp=False)   # fastai's ChannelsLast: the model's weights; inputs follow
+    # fastai's ChannelsLast: the model's weights; inputs follow
+    if cfg.channels_last: learn.to_channelslast(use_amp=False)
     if cfg.compile: learn.model.compile()              # in place: the state dict keeps its keys (no `_orig_mod.`)
     _log(f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else ''))
     return prec
 
+# %% ../nbs/06_cli.ipynb #2d8be862
 def build_learner(dls:DataLoaders, # From `build_data`
                   cfg:TrainConfig, # The run's settings
                   run=None, # The run folder (the learner's `path`)
-                  plain:bool|None=None, # Plain per-epoch lines instead of progress bars (default: when stdout is not a terminal or notebook)
+                  # Plain per-epoch lines instead of progress bars (default: when stdout is not a terminal or notebook)
+                  plain:bool|None=None,
                  ) -> Learner:
     "The fused 4-channel learner of `cfg`, guarded against divergence"
-    learn = hpa_learner(dls, arch=cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, fourth_channel=cfg.fourth_channel,
-                        loss=cfg.loss, extra_dropout=cfg.extra_dropout, dropout_at=cfg.dropout_at, feature_skip=cfg.feature_skip,
-                        init_bias='prior' if cfg.prior_bias else None, path=run or '.', cbs=[DivergenceGuard()])
+    learn = hpa_learner(
+        dls,
+        arch=cfg.arch,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        fourth_channel=cfg.fourth_channel,
+        loss=cfg.loss,
+        extra_dropout=cfg.extra_dropout,
+        dropout_at=cfg.dropout_at,
+        feature_skip=cfg.feature_skip,
+        init_bias='prior' if cfg.prior_bias else None,
+        path=run or '.',
+        cbs=[DivergenceGuard()],
+    )
     use_gpu_speedups(learn, cfg)
     if plain is None: plain = not sys.stdout.isatty() and not IN_NOTEBOOK
     if plain:
@@ -242,57 +327,94 @@ def build_learner(dls:DataLoaders, # From `build_data`
 
 # %% ../nbs/06_cli.ipynb #fc4eb28e
 RECIPES = {
-    'scratch': "random weights: one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest loss), "
-               "output bias at the class priors",
-    'pretrained': "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from lr_find's valley",
+    'scratch': (
+        "random weights: one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest"
+        " loss), output bias at the class priors"
+    ),
+    'pretrained': (
+        "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from"
+        " lr_find's valley"
+    ),
 }
-LR_RULES = {'scratch': ('minimum', 1e-2, 50), 'pretrained': ('valley', 1e-3, None)}   # recipe → (suggestion, fallback rate, lr_find steps)
+# recipe → (suggestion, fallback rate, lr_find steps)
+LR_RULES = {'scratch': ('minimum', 1e-2, 50), 'pretrained': ('valley', 1e-3, None)}
 
+# %% ../nbs/06_cli.ipynb #56a8310f
 def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
             plot=None, # Save lr_find's plot to this file
             default:float=1e-3, # The rate used when the suggestion can't be trusted
-            num_it:int|None=None, # Iterations (default: three epochs' batches, between 50 and 100; several epochs on a small data set)
-            suggestion:str='valley', # fastai's suggestion to use: 'valley' (pretrained bodies) or 'minimum' (random weights)
+            # Iterations (default: three epochs' batches, between 50 and 100; several epochs on a small data set)
+            num_it:int|None=None,
+            # fastai's suggestion to use: 'valley' (pretrained bodies) or 'minimum' (random weights)
+            suggestion:str='valley',
            ) -> float:
     "lr_find's `suggestion`, or `default` with a warning when it sits at the edge of the range searched"
-    if suggestion not in ('valley', 'minimum'): raise ValueError(f"suggestion must be 'valley' or 'minimum', got {suggestion!r}")
+    if suggestion not in ('valley', 'minimum'):
+        raise ValueError(f"suggestion must be 'valley' or 'minimum', got {suggestion!r}")
     num_it = max(50, num_it or min(100, 3 * len(learn.dls.train)))
-    sug = learn.lr_find(start_lr=1e-7, end_lr=10, num_it=num_it, show_plot=plot is not None, suggest_funcs=(valley, minimum))
+    sug = learn.lr_find(
+        start_lr=1e-7, end_lr=10, num_it=num_it, show_plot=plot is not None, suggest_funcs=(valley, minimum)
+    )
     if plot is not None:
         with atomic_write(plot, mode=None) as tmp: plt.savefig(tmp, dpi=80)
         plt.close('all')
     lrs = np.asarray(learn.recorder.lrs); lr = float(getattr(sug, suggestion))
     pos = np.searchsorted(lrs, lr) / max(len(lrs) - 1, 1) if len(lrs) else 0.
     if not math.isfinite(lr) or len(lrs) < 20 or pos < 0.1 or pos > 0.9:
-        warnings.warn(f'lr_find: the {suggestion} {lr:.2e} lies at the edge of the {len(lrs)} rates tried (or too few were tried); '
-                      f'using the default learning rate {default:.0e} instead. Pass --lr to choose one.')
-        _log(f'lr_find: suggestion {lr:.2e} at the edge of the range: using the default {default:.0e} (pass --lr to choose)')
+        warnings.warn(
+            f'lr_find: the {suggestion} {lr:.2e} lies at the edge of the {len(lrs)} rates tried (or too few were'
+            f' tried); using the default learning rate {default:.0e} instead. Pass --lr to choose one.'
+        )
+        _log(
+            f'lr_find: suggestion {lr:.2e} at the edge of the range: using the default {default:.0e} (pass --lr to'
+            ' choose)'
+        )
         return default
     return lr
 
+# %% ../nbs/06_cli.ipynb #adbaebec
 def training_stages(learn:Learner, # The learner to fit
                     cfg:TrainConfig, # The run's settings
                     lr:float, # The learning rate
                    ) -> list:
-    "The schedule as a list of (epochs, prepare, fit(start_epoch, cbs)): one stage, or two for fine-tuning pretrained weights"
+    """The schedule as a list of (epochs, prepare, fit(start_epoch, cbs)): one stage, or two for fine-tuning pretrained
+    weights"""
     if cfg.schedule == 'clr':
-        return [(cfg.epochs, noop, lambda s, cbs: learn.fit_clr(cfg.epochs, lr, cycle_len=cfg.cycle_len, cbs=cbs + [SkipToEpoch(s)] * (s > 0)))]
+        return [
+            (
+                cfg.epochs,
+                noop,
+                lambda s, cbs: learn.fit_clr(
+                    cfg.epochs, lr, cycle_len=cfg.cycle_len, cbs=cbs + [SkipToEpoch(s)] * (s > 0)
+                ),
+            )
+        ]
     if cfg.pretrained or cfg.weights:        # fastai's fine_tune, as two stages a checkpoint can resume between
-        return [(1, learn.freeze, lambda s, cbs: learn.fit_one_cycle(1, slice(lr), pct_start=0.99, cbs=cbs, start_epoch=s)),
-                (cfg.epochs, learn.unfreeze, lambda s, cbs: learn.fit_one_cycle(cfg.epochs, slice(lr / 200, lr / 2), pct_start=0.3, div=5.,
-                                                                                 cbs=cbs, start_epoch=s))]
+        return [
+            (1, learn.freeze, lambda s, cbs: learn.fit_one_cycle(1, slice(lr), pct_start=0.99, cbs=cbs, start_epoch=s)),
+            (
+                cfg.epochs,
+                learn.unfreeze,
+                lambda s, cbs: learn.fit_one_cycle(
+                    cfg.epochs, slice(lr / 200, lr / 2), pct_start=0.3, div=5.0, cbs=cbs, start_epoch=s
+                ),
+            ),
+        ]
     return [(cfg.epochs, noop, lambda s, cbs: learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs, start_epoch=s))]
 
 # %% ../nbs/06_cli.ipynb #f30e8668
 def _train_dl(learn): return getattr(learn.dls.train, 'dl', learn.dls.train)   # unwrap fastai's DistributedDL
 
+# %% ../nbs/06_cli.ipynb #da143756
 def rng_states(learn:Learner, # The learner whose training data loader to include
                ) -> dict:
-    "Python, NumPy, torch and the training loader's random states, as plain values `torch.load(weights_only=True)` accepts"
+    """Python, NumPy, torch and the training loader's random states, as plain values `torch.load(weights_only=True)`
+    accepts"""
     mt, keys, pos, has_gauss, cached = np.random.get_state()
     return dict(python=random.getstate(), numpy=(mt, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
                 torch=torch.get_rng_state(), dl=_train_dl(learn).rng.getstate())
 
+# %% ../nbs/06_cli.ipynb #14bd9f40
 def set_rng_states(learn:Learner, # The learner whose training loader to set
                    s:dict, # From `rng_states`
                   ):
@@ -303,16 +425,20 @@ def set_rng_states(learn:Learner, # The learner whose training loader to set
     torch.set_rng_state(s['torch'])
     _train_dl(learn).rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['dl']))
 
+# %% ../nbs/06_cli.ipynb #2d612fb6
 def _plain(o):
     "`o` with NumPy scalars and arrays turned into Python numbers and tensors (what `weights_only` loading accepts)"
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, L)): return type(o)(_plain(v) for v in o) if not isinstance(o, L) else [_plain(v) for v in o]
+    if isinstance(o, (list, tuple, L)):
+        return type(o)(_plain(v) for v in o) if not isinstance(o, L) else [_plain(v) for v in o]
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, np.ndarray): return torch.from_numpy(o)
     return o
 
+# %% ../nbs/06_cli.ipynb #924d9e5d
 class Checkpoint(Callback):
-    "After every training epoch save weights, optimiser, random states and F1 history to `fname`, atomically (for resuming)"
+    """After every training epoch save weights, optimiser, random states and F1 history to `fname`, atomically (for
+    resuming)"""
     order = F1History.order + 1
     def __init__(self, fname, # The checkpoint file
                  stage:int=0, # Index of the training stage
@@ -322,10 +448,18 @@ class Checkpoint(Callback):
     def after_train(self): self.trained = not hasattr(self.learn, 'lr_finder')
     def after_epoch(self):
         if not self.trained: return
-        state = dict(stage=self.stage, epoch=self.epoch, model=get_model(self.learn.model).state_dict(), opt=_plain(self.learn.opt.state_dict()),
-                     rng=rng_states(self.learn), f1_rows=_plain(list(self.learn.f1_history.rows)), info=_plain(self.info or {}))
+        state = dict(
+            stage=self.stage,
+            epoch=self.epoch,
+            model=get_model(self.learn.model).state_dict(),
+            opt=_plain(self.learn.opt.state_dict()),
+            rng=rng_states(self.learn),
+            f1_rows=_plain(list(self.learn.f1_history.rows)),
+            info=_plain(self.info or {}),
+        )
         with atomic_write(self.fname, mode=None) as tmp: torch.save(state, tmp)
 
+# %% ../nbs/06_cli.ipynb #67a9d75b
 class RestoreRandom(Callback):
     "Set the random states saved in a checkpoint just before the first epoch that is trained again"
     order = SkipToEpoch.order + 1
@@ -335,11 +469,13 @@ class RestoreRandom(Callback):
     def before_epoch(self):
         if self.epoch == self.at_epoch: set_rng_states(self.learn, self.states)
 
+# %% ../nbs/06_cli.ipynb #ee172cd2
 def load_checkpoint(fname, # The checkpoint file
                     ) -> dict:
     "A checkpoint written by `Checkpoint`, loaded without unpickling code"
     fname = Path(fname)
-    if not fname.exists(): raise HpaDataError(f'{fname}: no checkpoint to resume from (a run saves one after each epoch)')
+    if not fname.exists():
+        raise HpaDataError(f'{fname}: no checkpoint to resume from (a run saves one after each epoch)')
     try: return torch.load(fname, map_location='cpu', weights_only=True)
     except Exception as e: raise HpaDataError(f'{fname}: unreadable checkpoint ({type(e).__name__}: {e})') from None
 
@@ -387,21 +523,35 @@ def score(probs, # Probabilities (n, 28)
           in_sample:bool=False, # Whether `thresholds` were fitted on these very samples
           seed:int=0, # Seed of the bootstrap
          ) -> dict:
-    "Macro-F1 at 0.5, at `thresholds` (without and with keep-top), after TTA, and a bootstrap 95 % interval of `f1_thresholds`"
+    """Macro-F1 at 0.5, at `thresholds` (without and with keep-top), after TTA, and a bootstrap 95 % interval of
+    `f1_thresholds`"""
     f1 = lambda p, th, top: round(macro_f1(predict_labels(p, th, top), targs), 4)
-    res = dict(f1_at_0_5=f1(probs, 0.5, False), f1_thresholds=f1(probs, thresholds, False), f1_thresholds_keep_top=f1(probs, thresholds, True))
+    res = dict(
+        f1_at_0_5=f1(probs, 0.5, False),
+        f1_thresholds=f1(probs, thresholds, False),
+        f1_thresholds_keep_top=f1(probs, thresholds, True),
+    )
     if tta is not None: res['f1_tta_thresholds'] = f1(tta, tta_thresholds, False)
     res['f1_thresholds_ci95'] = [round(v, 4) for v in bootstrap_f1(probs, targs, thresholds, seed=seed)]
     return {**res, 'n': len(targs), 'in_sample': in_sample}
 
+# %% ../nbs/06_cli.ipynb #4691f26e
 def _fit(probs, targs, cfg:TrainConfig, freq=None, groups=None):
-    "Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones (folds keep `groups` whole); whether in-sample"
+    """Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones (folds keep `groups` whole);
+    whether in-sample"""
     fixed = fixed_threshold(cfg.threshold_method)
     if fixed is not None: th = np.full(N_CLASSES, fixed); return th, th, False
-    th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)   # freq: the training split's class frequencies
-    if len(probs) < 4 or (groups is not None and len(set(groups)) < 4): return th, th, True   # too few to cross-fit: in-sample
-    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq, groups=groups), False
+    # freq: the training split's class frequencies
+    th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)
+    # too few to cross-fit: in-sample
+    if len(probs) < 4 or (groups is not None and len(set(groups)) < 4): return th, th, True
+    return (
+        th,
+        crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq, groups=groups),
+        False,
+    )
 
+# %% ../nbs/06_cli.ipynb #27972957
 def fit_baselines(learn:Learner, # A learner whose training split is labelled
                   cfg:TrainConfig, # The run's settings
                  ) -> dict:
@@ -410,18 +560,29 @@ def fit_baselines(learn:Learner, # A learner whose training split is labelled
     fo = FeaturesOnly().fit(dataset_features(learn.dls), yt) if cfg.features and yt is not None else None
     return dict(train_targets=yt, features_only=fo)
 
+# %% ../nbs/06_cli.ipynb #128970aa
 def constant_loss(train_targets, # Multi-hot training targets
                  ) -> float:
     "BCE per class of predicting every sample's class frequencies: the training loss a model must go well below"
     p = prior_bias(train_targets)
-    return round(float(BCEWithLogitsLossFlat()(p.expand(len(train_targets), -1), torch.as_tensor(np.asarray(train_targets, np.float32)))), 4)
+    return round(
+        float(
+            BCEWithLogitsLossFlat()(
+                p.expand(len(train_targets), -1), torch.as_tensor(np.asarray(train_targets, np.float32))
+            )
+        ),
+        4,
+    )
 
+# %% ../nbs/06_cli.ipynb #603a4318
 def _train_freq(base): return None if base is None or base['train_targets'] is None else base['train_targets'].mean(0)
 
+# %% ../nbs/06_cli.ipynb #54e0f3eb
 def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `evaluate` for the test split)
                   targs, # Targets of the split scored
                   feats=None, # Its features (a fused run)
-                  thresholds=None, # Thresholds of the features-only probabilities (None: fitted here, cross-fitted for scoring)
+                  # Thresholds of the features-only probabilities (None: fitted here, cross-fitted for scoring)
+                  thresholds=None,
                   cfg:TrainConfig|None=None, # The run's settings (threshold method, seed)
                   groups=None, # Duplicate groups of the split's samples: cross-fitting folds keep each whole
                  ) -> tuple:
@@ -431,45 +592,65 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
         p = fo.predict(feats)
         if thresholds is None: th, th_score, _ = _fit(p, targs, cfg, _train_freq(base), groups)
         else: th_score = thresholds
-    per = baseline_class_f1(targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0)
+    per = baseline_class_f1(
+        targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0
+    )
     macro = {k: round(float(v.mean()), 4) for k, v in per.items()}
     return {'features_only': None, **macro}, per, th
 
+# %% ../nbs/06_cli.ipynb #e582c640
 def evaluate(learn:Learner, # A trained learner
              cfg:TrainConfig, # The run's settings
-             base:dict|None=None, # From `fit_baselines`: the baselines are scored beside the model (its `thresholds` are set here)
-             cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+             # From `fit_baselines`: the baselines are scored beside the model (its `thresholds` are set here)
+             base:dict|None=None,
+             # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+             cache_dir=None,
             ) -> tuple:
-    "Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None without validation)"
+    """Thresholds (plain and TTA) fitted on the validation predictions, leak-free scores, and the per-class report (None
+    without validation)"""
     fixed = fixed_threshold(cfg.threshold_method)
-    if not len(learn.dls.valid_ds):                   # --valid-pct 0: freq thresholds from the training images' probabilities
+    # --valid-pct 0: freq thresholds from the training images' probabilities
+    if not len(learn.dls.valid_ds):
         if fixed is not None: th = np.full(N_CLASSES, fixed, np.float32)
-        else: th = fit_thresholds(check_finite(learn.get_preds(dl=learn.dls.train.new(shuffle=False, drop_last=False))[0], 'training predictions'), method='freq')
+        else:
+            th = fit_thresholds(
+                check_finite(
+                    learn.get_preds(dl=learn.dls.train.new(shuffle=False, drop_last=False))[0], 'training predictions'
+                ),
+                method='freq',
+            )
         return dict(plain=th, tta=th), None, None
     probs, targs = learn.get_preds(ds_idx=1)
     check_finite(probs, 'validation predictions')
     freq = _train_freq(base)
-    groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None     # a sample's duplicates never fit its threshold
+    # a sample's duplicates never fit its threshold
+    groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None
     th, th_cf, ins = _fit(probs, targs, cfg, freq, groups)
     tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
     tth, tth_cf, _ = _fit(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
-    if cfg.threshold_method == 'f1': metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
+    if cfg.threshold_method == 'f1':
+        metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
     if base is not None:
         feats = dataset_features(learn.dls, learn.dls.valid_ds) if base['features_only'] is not None else None
         metrics['baselines'], per, base['thresholds'] = baselines_for(base, to_np(targs), feats, cfg=cfg, groups=groups)
-    report = hpa_report(tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False, baselines=per)
+    report = hpa_report(
+        tta if tta is not None else probs, targs, tth_cf if tta is not None else th_cf, keep_top=False, baselines=per
+    )
     return dict(plain=th, tta=tth), metrics, report
 
+# %% ../nbs/06_cli.ipynb #d3be202c
 def predict_test(learn:Learner, # A trained learner
                  path, # Data folder: its `test/` and `sample_submission.csv` are used when present
                  cfg:TrainConfig, # The run's settings
                  thresholds, # From `evaluate`: {'plain': per-class thresholds, 'tta': thresholds for TTA probabilities}
                  submission=None, # Where to write the submission (None: don't)
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-                 base:dict|None=None, # From `fit_baselines`, after `evaluate`: the baselines are scored beside the model
+                 # From `fit_baselines`, after `evaluate`: the baselines are scored beside the model
+                 base:dict|None=None,
                 ) -> dict|None:
-    "Predict `path/test` (with TTA), write the submission, and score it (beside the baselines) when `test_labels.csv` exists"
+    """Predict `path/test` (with TTA), write the submission, and score it (beside the baselines) when `test_labels.csv`
+    exists"""
     path = Path(path); test_dir, ss = path/'test', path/'sample_submission.csv'
     if not (test_dir.is_dir() and ss.exists()): return None
     ids = read_submission_ids(ss)
@@ -482,13 +663,22 @@ def predict_test(learn:Learner, # A trained learner
         _log(f'submission: {submission} ({len(ids)} rows)')
     if not (path/'test_labels.csv').exists(): return None
     tt = encode_targets(read_labels(path/'test_labels.csv').set_index('Id').loc[ids].Target)
-    res = score(plain, tt, thresholds['plain'], tp if cfg.tta != 'none' else None, thresholds['tta'], in_sample=False, seed=cfg.seed)
+    res = score(
+        plain,
+        tt,
+        thresholds['plain'],
+        tp if cfg.tta != 'none' else None,
+        thresholds['tta'],
+        in_sample=False,
+        seed=cfg.seed,
+    )
     if base is not None:
         use = base['features_only'] is not None and base.get('thresholds') is not None
         feats = dataset_features(learn.dls, tdl.dataset) if use else None
         res['baselines'] = baselines_for(base, tt, feats, base.get('thresholds'), cfg)[0]
     return res
 
+# %% ../nbs/06_cli.ipynb #2d3ca8d8
 def read_submission_ids(fname, # A Kaggle sample_submission.csv
                         ) -> list:
     "The `Id` column of a sample submission, with errors that name the file"
@@ -504,6 +694,7 @@ def read_submission_ids(fname, # A Kaggle sample_submission.csv
 # %% ../nbs/06_cli.ipynb #84a17f77
 RUN_FILES = ('config.json', 'checkpoint.pth', 'metrics.json', 'model.pkl', 'submission.csv', 'seeds.json')
 
+# %% ../nbs/06_cli.ipynb #cece10c1
 def prepare_run(out, # Folder for run folders
                 name=None, # Run folder name (default: a time stamp, made unique)
                 overwrite:bool=False, # Replace an existing run folder
@@ -517,18 +708,23 @@ def prepare_run(out, # Folder for run folders
         while (out/name).exists(): name, k = f'{base}-{k}', k + 1
     run = out/name
     if resume:
-        if not (run/'config.json').exists(): raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
-        if (run/'metrics.json').exists(): raise HpaConfigError(f'{run}: this run already finished (metrics.json); nothing to resume')
+        if not (run/'config.json').exists():
+            raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
+        if (run/'metrics.json').exists():
+            raise HpaConfigError(f'{run}: this run already finished (metrics.json); nothing to resume')
         return run
     if run.exists() and any(run.iterdir()):
         if not overwrite:
-            raise HpaConfigError(f'{run}: run folder exists; pass --overwrite to replace it, --resume to continue it, or another --name')
+            raise HpaConfigError(
+                f'{run}: run folder exists; pass --overwrite to replace it, --resume to continue it, or another --name'
+            )
         if not any((run/f).exists() for f in RUN_FILES):
             raise HpaConfigError(f'{run}: exists and does not look like a run folder; refusing to delete it')
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     return run
 
+# %% ../nbs/06_cli.ipynb #9239fd65
 def save_figure(fname, # The PNG to write
                 plot, # A function drawing on a new figure
                ) -> Path:
@@ -542,10 +738,14 @@ def distributed_state():
     "Accelerate's process state when launched on several processes (`accelerate launch`), else None"
     if num_distrib() <= 1: return None
     try: from accelerate import PartialState
-    except ImportError: raise HpaConfigError('several processes need Hugging Face Accelerate: pip install "hpa_fastai[distributed]"') from None
+    except ImportError:
+        raise HpaConfigError(
+            'several processes need Hugging Face Accelerate: pip install "hpa_fastai[distributed]"'
+        ) from None
     _cpu_friendly_distributed_dl()
     return PartialState(cpu=not torch.cuda.is_available())     # CPU processes: gloo (tests, laptops)
 
+# %% ../nbs/06_cli.ipynb #125c9fbb
 def _cpu_friendly_distributed_dl():
     "fastai's `DistributedDL` broadcasts the shuffled order as a CUDA tensor (NCCL); keep it on the CPU under gloo"
     from fastai.distributed import DistributedDL
@@ -556,6 +756,7 @@ def _cpu_friendly_distributed_dl():
         return t.cpu().tolist()
     DistributedDL._broadcast = _broadcast
 
+# %% ../nbs/06_cli.ipynb #62ef941a
 def broadcast(obj, # A picklable value, taken from rank 0
               state=None, # From `distributed_state` (None: one process, `obj` returned as is)
              ):
@@ -568,8 +769,12 @@ def broadcast(obj, # A picklable value, taken from rank 0
 def baselines_line(b:dict, # Baseline name → macro-F1 (None: not computed)
                   ) -> str:
     "The baselines as one log phrase"
-    return ', '.join(f"{k.replace('_', '-')} {v:.3f}" if v is not None else f"{k.replace('_', '-')} n/a (image-only run)" for k, v in b.items())
+    return ', '.join(
+        f"{k.replace('_', '-')} {v:.3f}" if v is not None else f"{k.replace('_', '-')} n/a (image-only run)"
+        for k, v in b.items()
+    )
 
+# %% ../nbs/06_cli.ipynb #e2a5e9d4
 def run_training(path, # Data folder in the Kaggle layout
                  out='runs', # Folder for run folders
                  name=None, # Run folder name (default: a time stamp)
@@ -577,8 +782,10 @@ def run_training(path, # Data folder in the Kaggle layout
                  resume:bool=False, # Continue the interrupted run `out/name` from its last checkpoint
                  cbs=None, # Extra fastai callbacks for training
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-                 store=None, # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
-                 external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
+                 # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+                 store=None,
+                 # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
+                 external=None,
                  external_csv=None, # Their labels CSV (e.g. HPAv18RBGY_wodpl.csv)
                  **config, # Settings: the fields of `TrainConfig`
                 ) -> dict:
@@ -586,21 +793,31 @@ def run_training(path, # Data folder in the Kaggle layout
     t0 = time.time(); path = Path(path) if path is not None else None
     dist = distributed_state(); main, n_proc = rank_distrib() == 0, max(num_distrib(), 1)
     if dist is not None:
-        if resume: raise HpaConfigError('--resume runs on one process: resume without `accelerate launch`, or start a new run')
+        if resume:
+            raise HpaConfigError('--resume runs on one process: resume without `accelerate launch`, or start a new run')
         name = broadcast(name or datetime.now().strftime('%Y%m%d-%H%M%S'), dist)      # one run folder, named by rank 0
     run = prepare_run(out, name, overwrite, resume) if main else Path(out)/name
     if resume:
         saved = read_json(run/'config.json', 'run configuration')
         if config: _log(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
-        cfg, path, state = TrainConfig(**saved['config']).check(), Path(saved['data']['path']), load_checkpoint(run/'checkpoint.pth')
-        if 'external' in saved['data']: external, external_csv = saved['data']['external']['path'], saved['data']['external']['csv_path']
+        cfg, path, state = (
+            TrainConfig(**saved['config']).check(),
+            Path(saved['data']['path']),
+            load_checkpoint(run / 'checkpoint.pth'),
+        )
+        if 'external' in saved['data']:
+            external, external_csv = saved['data']['external']['path'], saved['data']['external']['csv_path']
     else: cfg, state = TrainConfig(**config).check(), None
     set_seed(cfg.seed, reproducible=True)
     _log(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
-        dls = build_data(path, cfg, cache_dir, store, external, external_csv)   # features computed once, by rank 0; the others read its cache
-    data = data_fingerprint(path, [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
-                            groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None)
+        # features computed once, by rank 0; the others read its cache
+        dls = build_data(path, cfg, cache_dir, store, external, external_csv)
+    data = data_fingerprint(
+        path,
+        [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
+        groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None,
+    )
     if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
                                                      n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
     if resume and data != saved['data']:
@@ -608,105 +825,179 @@ def run_training(path, # Data folder in the Kaggle layout
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
     if isinstance(dls.train, StoreDataLoader):
         st = dls.train_ds.store
-        _log('batches read whole from the packed store' + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}'))
-    _log(f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels}, features {"on" if cfg.features else "off"}')
+        _log(
+            'batches read whole from the packed store'
+            + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}')
+        )
+    _log(
+        f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels},'
+        f' features {"on" if cfg.features else "off"}'
+    )
     _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
     learn = build_learner(dls, cfg, run)
     _log(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
     base = fit_baselines(learn, cfg)
-    _log(f'data ready in {time.time() - t0:.0f} s' + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else ''))
+    _log(
+        f'data ready in {time.time() - t0:.0f} s'
+        + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else '')
+    )
     if dist is None: lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
     else:
         from fastai.distributed import distrib_ctx   # needs accelerate
         rule, fallback, steps = LR_RULES[cfg.recipe]
-        lr = broadcast(find_lr(learn, run/'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr, dist)
-        with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()): train_learner(learn, cfg, run, cbs=cbs, lr=lr)
+        lr = broadcast(
+            find_lr(learn, run / 'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr, dist
+        )
+        with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()):
+            train_learner(learn, cfg, run, cbs=cbs, lr=lr)
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
-        os.environ['WORLD_SIZE'] = '1'              # ... alone: fastai's get_preds would otherwise gather from the finished ranks
+        # ... alone: fastai's get_preds would otherwise gather from the finished ranks
+        os.environ['WORLD_SIZE'] = '1'
     _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
-    imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed) if cfg.features and valid else None
+    imp = (
+        permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed)
+        if cfg.features and valid
+        else None
+    )
     if imp is not None:
         with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
-        _log('feature importance (macro-F1 drop when shuffled, validation): ' +
-             ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples()) + ' (all: feature_importance.csv)')
-    if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item: same split, same transforms
+        _log(
+            'feature importance (macro-F1 drop when shuffled, validation): '
+            + ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples())
+            + ' (all: feature_importance.csv)'
+        )
+    # test folders and the exported model read files per item: same split, same transforms
+    if isinstance(learn.dls.train, StoreDataLoader):
         learn.dls = build_data(path, cfg, cache_dir, store=False, external=external, external_csv=external_csv)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir, base)
     model_th = th['tta'] if cfg.tta != 'none' else th['plain']      # hpa-predict applies TTA by default, as the run did
-    model_fn = export_hpa(learn, (run/'model.pkl').absolute(), model_th, arch=cfg.arch, method=cfg.threshold_method,
-                          fitted_on=f'validation TTA ({cfg.tta}) probabilities' if cfg.tta != 'none' else 'validation probabilities', config=asdict(cfg))
+    model_fn = export_hpa(
+        learn,
+        (run / 'model.pkl').absolute(),
+        model_th,
+        arch=cfg.arch,
+        method=cfg.threshold_method,
+        fitted_on=f'validation TTA ({cfg.tta}) probabilities' if cfg.tta != 'none' else 'validation probabilities',
+        config=asdict(cfg),
+    )
     if report is not None:
         with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
         save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
     drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
     save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
-    metrics = dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=round(time.time() - t0, 1), lr=lr,
-                   recipe=cfg.recipe, history=[{k: None if v is None else round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
-                   constant_loss=constant_loss(base['train_targets']) if base['train_targets'] is not None else None,
-                   **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
-                   config=asdict(cfg), data=data, software=run_info(), processes=n_proc,
-                   machine=torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads')
+    metrics = dict(
+        **({'valid': valid} if valid else {}),
+        **({'test': test} if test else {}),
+        wall_s=round(time.time() - t0, 1),
+        lr=lr,
+        recipe=cfg.recipe,
+        history=[{k: None if v is None else round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
+        constant_loss=constant_loss(base['train_targets']) if base['train_targets'] is not None else None,
+        **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
+        config=asdict(cfg),
+        data=data,
+        software=run_info(),
+        processes=n_proc,
+        machine=(
+            torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
+        ),
+    )
     write_json(run/'metrics.json', metrics)
     (run/'checkpoint.pth').unlink(missing_ok=True)
     if report is not None: print(report.round(3).to_string(index=False))
     for split in ('valid', 'test'):
         if split in metrics:
             m = metrics[split]
-            note = (' (in-sample: thresholds fitted on these samples)' if m['in_sample'] else
-                    ' (thresholds cross-fitted: never fitted on the sample scored)' if split == 'valid' else ' (thresholds fitted on validation)')
-            _log(f'{split} macro-F1 on {m["n"]} samples{note}: ' + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
-                 + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}')
-            if m.get('baselines'): _log(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
+            note = (
+                ' (in-sample: thresholds fitted on these samples)'
+                if m['in_sample']
+                else (
+                    ' (thresholds cross-fitted: never fitted on the sample scored)'
+                    if split == 'valid'
+                    else ' (thresholds fitted on validation)'
+                )
+            )
+            _log(
+                f'{split} macro-F1 on {m["n"]} samples{note}: '
+                + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
+                + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}'
+            )
+            if m.get('baselines'):
+                _log(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
             if m.get('threshold_fallbacks'):
-                _log(f'{split}: fewer than 3 validation positives, frequency-matching cut used for {len(m["threshold_fallbacks"])} classes: '
-                     + ', '.join(m['threshold_fallbacks']))
+                _log(
+                    f'{split}: fewer than 3 validation positives, frequency-matching cut used for'
+                    f' {len(m["threshold_fallbacks"])} classes: '
+                    + ', '.join(m['threshold_fallbacks'])
+                )
     if metrics['history'] and metrics['constant_loss'] is not None:
-        _log(f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over {len(metrics["history"])} epochs '
-             f'(predicting the class frequencies: {metrics["constant_loss"]:.3f})')
-    _log(f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json, figures' +
-         (', submission.csv' if test is not None or (run/'submission.csv').exists() else ''))
+        _log(
+            f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over'
+            f' {len(metrics["history"])} epochs (predicting the class frequencies: {metrics["constant_loss"]:.3f})'
+        )
+    _log(
+        f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json,'
+        ' figures'
+        + (', submission.csv' if test is not None or (run / 'submission.csv').exists() else '')
+    )
     return metrics
 
 # %% ../nbs/06_cli.ipynb #fd2e6e70
 SEEDS_FILES = ('seeds.json', 'seeds.csv')
 
+# %% ../nbs/06_cli.ipynb #052e45a3
 def check_seeds(seeds, # The seeds asked for (`--seeds`)
                 seed=None, # A single `--seed`, which excludes `seeds`
                ) -> list[int]:
-    "The seeds of a several-seed run, after checking them: two or more, all different, each valid; `HpaConfigError` otherwise"
+    """The seeds of a several-seed run, after checking them: two or more, all different, each valid; `HpaConfigError`
+    otherwise"""
     seeds, errs = list(seeds), []
     if seed is not None: errs.append('--seed and --seeds contradict each other: give one')
-    if len(seeds) < 2: errs.append(f'--seeds needs two or more seeds for a mean and SD (got {seeds}); use --seed for one run')
+    if len(seeds) < 2:
+        errs.append(f'--seeds needs two or more seeds for a mean and SD (got {seeds}); use --seed for one run')
     if len(set(seeds)) < len(seeds): errs.append(f'--seeds must all differ (got {seeds})')
     errs += [f'--seeds: {s} is not between 0 and 2**32 - 1' for s in seeds if not 0 <= s < 2**32]
-    if num_distrib() > 1: errs.append('--seeds runs its trainings one after another in one process: start it without `accelerate launch`')
+    if num_distrib() > 1:
+        errs.append('--seeds runs its trainings one after another in one process: start it without `accelerate launch`')
     if errs: raise HpaConfigError('bad settings:\n  ' + '\n  '.join(errs))
     return [int(s) for s in seeds]
 
+# %% ../nbs/06_cli.ipynb #4776c6de
 def _scored_on(split:str, m:dict) -> str:
     if split == 'test': return f'test_labels.csv, {m["n"]} samples, thresholds fitted on validation'
     return (f'validation, {m["n"]} samples (each seed its own split), thresholds ' +
             ('fitted on the samples scored (in-sample)' if m['in_sample'] else 'cross-fitted'))
 
+# %% ../nbs/06_cli.ipynb #1725a8cd
 def seeds_summary(metrics:dict, # Seed → the metrics of its run (from `run_training`)
                  ) -> pd.DataFrame:
     "One row per score: what it was scored on, the mean and sample SD (ddof=1) across the seeds, and each seed's value"
     seeds, rows = list(metrics), []
     def row(score, on, vals):
         v = np.asarray(vals, np.float64)
-        return dict(score=score, scored_on=on, n_seeds=len(v), mean=float(v.mean()), sd=float(v.std(ddof=1)), **{f'seed_{s}': float(x) for s, x in zip(seeds, v)})
+        return dict(
+            score=score,
+            scored_on=on,
+            n_seeds=len(v),
+            mean=float(v.mean()),
+            sd=float(v.std(ddof=1)),
+            **{f'seed_{s}': float(x) for s, x in zip(seeds, v)},
+        )
     for split in ('valid', 'test'):
         ms = [metrics[s].get(split) for s in seeds]
         if ms[0] is None: continue
         for k, v in ms[0].items():                       # the 95 % intervals are one seed's: not averaged
-            if k.startswith('f1') and isinstance(v, (int, float)): rows.append(row(f'{split}.{k}', _scored_on(split, ms[0]), [m[k] for m in ms]))
+            if k.startswith('f1') and isinstance(v, (int, float)):
+                rows.append(row(f'{split}.{k}', _scored_on(split, ms[0]), [m[k] for m in ms]))
         for k, v in ms[0].get('baselines', {}).items():   # each seed's own split: the baselines move with it
-            if v is not None: rows.append(row(f'{split}.baseline_{k}', _scored_on(split, ms[0]), [m['baselines'][k] for m in ms]))
+            if v is not None:
+                rows.append(row(f'{split}.baseline_{k}', _scored_on(split, ms[0]), [m['baselines'][k] for m in ms]))
     rows.append(row('wall_s', 'seconds each run took', [metrics[s]['wall_s'] for s in seeds]))
     return pd.DataFrame(rows)
 
+# %% ../nbs/06_cli.ipynb #95ae8c9c
 def train_seeds(path, # Data folder in the Kaggle layout
                 seeds, # Two or more different seeds: one complete run each
                 out='runs', # Folder for run folders
@@ -714,36 +1005,51 @@ def train_seeds(path, # Data folder in the Kaggle layout
                 overwrite:bool=False, # Replace an existing run folder of that name
                 **kwargs, # Passed to every `run_training` (settings, `store`, `external`, `cache_dir`, `cbs`)
                ) -> pd.DataFrame:
-    "One `run_training` per seed in `out/name/seed-{s}`, then `seeds.csv` and `seeds.json`: mean and SD of every score, labelled with what it was scored on"
+    """One `run_training` per seed in `out/name/seed-{s}`, then `seeds.csv` and `seeds.json`: mean and SD of every
+    score, labelled with what it was scored on"""
     seeds = check_seeds(seeds, kwargs.pop('seed', None))
     TrainConfig(**{k: v for k, v in kwargs.items() if k in {f.name for f in fields(TrainConfig)}}).check()
     run = prepare_run(out, name, overwrite)
-    state = dict(seeds=seeds, status='running', runs={}, submission='none: each seed-S/ folder holds its own model and submission.csv')
+    state = dict(
+        seeds=seeds,
+        status='running',
+        runs={},
+        submission='none: each seed-S/ folder holds its own model and submission.csv',
+    )
     write_json(run/'seeds.json', state)
     metrics = {}
     for k, s in enumerate(seeds):
         _log(f'seed {s} ({k + 1} of {len(seeds)}) → {run/f"seed-{s}"}')
         try: metrics[s] = run_training(path, out=run, name=f'seed-{s}', seed=s, **kwargs)
         except BaseException as e:                       # diverged, bad data, interrupted: recorded, nothing summarised
-            write_json(run/'seeds.json', dict(state, status='failed', failed=dict(seed=s, error=f'{type(e).__name__}: {e}')))
+            write_json(
+                run / 'seeds.json', dict(state, status='failed', failed=dict(seed=s, error=f'{type(e).__name__}: {e}'))
+            )
             _log(f'seed {s} failed: no mean or SD written ({run/"seeds.json"} says which seed and why)')
             raise
         state['runs'][str(s)] = f'seed-{s}'; write_json(run/'seeds.json', state)
     table = seeds_summary(metrics)
     with atomic_write(run/'seeds.csv') as f: table.to_csv(f, index=False)
     write_json(run/'seeds.json', dict(state, status='done', scores=table.to_dict('records')))
-    for r in table.itertuples(): _log(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
-    _log(f'seeds.csv and seeds.json in {run}; no submission for the series: each seed-S/ holds its own model and submission.csv')
+    for r in table.itertuples():
+        _log(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
+    _log(
+        f'seeds.csv and seeds.json in {run}; no submission for the series: each seed-S/ holds its own model and'
+        ' submission.csv'
+    )
     return table
 
 # %% ../nbs/06_cli.ipynb #0a014988
-DEMO_SET = dict(n_train=1500, n_test=300, size=256, seed=0, freq_power=0.5)   # ~15 s to draw on 2 cores; 1,200 fields to train on
+# ~15 s to draw on 2 cores; 1,200 fields to train on
+DEMO_SET = dict(n_train=1500, n_test=300, size=256, seed=0, freq_power=0.5)
 
+# %% ../nbs/06_cli.ipynb #1e660af2
 def find_data(path=None, # A data folder, or None to look in data/ and build the demo set there if needed
               ) -> Path:
     "The data folder to use: `path`, else data/ if it holds train.csv, else the synthetic demo set"
     if path is not None:
-        if not (Path(path)/'train.csv').exists(): raise HpaDataError(f'{path}: no train.csv (expected the Kaggle layout, see data/README.md)')
+        if not (Path(path)/'train.csv').exists():
+            raise HpaDataError(f'{path}: no train.csv (expected the Kaggle layout, see data/README.md)')
         return Path(path)
     for p in (Path('data'), Path('data')/'synthetic'):
         if (p/'train.csv').exists(): return p
@@ -751,30 +1057,41 @@ def find_data(path=None, # A data folder, or None to look in data/ and build the
     _log(f'no data set in data/: building the synthetic demo set in {dest}')
     return make_synthetic_hpa(dest, **DEMO_SET, n_workers=defaults.cpus)
 
+# %% ../nbs/06_cli.ipynb #7a3cf306
 @contextlib.contextmanager
 def cli_errors(prog:str, # The command's name, for messages
                ):
-    "Turn the library's errors into one clear line on stderr and a non-zero exit (2: settings, 1: data or training, 130: interrupted)"
+    """Turn the library's errors into one clear line on stderr and a non-zero exit (2: settings, 1: data or training,
+    130: interrupted)"""
     try: yield
     except HpaConfigError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
-    except (HpaDataError, TrainingDiverged, PretrainedWeightsError) as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(1)
+    except (HpaDataError, TrainingDiverged, PretrainedWeightsError) as e:
+        print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(1)
     except KeyboardInterrupt:
-        print(f'{prog}: interrupted; files written so far are whole (a training run resumes with --resume)', file=sys.stderr); sys.exit(130)
+        print(
+            f'{prog}: interrupted; files written so far are whole (a training run resumes with --resume)',
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 # %% ../nbs/06_cli.ipynb #eadc5ee6
 @call_parse
 def hpa_train(
-    path:str=None, # Data folder in the Kaggle layout (default: data/, else a synthetic demo set built in data/synthetic)
+    # Data folder in the Kaggle layout (default: data/, else a synthetic demo set built in data/synthetic)
+    path:str=None,
     out:str='runs', # Folder for run folders
     name:str=None, # Run folder name (default: a time stamp)
     overwrite:store_true=False, # Replace an existing run folder of that name
     resume:store_true=False, # Continue the interrupted run OUT/NAME from its last checkpoint (with its saved settings)
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
-    pack:store_true=False, # Pack the images (and the --external folder, into a store of its own) first, or reuse up-to-date stores: batches read whole, ~100x faster loading
+    # Pack the images (and the --external folder, into a store of its own) first, or reuse up-to-date stores: batches
+    # read whole, ~100x faster loading
+    pack:store_true=False,
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
-    no_dedup:store_true=False, # Split without looking for near-duplicate samples (copies may then straddle train and validation)
+    # Split without looking for near-duplicate samples (copies may then straddle train and validation)
+    no_dedup:store_true=False,
     size:int=64, # Image size the network sees
     bs:int=16, # Batch size
     epochs:int=5, # Epochs
@@ -798,7 +1115,9 @@ def hpa_train(
     compile:store_true=False, # On CUDA: torch.compile the model
     valid_pct:float=0.2, # Validation share (0: train on everything, with --thresholds freq or a value)
     seed:int=None, # Random seed (default 42)
-    seeds:Annotated[int, {'nargs': '+'}]=None, # Several seeds, e.g. 0 1 2: one run each in NAME/seed-S, then seeds.csv / seeds.json with the mean and SD of every score (no submission of their own)
+    # Several seeds, e.g. 0 1 2: one run each in NAME/seed-S, then seeds.csv / seeds.json with the mean and SD of every
+    # score (no submission of their own)
+    seeds:Annotated[int, {'nargs': '+'}]=None,
     n:int=None, # Use only the first n labelled samples
     num_workers:int=None, # DataLoader workers
 ):
@@ -807,20 +1126,37 @@ def hpa_train(
         args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
         config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last,
                       seed=TrainConfig.seed if seed is None else seed, dedup=not no_dedup)
-        if seeds and resume: raise HpaConfigError("--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)")
+        if seeds and resume:
+            raise HpaConfigError(
+                "--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)"
+            )
         if seeds: check_seeds(seeds, seed)
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
-        if (external is None) != (external_csv is None): raise HpaConfigError('--external and --external-csv go together: give both')
+        if (external is None) != (external_csv is None):
+            raise HpaConfigError('--external and --external-csv go together: give both')
         if resume:
             if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
-            changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | ({'path': path} if path else {})
-            return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)   # warns that these are ignored
+            changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | (
+                {'path': path} if path else {}
+            )
+            # warns that these are ignored
+            return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
         TrainConfig(**config).check()                             # every setting checked before any work
         data = None if resume else find_data(path)
         store = True if pack else False if no_store else None
         if seeds:
-            return train_seeds(data, seeds, out=out, name=name, overwrite=overwrite, cache_dir=cache_dir, store=store, external=external,
-                               external_csv=external_csv, **{k: v for k, v in config.items() if k != 'seed'})
+            return train_seeds(
+                data,
+                seeds,
+                out=out,
+                name=name,
+                overwrite=overwrite,
+                cache_dir=cache_dir,
+                store=store,
+                external=external,
+                external_csv=external_csv,
+                **{k: v for k, v in config.items() if k != 'seed'}
+            )
         return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
                             store=store, external=external, external_csv=external_csv, **config)
 
@@ -829,39 +1165,57 @@ def store_test_dl(learn:Learner, # A trained or loaded learner
                   folder, # Folder of samples to predict
                   ids=None, # Their Ids, in this order (default: every sample in `folder`)
                   bs:int=32, # Batch size
-                  cache_dir=None, # Cache root for the store and the features (default: beside the data if writable, else per-user)
+                  # Cache root for the store and the features (default: beside the data if writable, else per-user)
+                  cache_dir=None,
                   n_workers:int|None=None, # Processes for packing and features (default: all cores)
                  ) -> DataLoader:
-    "A test `DataLoader` reading whole batches from a packed store of `folder` (packed at the learner's size when needed)"
+    """A test `DataLoader` reading whole batches from a packed store of `folder` (packed at the learner's size when
+    needed)"""
     op, folder = rgby_opener(learn.dls), Path(folder)
     ids = list(ids) if ids is not None else find_ids(folder)
-    if op.size is None: raise HpaConfigError('the model reads images at their stored size: a packed store needs a fixed size')
+    if op.size is None:
+        raise HpaConfigError('the model reads images at their stored size: a packed store needs a fixed size')
     sp = pack_rgby(folder, store_path(folder, op.size, op.channels, cache_dir=cache_dir), size=op.size, ids=ids,
                    channels=op.channels, n_workers=n_workers)
-    st, lk, feats = open_store(sp, folder=folder, ids=ids, size=op.size, channels=op.channels), feature_lookup(learn.dls), None
+    st, lk, feats = (
+        open_store(sp, folder=folder, ids=ids, size=op.size, channels=op.channels),
+        feature_lookup(learn.dls),
+        None,
+    )
     if lk is not None:
         add_features(learn.dls, folder, ids, n_workers=n_workers, cache_dir=cache_dir)
         raw = np.stack([lk.table[i] for i in ids]); feats = lk.norm(raw) if lk.norm is not None else raw
     ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
-    return StoreDataLoader(ds, bs=bs, shuffle=False, drop_last=False, after_batch=list(learn.dls.valid.after_batch.fs), device=learn.dls.device)
+    return StoreDataLoader(
+        ds,
+        bs=bs,
+        shuffle=False,
+        drop_last=False,
+        after_batch=list(learn.dls.valid.after_batch.fs),
+        device=learn.dls.device,
+    )
 
 # %% ../nbs/06_cli.ipynb #e18a451e
 def _check_scale(diameter, channel_order):
     "`HpaConfigError` for a bad --diameter or --channel-order"
-    if diameter is not None and not diameter > 0: raise HpaConfigError(f'--diameter must be a positive number of px (got {diameter})')
+    if diameter is not None and not diameter > 0:
+        raise HpaConfigError(f'--diameter must be a positive number of px (got {diameter})')
     try: parse_channels(channel_order)
     except ValueError as e: raise HpaConfigError(f'--channel-order: {e}') from None
 
+# %% ../nbs/06_cli.ipynb #98c6b084
 def write_predictions(probs, # Probabilities (samples × 28)
                       ids, # Their Ids, in the same order
                       fname='predictions.csv', # The table to write (atomically): .csv, or .parquet
                       thresholds=0.5, # One threshold, or one per class
                      ) -> pd.DataFrame:
     "One row per image: `Id`, the predicted labels (`Predicted`, as in a submission) and the probability of each class"
-    sub = submission_table(probs, ids, thresholds, what=str(fname))            # checks Ids, probabilities, thresholds; labels
+    # checks Ids, probabilities, thresholds; labels
+    sub = submission_table(probs, ids, thresholds, what=str(fname))
     df = pd.concat([sub, pd.DataFrame(check_probs(probs), columns=list(HPA_CLASSES[:np.shape(probs)[1]]))], axis=1)
     parquet = Path(fname).suffix.lower() == '.parquet'
-    with atomic_write(fname, mode=None) as tmp: df.to_parquet(tmp, index=False) if parquet else df.to_csv(tmp, index=False)
+    with atomic_write(fname, mode=None) as tmp:
+        df.to_parquet(tmp, index=False) if parquet else df.to_csv(tmp, index=False)
     return df
 
 # %% ../nbs/06_cli.ipynb #f25b79e8
@@ -881,10 +1235,19 @@ def hpa_synth(
         if n_train < 2: raise HpaConfigError(f'--n-train must be at least 2 (got {n_train})')
         if n_test < 0: raise HpaConfigError(f'--n-test must be 0 or more (got {n_test})')
         if size < 16: raise HpaConfigError(f'--size must be at least 16 (got {size})')
-        d = make_synthetic_hpa(dest, n_train=n_train, n_test=n_test, size=size, seed=seed, freq_power=freq_power, overwrite=overwrite,
-                               n_workers=n_workers if n_workers is not None else defaults.cpus)
+        d = make_synthetic_hpa(
+            dest,
+            n_train=n_train,
+            n_test=n_test,
+            size=size,
+            seed=seed,
+            freq_power=freq_power,
+            overwrite=overwrite,
+            n_workers=n_workers if n_workers is not None else defaults.cpus,
+        )
         _log(f'wrote {n_train} train + {n_test} test samples to {d}')
 
+# %% ../nbs/06_cli.ipynb #b35bdd8a
 @call_parse
 def hpa_features(
     folder:str, # Image folder (e.g. data/hpa/train)
@@ -899,19 +1262,30 @@ def hpa_features(
     with cli_errors('hpa-features'):
         folder = Path(folder)
         if chunk_size < 1: raise HpaConfigError(f'--chunk-size must be at least 1 (got {chunk_size})')
-        if n_workers is not None and n_workers < 0: raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
+        if n_workers is not None and n_workers < 0:
+            raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
         _check_scale(diameter, channel_order)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        ft = feature_table(folder, n_workers=n_workers, chunk_size=chunk_size, cache_dir=cache_dir, diameter=diameter, channel_order=channel_order)
+        ft = feature_table(
+            folder,
+            n_workers=n_workers,
+            chunk_size=chunk_size,
+            cache_dir=cache_dir,
+            diameter=diameter,
+            channel_order=channel_order,
+        )
         out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
         with atomic_write(out, mode=None) as tmp:
             ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
         failed = ft.attrs.get('failed')
         _log(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
 
+# %% ../nbs/06_cli.ipynb #6e0bccd9
 @call_parse
 def hpa_predict(
-    model:str, # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only); its .thresholds.json beside it
+    # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only); its .thresholds.json
+    # beside it
+    model:str,
     folder:str, # Folder of samples to predict (e.g. data/hpa/test)
     sample_submission:str=None, # sample_submission.csv: its Ids and order (default: every sample in FOLDER)
     out:str=None, # File to write (default: submission.csv with --sample-submission, else predictions.csv)
@@ -922,12 +1296,14 @@ def hpa_predict(
     channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
     diameter:float=None, # Nucleus diameter in px, for a fused model's features (default: estimated per image)
 ):
-    "Predict the samples in FOLDER with a saved model: a Kaggle submission, or without one a table of labels and probabilities (a .pkl model runs code when loaded: trust it)"
+    """Predict the samples in FOLDER with a saved model: a Kaggle submission, or without one a table of labels and
+    probabilities (a .pkl model runs code when loaded: trust it)"""
     with cli_errors('hpa-predict'):
         if tta not in TTA_MODES: raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
         if bs < 1: raise HpaConfigError(f'--bs must be at least 1 (got {bs})')
         _check_scale(diameter, channel_order)
-        if pack and channel_order != 'rgby': raise HpaConfigError('--pack reads multi-channel stacks in rgby order only; leave --pack out')
+        if pack and channel_order != 'rgby':
+            raise HpaConfigError('--pack reads multi-channel stacks in rgby order only; leave --pack out')
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         if out is None: out = 'submission.csv' if sample_submission else 'predictions.csv'
@@ -940,18 +1316,23 @@ def hpa_predict(
             ids = ids if ids is not None else find_ids(folder)
             tdl = store_test_dl(learn, folder, ids, bs=bs, cache_dir=cache_dir)
         else:
-            add_features(learn.dls, folder, ids, cache_dir=cache_dir, channel_order=channel_order)   # cached, parallel; nothing for an image-only model
+            # cached, parallel; nothing for an image-only model
+            add_features(learn.dls, folder, ids, cache_dir=cache_dir, channel_order=channel_order)
             tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
             ids = [Path(s).name for s in tdl.items]
         probs = dihedral_tta(learn, tdl, agg=tta)[0] if tta != 'none' else learn.get_preds(dl=tdl)[0]
         check_finite(probs, f'predictions of {model}')
         if sample_submission: write_submission(probs, ids, out, learn.thresholds, sample_submission)
-        else: write_predictions(probs, ids, out, learn.thresholds)                  # no Kaggle CSV: labels and the 28 probabilities
+        # no Kaggle CSV: labels and the 28 probabilities
+        else: write_predictions(probs, ids, out, learn.thresholds)
         _log(f'{len(ids)} predictions → {out}')
 
+# %% ../nbs/06_cli.ipynb #cc6fc6a9
 @call_parse
 def hpa_pack(
-    folder:str, # Image folder to pack: Kaggle PNGs (data/hpa/train) or HPAv18 colour JPEGs (the --external folder of hpa-train); with --list / --prune, the data whose cache root to look in
+    # Image folder to pack: Kaggle PNGs (data/hpa/train) or HPAv18 colour JPEGs (the --external folder of hpa-train);
+    # with --list / --prune, the data whose cache root to look in
+    folder:str,
     size:int=512, # Side of the packed images (the size you train at)
     dest:str=None, # Store folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     channels:str='rgby', # Channels to pack
@@ -972,6 +1353,12 @@ def hpa_pack(
         if size < 16: raise HpaConfigError(f'--size must be at least 16 (got {size})')
         folder = Path(folder)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        d = pack_rgby(folder, dest or store_path(folder, size, channels, cache_dir=cache_dir), size=size, channels=channels,
-                      n_workers=n_workers, repack=repack)
+        d = pack_rgby(
+            folder,
+            dest or store_path(folder, size, channels, cache_dir=cache_dir),
+            size=size,
+            channels=channels,
+            n_workers=n_workers,
+            repack=repack,
+        )
         _log(f'store: {d}')

@@ -44,7 +44,8 @@ def parse_target(
     toks = str(s).split()
     if not toks: raise HpaDataError(f'empty Target{at}')
     try: labels = [int(t) for t in toks]
-    except ValueError: raise HpaDataError(f'malformed Target {s!r}{at}: expected space-separated integers 0-{N_CLASSES-1}') from None
+    except ValueError:
+        raise HpaDataError(f'malformed Target {s!r}{at}: expected space-separated integers 0-{N_CLASSES-1}') from None
     bad = [l for l in labels if not 0 <= l < N_CLASSES]
     if bad: raise HpaDataError(f'label(s) {bad} outside 0-{N_CLASSES-1} in Target {s!r}{at}')
     return sorted(set(labels))
@@ -59,6 +60,7 @@ def encode_targets(
     for i,t in enumerate(targets): res[i, listify(t)] = 1
     return res
 
+# %% ../nbs/00_core.ipynb #1fbbfcbe
 def decode_targets(
     y, # Multi-hot or probability matrix, one row per sample
     thresh:float=0.5, # A class is predicted where its value is above `thresh`
@@ -80,7 +82,9 @@ def read_labels(
         try: raw.decode('utf-8'); pos = 0
         except UnicodeDecodeError as e: pos = e.start
         line = raw[:pos].count(b'\n') + 1
-        raise HpaDataError(f'{csv}: line {line} is not UTF-8 text (byte {raw[pos]:#04x}); save the file as UTF-8') from None
+        raise HpaDataError(
+            f'{csv}: line {line} is not UTF-8 text (byte {raw[pos]:#04x}); save the file as UTF-8'
+        ) from None
     missing = [c for c in ('Id', 'Target') if c not in df.columns]
     if missing: raise HpaDataError(f'{csv}: missing column(s) {missing}; found {list(df.columns)}')
     if not len(df): raise HpaDataError(f'{csv}: no rows')

@@ -24,6 +24,7 @@ __all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_fi
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 _PLANE = {'red': [2], 'green': [1], 'blue': [0], 'yellow': [2, 1]}   # OpenCV planes are B, G, R
 
+# %% ../nbs/01_data.ipynb #201e84a8
 def channel_file(folder, # Image folder
                  id_:str, # Sample Id
                  channel:str, # Channel name: 'red', 'green', 'blue' or 'yellow'
@@ -42,6 +43,7 @@ def bit_depth(x, # An integer image (any shape)
     m = int(np.max(x)) if np.size(x) else 0
     return max(8, int(np.ceil(np.log2(m + 1) / 2)) * 2)
 
+# %% ../nbs/01_data.ipynb #ab29f37d
 def as_uint8(x, # `uint8`; other integers (÷ the range of `bits`); floats in [0, 1] (× 255) or [0, 255]; or bool
              bits:int|None=None, # Bit depth of integer data (default `bit_depth(x)`: the data's own range)
             ) -> np.ndarray:
@@ -56,6 +58,7 @@ def as_uint8(x, # `uint8`; other integers (÷ the range of `bits`); floats in [0
     if x.size and x.max() <= 1: x = x * 255.
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
+# %% ../nbs/01_data.ipynb #99828bc1
 def check_contrast(raw, # The image as stored
                    img:np.ndarray, # It converted to `uint8`
                    where, # What the warning names (a file)
@@ -64,8 +67,10 @@ def check_contrast(raw, # The image as stored
     raw = np.asarray(raw)
     if not img.size or int(img.max()) - int(img.min()) > 1: return True
     if raw.size and raw.max() != 0:
-        warnings.warn(f'{where}: (near) constant after conversion to 8 bits (stored {raw.dtype} values {raw.min()}–{raw.max()}, '
-                      f'8-bit {img.min()}–{img.max()}); check the file, or pass `bits=` to read it at another bit depth')
+        warnings.warn(
+            f'{where}: (near) constant after conversion to 8 bits (stored {raw.dtype} values {raw.min()}–{raw.max()}, '
+            f'8-bit {img.min()}–{img.max()}); check the file, or pass `bits=` to read it at another bit depth'
+        )
     return False
 
 # %% ../nbs/01_data.ipynb #6bd3fe62
@@ -73,10 +78,12 @@ def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colou
                  channel:str='green', # Its stain: which plane(s) of a colour file to keep
                  bits:int|None=None, # Bit depth of a 16-bit file (default: its own range, `bit_depth`)
                 ) -> np.ndarray:
-    "Read one channel file as a 2-D uint8 array, reducing colour and alpha; 16-bit files by their bit depth (`as_uint8`)"
+    """Read one channel file as a 2-D uint8 array, reducing colour and alpha; 16-bit files by their bit depth
+    (`as_uint8`)"""
     fn = Path(fn)
     im = cv2.imread(str(fn), cv2.IMREAD_UNCHANGED)
-    if im is None or im.size == 0: raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
+    if im is None or im.size == 0:
+        raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
     if im.ndim == 3:
         if im.shape[2] == 1: im = im[..., 0]
         elif im.shape[2] >= 3: im = np.rint(im[..., :3][..., _PLANE[channel]].mean(-1)).astype(im.dtype)
@@ -88,6 +95,7 @@ def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colou
 # %% ../nbs/01_data.ipynb #d65aefc4
 STACK_EXTS = ('.ome.tif', '.ome.tiff', '.tif', '.tiff')
 
+# %% ../nbs/01_data.ipynb #50f36aec
 def stack_file(folder, # Image folder
                id_:str, # Sample Id
               ) -> Path|None:
@@ -97,6 +105,7 @@ def stack_file(folder, # Image folder
         if fn.exists(): return fn
     return None
 
+# %% ../nbs/01_data.ipynb #f499af1e
 def _channel_axis(shape, axes:str) -> int:
     "The channel axis of an array of `shape` with tifffile `axes`: C, else S, else its shortest non-YX axis"
     for a in 'CS':
@@ -105,6 +114,7 @@ def _channel_axis(shape, axes:str) -> int:
     if not cand: raise ValueError('one plane only')
     return min(cand, key=lambda i: shape[i])
 
+# %% ../nbs/01_data.ipynb #78bf13c7
 def read_stack(fn, # A multi-channel TIFF or OME-TIFF of one field
                channel_order='rgby', # Its channels in file order: 'rgby', 'rgb', 'bgr', or any letters of 'rgby'
                bits:int|None=None, # Bit depth of its values (default: the stack's own range, `bit_depth`)
@@ -119,11 +129,18 @@ def read_stack(fn, # A multi-channel TIFF or OME-TIFF of one field
     a, axes = a.reshape([a.shape[i] for i in keep]), ''.join(axes[i] for i in keep)
     if 'Z' in axes: a, axes = a.max(axes.index('Z')), axes.replace('Z', '')
     try: c = _channel_axis(a.shape, axes)
-    except ValueError: raise HpaDataError(f'{fn}: one plane ({a.shape}), not a multi-channel stack; name it {{Id}}_{{channel}}.tif') from None
+    except ValueError:
+        raise HpaDataError(
+            f'{fn}: one plane ({a.shape}), not a multi-channel stack; name it {{Id}}_{{channel}}.tif'
+        ) from None
     a, rest = np.moveaxis(a, c, -1), axes[:c] + axes[c + 1:]
-    if a.ndim != 3: raise HpaDataError(f'{fn}: axes {axes!r} {a.shape}: expected one field (Y, X and channels; Z is projected)')
+    if a.ndim != 3:
+        raise HpaDataError(f'{fn}: axes {axes!r} {a.shape}: expected one field (Y, X and channels; Z is projected)')
     if a.shape[-1] != len(names):
-        raise HpaDataError(f'{fn}: {a.shape[-1]} channels, but the channel order {channel_order!r} names {len(names)}; pass the order of its channels')
+        raise HpaDataError(
+            f'{fn}: {a.shape[-1]} channels, but the channel order {channel_order!r} names {len(names)}; pass the order'
+            ' of its channels'
+        )
     u = as_uint8(a, bits)
     for k, n in enumerate(names): check_contrast(a[..., k], u[..., k], f'{fn} ({n})')
     return {n: np.ascontiguousarray(u[..., k]) for k, n in enumerate(names)}
@@ -135,22 +152,37 @@ def _stack_planes(fn:Path, channels, channel_order) -> list:
     missing = [c for c in channels if c not in d]
     if missing:
         have = ''.join(k[0] for k in d)
-        raise HpaDataError(f'{fn}: no {"/".join(missing)} channel in a stack read as {channel_order!r}; pass its channel order, '
-                           f'or use a model trained on the channels it has ({have!r})')
+        raise HpaDataError(
+            f'{fn}: no {"/".join(missing)} channel in a stack read as {channel_order!r}; pass its channel order, '
+            f'or use a model trained on the channels it has ({have!r})'
+        )
     return [d[c] for c in channels]
 
+# %% ../nbs/01_data.ipynb #b9d65aef
 def open_rgby(folder, # Image folder: per-channel files `{Id}_{channel}.png`, or stacks `{Id}.tif`
               id_:str, # Sample Id
               size:int|None=None, # Side to resize each channel to (`None`: as stored; the channels must then agree)
               channels=CHANNELS, # Channel names, in the order they are stacked
               channel_order='rgby', # Channel order inside a multi-channel stack ('rgby', 'rgb', 'bgr', …)
              ) -> np.ndarray:
-    "Sample `id_` from `folder` as a `uint8` array H×W×C (channels in `channels` order, default red, green, blue, yellow)"
-    st = stack_file(folder, id_) if not any((Path(folder)/f'{id_}_{channels[0]}{e}').exists() for e in IMG_EXTS) else None
-    planes = _stack_planes(st, channels, channel_order) if st is not None else [read_channel(channel_file(folder, id_, c), c) for c in channels]
+    """Sample `id_` from `folder` as a `uint8` array H×W×C (channels in `channels` order, default red, green, blue,
+    yellow)"""
+    st = (
+        stack_file(folder, id_)
+        if not any((Path(folder) / f'{id_}_{channels[0]}{e}').exists() for e in IMG_EXTS)
+        else None
+    )
+    planes = (
+        _stack_planes(st, channels, channel_order)
+        if st is not None
+        else [read_channel(channel_file(folder, id_, c), c) for c in channels]
+    )
     shapes = {p.shape for p in planes}
     if size is None and len(shapes) > 1:
-        raise HpaDataError(f'sample {id_!r} in {folder}: channel sizes differ {dict(zip(channels, [p.shape for p in planes]))}; pass `size` to resize them')
+        raise HpaDataError(
+            f'sample {id_!r} in {folder}: channel sizes differ {dict(zip(channels, [p.shape for p in planes]))}; pass'
+            ' `size` to resize them'
+        )
     if size is not None:
         planes = [p if p.shape == (size, size) else
                   cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_LINEAR)
@@ -166,7 +198,8 @@ def write_rgby(folder, # Folder to write to (created if missing)
               ):
     "Write H×W×C `uint8` `img` as one grayscale file per channel, `{id_}_{channel}{ext}`"
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    if img.ndim != 3 or img.shape[-1] != len(channels): raise ValueError(f'expected H×W×{len(channels)} array, got {img.shape}')
+    if img.ndim != 3 or img.shape[-1] != len(channels):
+        raise ValueError(f'expected H×W×{len(channels)} array, got {img.shape}')
     for i,c in enumerate(channels):
         if not cv2.imwrite(str(folder/f'{id_}_{c}{ext}'), np.ascontiguousarray(img[..., i])):
             raise OSError(f'could not write {folder/f"{id_}_{c}{ext}"}')
@@ -199,9 +232,16 @@ class RGBYImage(TensorImage):
         "Open the sample at stem `fn` (`folder/Id`), or wrap an H×W×C array / C×H×W tensor"
         if isinstance(fn, torch.Tensor): return cls(fn)
         if isinstance(fn, np.ndarray):
-            arr = fn if size is None or fn.shape[:2] == (size, size) else cv2.resize(fn, (size, size), interpolation=cv2.INTER_AREA)
-        else: fn = Path(fn); arr = open_rgby(fn.parent, fn.name, size=size, channels=channels, channel_order=channel_order)
-        return cls(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous())   # C×H×W in memory: collating a strided view cost ~14 ms a sample at 512²
+            arr = (
+                fn
+                if size is None or fn.shape[:2] == (size, size)
+                else cv2.resize(fn, (size, size), interpolation=cv2.INTER_AREA)
+            )
+        else:
+            fn = Path(fn)
+            arr = open_rgby(fn.parent, fn.name, size=size, channels=channels, channel_order=channel_order)
+        # C×H×W in memory: collating a strided view cost ~14 ms a sample at 512²
+        return cls(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous())
 
     def show(self, ctx=None, # Axes to draw on (default: a new figure)
              panels:bool=False, # Also show each channel alone, tinted, beside the composite
@@ -223,6 +263,7 @@ class RGBYImage(TensorImage):
 # %% ../nbs/01_data.ipynb #69315eb0
 CHANNEL_LETTERS = dict(r='red', g='green', b='blue', y='yellow')
 
+# %% ../nbs/01_data.ipynb #4eb64266
 def parse_channels(channels='rgby', # Letters of 'rgby', or a sequence of channel names
                   ) -> tuple:
     "Channel names from a string of letters ('rgby', 'rgb') or a sequence of names"
@@ -241,12 +282,16 @@ class OpenRGBY(Transform):
     input_types = (Path, str, np.ndarray, torch.Tensor)      # what `test_dl` and `predict` accept
     def __init__(self, size:int|None=None, # Side to resize to (`None`: as stored)
                  channels='rgby', # Channels to read: letters or names
-                 channel_order='rgby', # Channel order inside multi-channel stacks (set it to predict on another microscope's files)
+                 # Channel order inside multi-channel stacks (set it to predict on another microscope's files)
+                 channel_order='rgby',
                 ):
         super().__init__(); store_attr('size,channel_order'); self.channels = parse_channels(channels)
     def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> RGBYImage:
-        return RGBYImage.create(o, size=self.size, channels=self.channels, channel_order=getattr(self, 'channel_order', 'rgby'))
+        return RGBYImage.create(
+            o, size=self.size, channels=self.channels, channel_order=getattr(self, 'channel_order', 'rgby')
+        )
 
+# %% ../nbs/01_data.ipynb #ec1e8cd9
 def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
                    channels='rgby', # Channels to read: letters or names
                   ):
@@ -255,17 +300,21 @@ def RGBYImageBlock(size:int|None=None, # Side to resize to (`None`: as stored)
 
 # %% ../nbs/01_data.ipynb #e8419df0
 def _crop_resize(x:RGBYImage, tl, cp_size, size) -> RGBYImage:
-    "Crop `x` (C×H×W) at top-left `tl` (x, y) to `cp_size` (w, h), padding by reflection where the crop leaves the image, then resize to `size` (w, h)"
+    """Crop `x` (C×H×W) at top-left `tl` (x, y) to `cp_size` (w, h), padding by reflection where the crop leaves the
+    image, then resize to `size` (w, h)"""
     a = x.permute(1, 2, 0).numpy()
     h, w = a.shape[:2]; (l, t), (cw, ch) = (int(tl[0]), int(tl[1])), (int(cp_size[0]), int(cp_size[1]))
     pad = [max(0, -t), max(0, t + ch - h), max(0, -l), max(0, l + cw - w)]
     if any(pad): a = cv2.copyMakeBorder(a, *pad, cv2.BORDER_REFLECT_101); t, l = t + pad[0], l + pad[2]
     a = np.ascontiguousarray(a[t:t+ch, l:l+cw])
     if (a.shape[1], a.shape[0]) != tuple(size):
-        a = cv2.resize(a, tuple(int(s) for s in size), interpolation=cv2.INTER_AREA if a.shape[1] > size[0] else cv2.INTER_LINEAR)
+        a = cv2.resize(
+            a, tuple(int(s) for s in size), interpolation=cv2.INTER_AREA if a.shape[1] > size[0] else cv2.INTER_LINEAR
+        )
     if a.ndim == 2: a = a[..., None]
     return RGBYImage(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1))
 
+# %% ../nbs/01_data.ipynb #f9d6774e
 @Resize
 def encodes(self, x:RGBYImage):
     w, h = x.shape[-1], x.shape[-2]
@@ -276,12 +325,14 @@ def encodes(self, x:RGBYImage):
     tl = (int(self.pcts[0] * (w - cp[0])), int(self.pcts[1] * (h - cp[1])))
     return _crop_resize(x, tl, cp, self.size)
 
+# %% ../nbs/01_data.ipynb #5f5a802a
 @RandomResizedCrop
 def encodes(self, x:RGBYImage): return _crop_resize(x, self.tl, self.cp_size, self.final_size)
 
 # %% ../nbs/01_data.ipynb #7e960dd2
 HPA_STATS = ([0.0804, 0.0526, 0.0548, 0.0827], [0.1370, 0.1015, 0.1531, 0.1381])
 
+# %% ../nbs/01_data.ipynb #09acb082
 def rgby_stats(stems, # Sample stems `folder/Id`
                size:int|None=128, # Side to resize to first (`None`: as stored)
                channels='rgby', # Channels: letters or names
@@ -297,8 +348,10 @@ def rgby_stats(stems, # Sample stems `folder/Id`
     mean = s/n
     return mean.tolist(), np.sqrt(np.maximum(s2/n - mean**2, 0)).tolist()
 
+# %% ../nbs/01_data.ipynb #2150b452
 def channel_stats(channels='rgby', # Channels wanted: letters or names
-                  stats=None, # (mean, std) of red, green, blue, yellow (default `HPA_STATS`); other lengths pass through
+                  # (mean, std) of red, green, blue, yellow (default `HPA_STATS`); other lengths pass through
+                  stats=None,
                  ) -> tuple[list, list]:
     "The mean/std of `channels` picked from 4-channel `stats` (default `HPA_STATS`)"
     mean, std = stats or HPA_STATS
@@ -312,22 +365,29 @@ def _as_multihot(labels) -> np.ndarray:
     if isinstance(labels, (pd.Series, list, tuple, L)): return encode_targets(list(labels))
     return np.asarray(labels, dtype=np.float32)
 
+# %% ../nbs/01_data.ipynb #6a10a70c
 def _repair(y, folds, cls):
     "Move one sample of class `cls` into the fold lacking it; True if done"
     counts, total = [y[f].sum(0) for f in folds], (y > 0).sum(0)       # `y` may count a group's samples per class
     for dst in (0, 1):
         src = 1 - dst
         if counts[dst][cls] > 0: continue
-        cands = [i for i in folds[src] if y[i, cls] and all(counts[src][c] > y[i, c] or total[c] < 2 for c in np.flatnonzero(y[i]))]
+        cands = [
+            i
+            for i in folds[src]
+            if y[i, cls] and all(counts[src][c] > y[i, c] or total[c] < 2 for c in np.flatnonzero(y[i]))
+        ]
         if not cands: return False
         i = min(cands, key=lambda i: y[i].sum())
         folds[src].remove(i); folds[dst].append(i)
     return True
 
+# %% ../nbs/01_data.ipynb #f6c19a94
 def multilabel_split(labels, # `Target` lists, a labels DataFrame, or an (n, 28) multi-hot array
                      valid_pct:float=0.2, # Share of the samples to validate on
                      seed:int=42, # Seed of the split
-                     groups=None, # A group label per sample (e.g. `find_duplicates`' `group`): each group kept on one side
+                     # A group label per sample (e.g. `find_duplicates`' `group`): each group kept on one side
+                     groups=None,
                     ) -> tuple[np.ndarray, np.ndarray]:
     "Train and valid indices from iterative stratification, every class with ≥ 2 samples (groups) in both folds"
     y = _as_multihot(labels)
@@ -349,6 +409,7 @@ def _group_index(groups, n:int) -> np.ndarray:
     if len(groups) != n: raise ValueError(f'groups has {len(groups)} labels for {n} samples')
     return np.unique(groups, return_inverse=True)[1].reshape(-1)
 
+# %% ../nbs/01_data.ipynb #72400901
 def _group_split(y:np.ndarray, inv:np.ndarray, valid_pct:float, seed:int) -> tuple:
     "`multilabel_split` of groups: each group one item counting its samples per class; then back to samples"
     if inv.max() < 1: raise ValueError(f'all {len(y)} samples are one group: no split keeps groups whole')
@@ -357,7 +418,8 @@ def _group_split(y:np.ndarray, inv:np.ndarray, valid_pct:float, seed:int) -> tup
     tr, va = next(msss.split(np.zeros(len(yg)), (yg > 0).astype(int)))
     folds = [list(tr), list(va)]
     for cls in np.flatnonzero((yg > 0).sum(0) >= 2):
-        if not _repair(yg, folds, cls): warnings.warn(f'multilabel_split: class {cls} could not be placed in both folds')
+        if not _repair(yg, folds, cls):
+            warnings.warn(f'multilabel_split: class {cls} could not be placed in both folds')
     return np.flatnonzero(np.isin(inv, folds[0])), np.flatnonzero(np.isin(inv, folds[1]))
 
 # %% ../nbs/01_data.ipynb #21677769
@@ -374,7 +436,9 @@ def multilabel_kfold(labels, # `Target` lists, a labels DataFrame, or an (n, 28)
     if inv is None or inv.max() + 1 == len(y): return list(kf.split(np.zeros(len(y)), y))
     yg = np.zeros((inv.max() + 1, y.shape[1]), int); np.maximum.at(yg, inv, y)
     if len(yg) < k: raise ValueError(f'{len(yg)} groups cannot make {k} folds')
-    return [(np.flatnonzero(np.isin(inv, f)), np.flatnonzero(np.isin(inv, h))) for f, h in kf.split(np.zeros(len(yg)), yg)]
+    return [
+        (np.flatnonzero(np.isin(inv, f)), np.flatnonzero(np.isin(inv, h))) for f, h in kf.split(np.zeros(len(yg)), yg)
+    ]
 
 # %% ../nbs/01_data.ipynb #683928a7
 class LabelLookup:
@@ -383,13 +447,16 @@ class LabelLookup:
                 ): self.d = dict(zip(df['Id'], df['Target']))
     def __call__(self, stem): return [HPA_CLASSES[i] for i in self.d[Path(stem).name]]
 
+# %% ../nbs/01_data.ipynb #4e19e287
 def _stack_id(name:str) -> str|None:
-    "The Id of a stack file name `{Id}.tif` / `.ome.tif`, or None (a per-channel file `{Id}_{channel}.tif` is not a stack)"
+    """The Id of a stack file name `{Id}.tif` / `.ome.tif`, or None (a per-channel file `{Id}_{channel}.tif` is not a
+    stack)"""
     ext = next((e for e in STACK_EXTS if name.lower().endswith(e)), None)
     if ext is None: return None
     stem = name[:-len(ext)]
     return None if any(stem.endswith(f'_{c}') for c in CHANNELS) else stem
 
+# %% ../nbs/01_data.ipynb #c588d0b0
 def find_ids(folder, # Image folder
             ) -> list[str]:
     "Sorted Ids of the samples in `folder`: those with a red channel file, and multi-channel stacks `{Id}.tif`"
@@ -397,6 +464,7 @@ def find_ids(folder, # Image folder
     ids = {f[:f.rindex('_red')] for f in names if f.endswith(suffixes)}
     return sorted(ids | ({_stack_id(f) for f in names} - {None}))
 
+# %% ../nbs/01_data.ipynb #7e52d833
 def check_samples(folder, # Image folder
                   ids, # Sample Ids to look for
                   channels=CHANNELS, # Channels each sample must have
@@ -405,8 +473,11 @@ def check_samples(folder, # Image folder
     folder = Path(folder)
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     have = set(os.listdir(folder))
-    stacks = {i for i in ids if any(f'{i}{e}' in have for e in STACK_EXTS)}            # its channels are checked when read
-    missing = [(i, c) for i in ids if i not in stacks for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)]
+    # its channels are checked when read
+    stacks = {i for i in ids if any(f'{i}{e}' in have for e in STACK_EXTS)}
+    missing = [
+        (i, c) for i in ids if i not in stacks for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)
+    ]
     if missing:
         shown = ', '.join(f'{i} ({c})' for i,c in missing[:5])
         raise HpaDataError(f'{folder}: {len(missing)} channel file(s) missing, e.g. {shown}')
@@ -433,14 +504,25 @@ def hpa_datablock(df:pd.DataFrame, # Labels: `Id`, and `Target` as lists of clas
     chans = parse_channels(channels)
     blocks = (RGBYImageBlock(size, chans), *extra_blocks, MultiCategoryBlock(vocab=HPA_CLASSES))
     batch_tfms = [*(hpa_aug() if aug else []), Normalize.from_stats(*channel_stats(chans, stats))]
-    return DataBlock(blocks=blocks, n_inp=1+len(extra_blocks), getters=[noop] * (1 + len(extra_blocks)) + [LabelLookup(df)],
-                     splitter=IndexSplitter(valid_idx if valid_idx is not None else []), batch_tfms=batch_tfms)
+    return DataBlock(
+        blocks=blocks,
+        n_inp=1 + len(extra_blocks),
+        getters=[noop] * (1 + len(extra_blocks)) + [LabelLookup(df)],
+        splitter=IndexSplitter(valid_idx if valid_idx is not None else []),
+        batch_tfms=batch_tfms,
+    )
 
 # %% ../nbs/01_data.ipynb #ef47f30c
 def _labels_from(path, csv, df):
-    if df is not None: return df if isinstance(df.Target.iloc[0], list) else df.assign(Target=[parse_target(t, f'Id {i}') for i,t in zip(df.Id, df.Target)])
+    if df is not None:
+        return (
+            df
+            if isinstance(df.Target.iloc[0], list)
+            else df.assign(Target=[parse_target(t, f'Id {i}') for i, t in zip(df.Id, df.Target)])
+        )
     return read_labels(Path(path)/csv)            # `csv` is relative to `path` (an absolute path wins)
 
+# %% ../nbs/01_data.ipynb #74b30b98
 def labelled_split(path, # Data folder in the Kaggle layout
                    csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
                    folder='train', # Image folder, relative to `path`
@@ -449,28 +531,46 @@ def labelled_split(path, # Data folder in the Kaggle layout
                    channels='rgby', # Channels whose files must exist
                    df=None, # Labels as a DataFrame instead of `csv`
                    n:int|None=None, # Use only the first `n` labelled samples
-                   external=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
+                   # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
+                   external=None,
                    external_csv=None, # Their labels (`Id,Target`, e.g. HPAv18RBGY_wodpl.csv)
-                   dedup=True, # Keep near-duplicates (`hpa_fastai.dedup`, cached) on one side and external copies of validation / test fields out: True, False, or a ready `Id,group` table
-                   cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+                   # Keep near-duplicates (`hpa_fastai.dedup`, cached) on one side and external copies of validation /
+                   # test fields out: True, False, or a ready `Id,group` table
+                   dedup=True,
+                   # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+                   cache_dir=None,
                   ) -> tuple:
-    "The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+ external training samples), every file checked"
+    """The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+
+    external training samples), every file checked"""
     path = Path(path); df = _labels_from(path, csv, df)
     if n is not None: df = df.iloc[:n].reset_index(drop=True)
     img_dir = path/folder
     check_samples(img_dir, df.Id, parse_channels(channels))
     ext = None
     if external is not None:
-        if external_csv is None: raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
+        if external_csv is None:
+            raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
         ext = read_labels(external_csv); check_samples(external, ext.Id, parse_channels(channels))
         dup = sorted(set(ext.Id) & set(df.Id))
         if dup: raise HpaDataError(f'{external_csv}: {len(dup)} Id(s) also in the training labels, e.g. {dup[:3]}')
     groups = None
     if dedup is not False and (valid_pct or ext is not None):
         from hpa_fastai.dedup import split_groups                          # imports stay one-way: dedup → data
-        groups = split_groups(img_dir, df.Id, channels, external, None if ext is None else ext.Id, path/'test', table=dedup, cache_dir=cache_dir)
-    train_idx, valid_idx = (multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0]) if valid_pct
-                            else (np.arange(len(df)), np.zeros(0, int)))
+        groups = split_groups(
+            img_dir,
+            df.Id,
+            channels,
+            external,
+            None if ext is None else ext.Id,
+            path / 'test',
+            table=dedup,
+            cache_dir=cache_dir,
+        )
+    train_idx, valid_idx = (
+        multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0])
+        if valid_pct
+        else (np.arange(len(df)), np.zeros(0, int))
+    )
     if ext is not None:
         if groups is not None:
             from hpa_fastai.dedup import drop_leaks
@@ -480,6 +580,7 @@ def labelled_split(path, # Data folder in the Kaggle layout
         train_idx = np.concatenate([train_idx, np.arange(n0, len(df))])      # never in validation: it stays Kaggle-only
     return df, img_dir, train_idx, valid_idx
 
+# %% ../nbs/01_data.ipynb #ec91abb7
 def sample_stems(df:pd.DataFrame, # Labels, with a `folder` column when samples come from several folders
                  img_dir, # The folder of rows without one
                 ) -> list:
@@ -487,6 +588,7 @@ def sample_stems(df:pd.DataFrame, # Labels, with a `folder` column when samples 
     if 'folder' not in df: return [Path(img_dir)/i for i in df.Id]
     return [Path(f)/i for f, i in zip(df.folder, df.Id)]
 
+# %% ../nbs/01_data.ipynb #6f3068b6
 def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
                      folder='train', # Image folder, relative to `path`
@@ -501,18 +603,25 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      n:int|None=None, # Use only the first `n` labelled samples
                      external=None, # A folder of extra training samples (e.g. HPAv18): training split only
                      external_csv=None, # Their labels CSV
-                     extra_blocks=None, # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
-                     num_workers:int|None=None, # DataLoader workers (default: up to 8; none on a CPU-only machine of ≤ 4 cores)
+                     # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
+                     extra_blocks=None,
+                     # DataLoader workers (default: up to 8; none on a CPU-only machine of ≤ 4 cores)
+                     num_workers:int|None=None,
                      dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
-                     cache_dir=None, # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+                     # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
+                     cache_dir=None,
                     ) -> DataLoaders:
-    "fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`, `path/folder/{Id}_{channel}.png`)"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir)
+    """fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`,
+    `path/folder/{Id}_{channel}.png`)"""
+    df, img_dir, train_idx, valid_idx = labelled_split(
+        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
+    )
     chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
     dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
     stems = sample_stems(df, img_dir)
-    if num_workers is None: num_workers = min(8, defaults.cpus) if torch.cuda.is_available() or defaults.cpus > 4 else 0   # see below
+    # see below
+    if num_workers is None: num_workers = min(8, defaults.cpus) if torch.cuda.is_available() or defaults.cpus > 4 else 0
     return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 
 # %% ../nbs/01_data.ipynb #71b7a493
@@ -531,6 +640,7 @@ def rgby_opener(dls:DataLoaders, # DataLoaders (or a learner's `dls`)
     if not found: raise ValueError('these DataLoaders were not made with RGBYImageBlock')
     return found[0]
 
+# %% ../nbs/01_data.ipynb #ff35f97d
 def hpa_test_dl(dls:DataLoaders, # DataLoaders (or a learner's `dls`) whose transforms to use
                 folder, # Folder of samples `{Id}_{channel}.png`
                 ids=None, # Ids to read, in this order (default: every sample in `folder`)

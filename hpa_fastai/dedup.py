@@ -29,6 +29,7 @@ DEDUP_PARAMS = dict(thumb=128, side=32, dct=8, core=0.7, blur=1.2, min_spread=2.
                     crops=((0.95, (-0.025, 0., 0.025)), (0.9, (-0.05, -0.025, 0., 0.025, 0.05))), version=2)
 DIHEDRAL = ('none', 'flip_lr', 'flip_ud', 'rot180', 'transpose', 'rot270', 'rot90', 'anti_transpose')
 
+# %% ../nbs/01d_dedup.ipynb #ccecb1ee
 def dihedral(x:np.ndarray, # An H×W(×C) array
              t:str, # One of `DIHEDRAL`
             ) -> np.ndarray:
@@ -47,16 +48,20 @@ def crop_windows(params=None, # Hash parameters (default `DEDUP_PARAMS`)
     p = params or DEDUP_PARAMS
     return [(1., 0., 0.)] + [(c, dx, dy) for c, offs in p['crops'] for dx in offs for dy in offs]
 
+# %% ../nbs/01d_dedup.ipynb #9428ef63
 def _thumbnail(plane:np.ndarray, p:dict) -> np.ndarray|None:
-    "The plane shrunk to `thumb` px, stretched to [0, 1] between its 1st and 99.5th percentiles and blurred; None if flat"
+    """The plane shrunk to `thumb` px, stretched to [0, 1] between its 1st and 99.5th percentiles and blurred; None if
+    flat"""
     t = cv2.resize(plane.astype(np.float32), (p['thumb'], p['thumb']),
                    interpolation=cv2.INTER_AREA if min(plane.shape[:2]) >= p['thumb'] else cv2.INTER_LINEAR)
     lo, hi = np.percentile(t, (1, 99.5))
     if hi - lo < p['min_spread']: return None
     return cv2.GaussianBlur(np.clip((t - lo) / (hi - lo), 0, 1), (0, 0), p['blur'])
 
+# %% ../nbs/01d_dedup.ipynb #cbc43b84
 def _window(t:np.ndarray, scale:float, dx:float, dy:float, p:dict) -> np.ndarray:
-    "The `side`² resample of the window of side `core·scale` centred at (dx, dy) (fractions of the side) from the centre"
+    """The `side`² resample of the window of side `core·scale` centred at (dx, dy) (fractions of the side) from the
+    centre"""
     s, n = t.shape[0], p['side']; a = p['core'] * scale * s / n
     cx, cy = (s - 1) / 2 + dx * s, (s - 1) / 2 + dy * s
     m = np.float32([[a, 0, cx - a * (n - 1) / 2], [0, a, cy - a * (n - 1) / 2]])
@@ -71,15 +76,18 @@ def hash_bits(blocks:np.ndarray, # (..., K, K) low-frequency DCT blocks, K² ≤
     b = np.pad(b, ((0, 0), (0, 64 - b.shape[1])))
     return np.packbits(b, axis=1).view('>u8')[:, 0].astype(np.uint64).reshape(blocks.shape[:-2])
 
+# %% ../nbs/01d_dedup.ipynb #cfd9fb46
 def _dihedral_blocks(d:np.ndarray) -> np.ndarray:
     "The DCT blocks of a window under the 8 `DIHEDRAL` transforms, from the DCT block `d` of the window itself"
     s = (-1.) ** np.arange(len(d))
     return np.stack([b for m in (d, d.T) for b in (m, m * s[None], m * s[:, None], m * s[None] * s[:, None])])
 
+# %% ../nbs/01d_dedup.ipynb #b8ae362d
 def channel_hashes(plane:np.ndarray, # One 2-D channel, any size and dtype
                    params=None, # Hash parameters (default `DEDUP_PARAMS`)
                   ) -> tuple|None:
-    "The 8 query hashes (core window under `DIHEDRAL`) and the index hashes (`crop_windows`) of a plane; None if it is flat"
+    """The 8 query hashes (core window under `DIHEDRAL`) and the index hashes (`crop_windows`) of a plane; None if it is
+    flat"""
     p = params or DEDUP_PARAMS; k = p['dct']
     t = _thumbnail(plane, p)
     if t is None: return None
@@ -104,6 +112,7 @@ def dedup_params_key(params=None, # Hash parameters (default `DEDUP_PARAMS`)
     "A short hash of the hash parameters: part of the cache folder's name"
     return hashlib.sha1(repr(sorted((params or DEDUP_PARAMS).items())).encode()).hexdigest()[:10]
 
+# %% ../nbs/01d_dedup.ipynb #b8c8f91f
 def dedup_cache(folder, # Image folder whose hashes are cached
                 channels='rgby', # Channels hashed
                 params=None, # Hash parameters (default `DEDUP_PARAMS`)
@@ -117,7 +126,8 @@ def dedup_cache(folder, # Image folder whose hashes are cached
 # %% ../nbs/01d_dedup.ipynb #33969739
 _SAMPLE_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 
-_JPEG_PLANES = {'red': [2], 'green': [1], 'blue': [0], 'yellow': [2, 1]}   # BGR planes of a colour file, as `read_channel` keeps them
+# BGR planes of a colour file, as `read_channel` keeps them
+_JPEG_PLANES = {'red': [2], 'green': [1], 'blue': [0], 'yellow': [2, 1]}
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 def read_small(fn, # One channel file
@@ -133,23 +143,34 @@ def read_small(fn, # One channel file
     except Exception: k = 1                                       # read_channel names the file if it is not an image
     if k == 1: return read_channel(fn, channel)
     im = cv2.imread(str(fn), _REDUCED[k])
-    if im is None or im.size == 0: raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
+    if im is None or im.size == 0:
+        raise HpaDataError(f'{fn}: cannot be decoded as an image (corrupt or not an image file)')
     return np.round(im[..., _JPEG_PLANES[channel]].mean(-1)).astype(np.uint8)
 
+# %% ../nbs/01d_dedup.ipynb #e45b5714
 def _read_planes(folder:Path, id_:str, chans, p:dict) -> np.ndarray:
-    "The channels of sample `id_`, each shrunk to the thumbnail size (so a 2048 px sample costs little more than a 512 px one)"
+    """The channels of sample `id_`, each shrunk to the thumbnail size (so a 2048 px sample costs little more than a 512
+    px one)"""
     planes = []
     for c in chans:
         x = read_small(channel_file(folder, id_, c), c, p['thumb'])
-        planes.append(cv2.resize(x, (p['thumb'], p['thumb']), interpolation=cv2.INTER_AREA) if min(x.shape) > p['thumb'] else x)
-    if len({x.shape for x in planes}) > 1: planes = [cv2.resize(x, (p['thumb'], p['thumb']), interpolation=cv2.INTER_AREA) for x in planes]
+        planes.append(
+            cv2.resize(x, (p['thumb'], p['thumb']), interpolation=cv2.INTER_AREA) if min(x.shape) > p['thumb'] else x
+        )
+    if len({x.shape for x in planes}) > 1:
+        planes = [cv2.resize(x, (p['thumb'], p['thumb']), interpolation=cv2.INTER_AREA) for x in planes]
     return np.stack(planes, -1)
 
+# %% ../nbs/01d_dedup.ipynb #93100a73
 def _hash_chunk(job) -> dict:
     "Hash one chunk of samples; write its good rows to the cache file `dest` (if any); return hashes and errors"
     folder, ids, fps, chans, p, dest = job
     nw, C = len(crop_windows(p)), len(chans)
-    q, w, ok = np.zeros((len(ids), 8, C), np.uint64), np.zeros((len(ids), nw, C), np.uint64), np.zeros((len(ids), C), bool)
+    q, w, ok = (
+        np.zeros((len(ids), 8, C), np.uint64),
+        np.zeros((len(ids), nw, C), np.uint64),
+        np.zeros((len(ids), C), bool),
+    )
     errors = {}
     for j, i in enumerate(ids):
         try: q[j], w[j], ok[j] = sample_hashes(_read_planes(folder, i, chans, p), p)
@@ -164,17 +185,23 @@ def _hash_chunk(job) -> dict:
 # %% ../nbs/01d_dedup.ipynb #bbf77903
 def _chunk_file(cdir:Path, ids, fps) -> Path:
     "Cache file of a chunk: named by a hash of its Ids and their files' fingerprints"
-    return cdir/f"chunk-{hashlib.sha1(chr(10).join(f'{i} {f}' for i, f in zip(ids, fps)).encode()).hexdigest()[:16]}.npz"
+    return (
+        cdir / f"chunk-{hashlib.sha1(chr(10).join(f'{i} {f}' for i, f in zip(ids, fps)).encode()).hexdigest()[:16]}.npz"
+    )
 
+# %% ../nbs/01d_dedup.ipynb #1212ca4c
 def _read_cache(cdir:Path, nw:int, C:int) -> dict:
-    "Id → (fingerprint, q, w, ok) from every readable chunk in `cdir` (a chunk that does not fit is skipped, with a warning)"
+    """Id → (fingerprint, q, w, ok) from every readable chunk in `cdir` (a chunk that does not fit is skipped, with a
+    warning)"""
     res = {}
     for fn in sorted(cdir.glob('chunk-*.npz')):
         try:
             with np.load(fn) as z: d = {k: z[k] for k in ('ids', 'fps', 'q', 'w', 'ok')}
             n = len(d['ids'])
-            if d['q'].shape != (n, 8, C) or d['w'].shape != (n, nw, C) or d['ok'].shape != (n, C): raise ValueError('array shapes do not fit')
-        except Exception as e: warnings.warn(f'{fn}: unreadable hash cache chunk ({e}); its samples are hashed again'); continue
+            if d['q'].shape != (n, 8, C) or d['w'].shape != (n, nw, C) or d['ok'].shape != (n, C):
+                raise ValueError('array shapes do not fit')
+        except Exception as e:
+            warnings.warn(f'{fn}: unreadable hash cache chunk ({e}); its samples are hashed again'); continue
         for j, i in enumerate(d['ids']): res[str(i)] = (str(d['fps'][j]), d['q'][j], d['w'][j], d['ok'][j])
     return res
 
@@ -225,6 +252,7 @@ def _table_keys(x:np.ndarray, pos:np.ndarray) -> np.ndarray:
     for j, (c, b) in enumerate(pos): key |= ((x[:, c] >> np.uint64(b)) & np.uint64(1)) << np.uint64(j)
     return key.astype(np.uint32) if len(pos) <= 32 else key       # 32-bit keys sort and search faster
 
+# %% ../nbs/01d_dedup.ipynb #3dbb114f
 def _entry_pairs(kq:np.ndarray, kw:np.ndarray, block:int=2_000_000):
     "Blocks of (query entry, index entry) positions whose keys are equal"
     order = np.argsort(kw); skw = kw[order]
@@ -236,8 +264,12 @@ def _entry_pairs(kq:np.ndarray, kw:np.ndarray, block:int=2_000_000):
     for s, e in zip([0] + cuts, cuts + [len(kq)]):
         c = cnt[s:e]; tot = int(c.sum())
         if not tot: continue
-        yield qo[np.repeat(np.arange(s, e), c)], order[np.repeat(lo[s:e], c) + np.arange(tot) - np.repeat(np.cumsum(c) - c, c)]
+        yield (
+            qo[np.repeat(np.arange(s, e), c)],
+            order[np.repeat(lo[s:e], c) + np.arange(tot) - np.repeat(np.cumsum(c) - c, c)],
+        )
 
+# %% ../nbs/01d_dedup.ipynb #6408e967
 def _mean_bits(x:np.ndarray, y:np.ndarray, m:np.ndarray) -> np.ndarray:
     "Hamming distance of hashes `x` and `y` (… × C), averaged over the channels where `m`; inf where none"
     nm = m.sum(-1)
@@ -246,7 +278,8 @@ def _mean_bits(x:np.ndarray, y:np.ndarray, m:np.ndarray) -> np.ndarray:
 
 # %% ../nbs/01d_dedup.ipynb #e08a0b76
 def _pair_distances(q, w, ok, a, b, block:int=20_000) -> tuple:
-    "Smallest mean-over-channels Hamming distance of query hashes of `b` to index hashes of `a`, and the query transform"
+    """Smallest mean-over-channels Hamming distance of query hashes of `b` to index hashes of `a`, and the query
+    transform"""
     dist, tr = np.empty(len(a), np.float32), np.empty(len(a), np.int8)
     for s in range(0, len(a), block):
         ia, ib = a[s:s+block], b[s:s+block]
@@ -264,21 +297,28 @@ def near_pairs(q:np.ndarray, # Query hashes, n×8×C `uint64` (`hash_samples`)
                bits:int=20, # Bits keyed per table
                seed:int=0, # Seed of the bits drawn for the tables
               ) -> pd.DataFrame:
-    "Pairs of samples `a < b` at most `max_dist` apart: columns `a`, `b` (positions), `distance`, `transform` (of `DIHEDRAL`)"
+    """Pairs of samples `a < b` at most `max_dist` apart: columns `a`, `b` (positions), `distance`, `transform` (of
+    `DIHEDRAL`)"""
     n, T, C = q.shape; W = w.shape[1]; rng = np.random.default_rng(seed)
-    empty = pd.DataFrame(dict(a=np.zeros(0, int), b=np.zeros(0, int), distance=np.zeros(0, np.float32), transform=np.zeros(0, str)))
+    empty = pd.DataFrame(
+        dict(a=np.zeros(0, int), b=np.zeros(0, int), distance=np.zeros(0, np.float32), transform=np.zeros(0, str))
+    )
     if n < 2: return empty
-    noise = lambda shape: rng.integers(0, 2**63, shape, dtype=np.int64).astype(np.uint64) ^ (rng.integers(0, 2, shape).astype(np.uint64) << np.uint64(63))
+    noise = lambda shape: rng.integers(0, 2**63, shape, dtype=np.int64).astype(np.uint64) ^ (
+        rng.integers(0, 2, shape).astype(np.uint64) << np.uint64(63)
+    )
     qf, wf = q.reshape(-1, C), w.reshape(-1, C)
     qm, wm = np.repeat(ok, T, axis=0), np.repeat(ok, W, axis=0)
-    qk, wk = np.where(qm, qf, noise(qf.shape)), np.where(wm, wf, noise(wf.shape))     # flat channels: random bits, never colliding
+    # flat channels: random bits, never colliding
+    qk, wk = np.where(qm, qf, noise(qf.shape)), np.where(wm, wf, noise(wf.shape))
     allpos = np.array([(c, b) for c in range(C) for b in range(63)])   # bit 63 is the DC term's, always 0
     found = []
     for _ in range(n_tables):
         pos = allpos[rng.choice(len(allpos), bits, replace=False)]
         for qi, wi in _entry_pairs(_table_keys(qk, pos), _table_keys(wk, pos)):
             a, b = qi // T, wi // W
-            keep = (a != b) & (_mean_bits(qf[qi], wf[wi], qm[qi] & wm[wi]) <= max_dist)   # the colliding hashes are near
+            # the colliding hashes are near
+            keep = (a != b) & (_mean_bits(qf[qi], wf[wi], qm[qi] & wm[wi]) <= max_dist)
             found.append(np.unique(a[keep].astype(np.int64) * n + b[keep]))
     cand = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
     qa, ib = cand // n, cand % n                                # query of sample qa met an index window of sample ib
@@ -307,19 +347,32 @@ def find_duplicates(folder, # Image folder, or a list of folders compared togeth
                     pairs_csv=None, # Also write the near pairs (Ids, distance, transform) to this CSV
                     progress:bool|None=None, # Show progress bars (default: in a terminal or notebook)
                    ) -> pd.DataFrame:
-    "One row per sample: `Id` and `group` (duplicates share one; `folder` too when `folder` is a list); near pairs in `.attrs['pairs']`"
+    """One row per sample: `Id` and `group` (duplicates share one; `folder` too when `folder` is a list); near pairs in
+    `.attrs['pairs']`"""
     several = isinstance(folder, (list, tuple, L))
     folders = [Path(f) for f in folder] if several else [Path(folder)]
     idss = [None] * len(folders) if ids is None else list(ids) if several else [ids]
     if len(idss) != len(folders): raise ValueError(f'{len(folders)} folders but {len(idss)} lists of Ids')
-    hs = [hash_samples(f, i, channels, n_workers=n_workers, cache=cache, cache_dir=cache_dir, progress=progress) for f, i in zip(folders, idss)]
+    hs = [
+        hash_samples(f, i, channels, n_workers=n_workers, cache=cache, cache_dir=cache_dir, progress=progress)
+        for f, i in zip(folders, idss)
+    ]
     q, w, ok = (np.concatenate([getattr(h, k) for h in hs]) for k in ('q', 'w', 'ok'))
     pairs = near_pairs(q, w, ok, max_dist)
     df = pd.DataFrame(dict(Id=[i for h in hs for i in h.ids], folder=[str(h.folder) for h in hs for _ in h.ids]))
     df['group'] = group_labels(len(df), pairs)
-    named = pd.DataFrame(dict(Id_a=df.Id.to_numpy()[pairs.a], Id_b=df.Id.to_numpy()[pairs.b], distance=pairs.distance.round(2),
-                              transform=pairs.transform, group=df.group.to_numpy()[pairs.a]))
-    if several: named.insert(1, 'folder_a', df.folder.to_numpy()[pairs.a]); named.insert(3, 'folder_b', df.folder.to_numpy()[pairs.b])
+    named = pd.DataFrame(
+        dict(
+            Id_a=df.Id.to_numpy()[pairs.a],
+            Id_b=df.Id.to_numpy()[pairs.b],
+            distance=pairs.distance.round(2),
+            transform=pairs.transform,
+            group=df.group.to_numpy()[pairs.a],
+        )
+    )
+    if several:
+        named.insert(1, 'folder_a', df.folder.to_numpy()[pairs.a])
+        named.insert(3, 'folder_b', df.folder.to_numpy()[pairs.b])
     else: df = df.drop(columns='folder')
     if pairs_csv is not None:
         with atomic_write(pairs_csv) as f: named.to_csv(f, index=False)
@@ -329,8 +382,13 @@ def find_duplicates(folder, # Image folder, or a list of folders compared togeth
 # %% ../nbs/01d_dedup.ipynb #25a7e7d7
 def grouping_fingerprint(groups:pd.DataFrame, # From `find_duplicates`: `Id`, `group` (and `folder`)
                         ) -> dict:
-    "Number of groups, of samples in groups of two or more, and a hash of the grouping that ignores row order and numbering"
-    key = groups.Id.astype(str) if 'folder' not in groups else groups.folder.map(lambda f: Path(f).name) + '/' + groups.Id.astype(str)
+    """Number of groups, of samples in groups of two or more, and a hash of the grouping that ignores row order and
+    numbering"""
+    key = (
+        groups.Id.astype(str)
+        if 'folder' not in groups
+        else groups.folder.map(lambda f: Path(f).name) + '/' + groups.Id.astype(str)
+    )
     rep = key.groupby(groups.group.to_numpy()).transform('min')         # each sample named by its group's first member
     lines = sorted(f'{k}\t{r}' for k, r in zip(key, rep))
     sizes = groups.group.value_counts()
@@ -346,6 +404,7 @@ def stem_duplicates(stems, # Sample stems `folder/Id` (e.g. a `DataLoaders`' `tr
     folders = list(dict.fromkeys(s.parent for s in stems))
     return find_duplicates(folders, [[s.name for s in stems if s.parent == f] for f in folders], **kwargs)
 
+# %% ../nbs/01d_dedup.ipynb #6e1ed8ac
 def stem_groups(stems, # Sample stems `folder/Id` (e.g. a `DataLoaders`' `valid_ds.items`)
                 **kwargs, # Passed to `find_duplicates` (`channels`, `max_dist`, `cache_dir`, ...)
                ) -> np.ndarray:
@@ -368,26 +427,32 @@ def show_duplicates(groups:pd.DataFrame, # From `find_duplicates` (with `folder`
     g = groups if 'folder' in groups else groups.assign(folder=str(folder))
     sizes = g.group.value_counts(); multi = sizes[sizes > 1].index[:n]
     if not len(multi): raise ValueError('no group of two or more samples to show')
-    fig, axs = plt.subplots(len(multi), max_members, figsize=(1.7 * max_members, 1.8 * len(multi)), squeeze=False, dpi=dpi)
+    fig, axs = plt.subplots(
+        len(multi), max_members, figsize=(1.7 * max_members, 1.8 * len(multi)), squeeze=False, dpi=dpi
+    )
     for row, grp in zip(axs, multi):
         for ax, (_, r) in zip(row, g[g.group == grp].head(max_members).iterrows()):
             img = open_rgby(r.folder, r.Id, size=size)
             ax.imshow(rgby_composite(img.transpose(2, 0, 1)))
             ax.set_title(f'{r.Id[:12]}' + (f'\n{r[label_col]}' if label_col else ''), fontsize=7)
         for ax in row: ax.axis('off')
-        row[0].text(-0.1, 0.5, f'group {grp}', transform=row[0].transAxes, rotation=90, va='center', ha='right', fontsize=8)
+        row[0].text(
+            -0.1, 0.5, f'group {grp}', transform=row[0].transAxes, rotation=90, va='center', ha='right', fontsize=8
+        )
     fig.tight_layout()
     return fig
 
 # %% ../nbs/01d_dedup.ipynb #4e70e12f
 def _lookup_groups(table:pd.DataFrame, ids, what:str) -> np.ndarray:
     "Groups of `ids` from a ready `Id,group` table (an Id it lacks raises, naming it)"
-    if not {'Id', 'group'} <= set(table.columns): raise HpaDataError(f'the duplicate table has columns {list(table.columns)}, not Id and group')
+    if not {'Id', 'group'} <= set(table.columns):
+        raise HpaDataError(f'the duplicate table has columns {list(table.columns)}, not Id and group')
     g = table.drop_duplicates('Id').set_index('Id').group
     missing = [i for i in ids if i not in g.index]
     if missing: raise HpaDataError(f'{len(missing)} {what} Id(s) are not in the duplicate table, e.g. {missing[:3]}')
     return g.loc[list(ids)].to_numpy()
 
+# %% ../nbs/01d_dedup.ipynb #0afd914c
 def split_groups(folder, # The labelled image folder
                  ids, # Its Ids, in label order
                  channels='rgby', # Channels to hash
@@ -399,7 +464,9 @@ def split_groups(folder, # The labelled image folder
                 ) -> tuple:
     "Duplicate groups of the labelled, external and test samples, numbered together (None for a part not given)"
     test_ids = find_ids(test) if external is not None and test is not None and Path(test).is_dir() else []
-    parts = [(Path(folder), list(ids), 'labelled')] + ([(Path(external), list(external_ids), 'external')] if external is not None else [])
+    parts = [(Path(folder), list(ids), 'labelled')] + (
+        [(Path(external), list(external_ids), 'external')] if external is not None else []
+    )
     if test_ids: parts.append((Path(test), test_ids, 'test'))
     if isinstance(table, pd.DataFrame): gs = [_lookup_groups(table, i, what) for _, i, what in parts]
     else:
@@ -408,6 +475,7 @@ def split_groups(folder, # The labelled image folder
     gs = gs + [None] * (3 - len(gs))
     return gs[0], gs[1], gs[2]
 
+# %% ../nbs/01d_dedup.ipynb #f670b54d
 def drop_leaks(ext:pd.DataFrame, # External labels (`Id`, `Target`), in the order their groups were found
                groups:tuple, # From `split_groups`: labelled, external and test groups
                valid_idx, # Positions of the validation samples among the labelled ones
@@ -418,7 +486,9 @@ def drop_leaks(ext:pd.DataFrame, # External labels (`Id`, `Target`), in the orde
     if exg is None: return ext
     bad = set(lab[np.asarray(valid_idx, int)]) | (set(tst) if tst is not None else set())
     leak = np.isin(exg, list(bad))
-    print(f'{name}: left out {int(leak.sum())} of {len(ext)} external samples that duplicate a validation or test sample')
+    print(
+        f'{name}: left out {int(leak.sum())} of {len(ext)} external samples that duplicate a validation or test sample'
+    )
     return ext[~leak].reset_index(drop=True)
 
 # %% ../nbs/01d_dedup.ipynb #599ce549
@@ -435,23 +505,35 @@ def _split_column(g:pd.DataFrame, train_dir:Path, labels:pd.DataFrame|None, vali
         cut = sorted(set(grp[tr0]) & set(grp[va0]))
     return split, cut
 
+# %% ../nbs/01d_dedup.ipynb #34fb16ff
 def dedup_report(g:pd.DataFrame, # `find_duplicates` with a `split` column
                  cut=None, # Groups the plain (ungrouped) split puts on both sides
                 ) -> list[str]:
     "Plain lines: groups, their sizes, the splits they touch, what the plain split would cut, external samples left out"
     sizes = g.group.value_counts(); multi = sizes[sizes > 1]
-    lines = [f'{len(g)} samples in {len(sizes)} groups; {len(multi)} groups of two or more hold {int(multi.sum())} samples'
-             + (f' (largest {int(multi.max())})' if len(multi) else '')]
+    lines = [
+        f'{len(g)} samples in {len(sizes)} groups; {len(multi)} groups of two or more hold {int(multi.sum())} samples'
+        + (f' (largest {int(multi.max())})' if len(multi) else '')
+    ]
     if len(multi):
         lines.append('group sizes: ' + ', '.join(f'{s}: {c}' for s, c in multi.value_counts().sort_index().items()))
         touch = g[g.group.isin(multi.index)].groupby('group').split.agg(lambda s: '+'.join(sorted(set(s))))
-        lines.append('groups of two or more by the splits they touch: ' + ', '.join(f'{k} {v}' for k, v in touch.value_counts().items()))
+        lines.append(
+            'groups of two or more by the splits they touch: '
+            + ', '.join(f'{k} {v}' for k, v in touch.value_counts().items())
+        )
     if cut is not None:
-        lines.append(f'the plain split (no grouping) would put {len(cut)} groups on both sides of train/valid; the grouped split puts none')
+        lines.append(
+            f'the plain split (no grouping) would put {len(cut)} groups on both sides of train/valid; the grouped split'
+            ' puts none'
+        )
     if (g.split == 'external').any():
         bad = set(g.group[g.split.isin(['valid', 'test'])])
         n = int((g.split.eq('external') & g.group.isin(bad)).sum())
-        lines.append(f'external: {n} of {int(g.split.eq("external").sum())} samples duplicate a validation or test sample (hpa-train --external leaves them out)')
+        lines.append(
+            f'external: {n} of {int(g.split.eq("external").sum())} samples duplicate a validation or test sample'
+            ' (hpa-train --external leaves them out)'
+        )
     return lines
 
 # %% ../nbs/01d_dedup.ipynb #e19b6de0
@@ -476,18 +558,32 @@ def hpa_dedup(
         if not data.is_dir(): raise HpaDataError(f'{data}: folder not found')
         train_dir = data/'train' if (data/'train').is_dir() else data
         test_dir = Path(test) if test else data/'test' if train_dir != data and (data/'test').is_dir() else None
-        parts = [(train_dir, 'train')] + ([(test_dir, 'test')] if test_dir else []) + ([(Path(external), 'external')] if external else [])
+        parts = (
+            [(train_dir, 'train')]
+            + ([(test_dir, 'test')] if test_dir else [])
+            + ([(Path(external), 'external')] if external else [])
+        )
         for f, _ in parts:
             if not f.is_dir(): raise HpaDataError(f'{f}: image folder not found')
         out = Path(out); stem = out.with_suffix('')
         t0 = time.time()
-        g = find_duplicates([f for f, _ in parts], channels=channels, max_dist=max_dist, n_workers=n_workers, cache_dir=cache_dir,
-                            pairs_csv=f'{stem}_pairs.csv', progress=False)
+        g = find_duplicates(
+            [f for f, _ in parts],
+            channels=channels,
+            max_dist=max_dist,
+            n_workers=n_workers,
+            cache_dir=cache_dir,
+            pairs_csv=f'{stem}_pairs.csv',
+            progress=False,
+        )
         g['source'] = g.folder.map({str(f): s for f, s in parts})
         labels = read_labels(data/'train.csv') if train_dir != data and (data/'train.csv').exists() else None
         g['split'], cut = _split_column(g, train_dir, labels, valid_pct, seed)
         with atomic_write(out) as f: g[['Id', 'group', 'split', 'folder']].to_csv(f, index=False)
-        lines = dedup_report(g, cut) + [f'found in {time.time() - t0:.1f} s ({len(g) / max(time.time() - t0, 1e-9):.0f} samples/s; the hashes are cached for the next run)']
+        lines = dedup_report(g, cut) + [
+            f'found in {time.time() - t0:.1f} s ({len(g) / max(time.time() - t0, 1e-9):.0f} samples/s; the hashes are'
+            ' cached for the next run)'
+        ]
         write_text(f'{stem}_report.txt', '\n'.join(lines) + '\n')
         written = [out, Path(f'{stem}_pairs.csv'), Path(f'{stem}_report.txt')]
         if not no_figure and (g.group.value_counts() > 1).any():

@@ -23,28 +23,80 @@ __all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'run_experiment', 'summarise_seeds
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 _CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
 EXPERIMENTS = {
-    'table1_zero':                dict(features=False, fourth_channel='zero', epoch_mult=1, **_CLR,
-                                       paper='Table 1 row 1: 4th-channel filter zeros, 20 epochs (leaderboard 0.366)'),
-    'table1_zero_thresh':         dict(features=False, fourth_channel='zero', epoch_mult=2, **_CLR,
-                                       paper='Table 1 row 2: zeros + per-class thresholds, 40 epochs (0.387)'),
-    'table1_blue_thresh':         dict(features=False, fourth_channel='blue', epoch_mult=2, **_CLR,
-                                       paper='Table 1 rows 3 and 5: copied filter + thresholds (0.403), + TTA (0.401), 40 epochs'),
-    'table1_blue_thresh_dropout': dict(features=False, fourth_channel='blue', epoch_mult=2, extra_dropout=0.5, **_CLR,
-                                       paper='Table 1 row 4: copied filter + thresholds + extra dropout before the last FC layer (0.394)'),
-    'sec63_rgb_no_features':      dict(features=False, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
-                                       paper='§6.3: RGB, 512 px, extra dropout, 50 epochs, without the features (best valid 0.4189)'),
-    'sec63_rgb_features':         dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50, **_CLR,
-                                       feature_skip=False,
-                                       paper='§6.3: the same with the ten biological features (best valid 0.4110)'),
-    'ours_blue_thresh_one_cycle': dict(features=False, fourth_channel='blue', epoch_mult=2, schedule='one_cycle',
-                                       paper='ours: table1_blue_thresh with fastai one-cycle (fine_tune when pretrained) instead of the cyclical rate'),
-    'ours_sec63_features_one_cycle': dict(features=True, channels='rgb', extra_dropout=0.5, epoch_mult=2, gpu_size=512, gpu_epochs=50,
-                                          schedule='one_cycle', feature_skip=True,
-                                          paper="ours: sec63_rgb_features with one-cycle and the features' linear path"),
+    'table1_zero': dict(
+        features=False,
+        fourth_channel='zero',
+        epoch_mult=1,
+        **_CLR,
+        paper='Table 1 row 1: 4th-channel filter zeros, 20 epochs (leaderboard 0.366)'
+    ),
+    'table1_zero_thresh': dict(
+        features=False,
+        fourth_channel='zero',
+        epoch_mult=2,
+        **_CLR,
+        paper='Table 1 row 2: zeros + per-class thresholds, 40 epochs (0.387)'
+    ),
+    'table1_blue_thresh': dict(
+        features=False,
+        fourth_channel='blue',
+        epoch_mult=2,
+        **_CLR,
+        paper='Table 1 rows 3 and 5: copied filter + thresholds (0.403), + TTA (0.401), 40 epochs'
+    ),
+    'table1_blue_thresh_dropout': dict(
+        features=False,
+        fourth_channel='blue',
+        epoch_mult=2,
+        extra_dropout=0.5,
+        **_CLR,
+        paper='Table 1 row 4: copied filter + thresholds + extra dropout before the last FC layer (0.394)'
+    ),
+    'sec63_rgb_no_features': dict(
+        features=False,
+        channels='rgb',
+        extra_dropout=0.5,
+        epoch_mult=2,
+        gpu_size=512,
+        gpu_epochs=50,
+        **_CLR,
+        paper='§6.3: RGB, 512 px, extra dropout, 50 epochs, without the features (best valid 0.4189)'
+    ),
+    'sec63_rgb_features': dict(
+        features=True,
+        channels='rgb',
+        extra_dropout=0.5,
+        epoch_mult=2,
+        gpu_size=512,
+        gpu_epochs=50,
+        **_CLR,
+        feature_skip=False,
+        paper='§6.3: the same with the ten biological features (best valid 0.4110)'
+    ),
+    'ours_blue_thresh_one_cycle': dict(
+        features=False,
+        fourth_channel='blue',
+        epoch_mult=2,
+        schedule='one_cycle',
+        paper='ours: table1_blue_thresh with fastai one-cycle (fine_tune when pretrained) instead of the cyclical rate',
+    ),
+    'ours_sec63_features_one_cycle': dict(
+        features=True,
+        channels='rgb',
+        extra_dropout=0.5,
+        epoch_mult=2,
+        gpu_size=512,
+        gpu_epochs=50,
+        schedule='one_cycle',
+        feature_skip=True,
+        paper="ours: sec63_rgb_features with one-cycle and the features' linear path",
+    ),
 }
 SCALES = {
-    'cpu': dict(size=48, bs=16, epochs=3, lr=6e-3, pretrained=False, arch='resnet34', tta='mean'),   # lr: the scratch recipe's lr_find on the demo
-    'gpu': dict(size=224, bs=64, epochs=20, lr=1e-2, pretrained=True, arch='resnet34', tta='mean', precision='auto'),   # bf16 where the GPU has it
+    # lr: the scratch recipe's lr_find on the demo
+    'cpu': dict(size=48, bs=16, epochs=3, lr=6e-3, pretrained=False, arch='resnet34', tta='mean'),
+    # bf16 where the GPU has it
+    'gpu': dict(size=224, bs=64, epochs=20, lr=1e-2, pretrained=True, arch='resnet34', tta='mean', precision='auto'),
 }
 
 # %% ../nbs/07_experiments.ipynb #869e3b74
@@ -52,7 +104,9 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
                    path=None, # Data folder (default: data/, else the synthetic demo set)
                    seed:int=0, # Random seed (split, initialisation, augmentation)
                    scale:str='cpu', # A key of `SCALES`: 'cpu' or 'gpu'
-                   seeds=None, # Several seeds: one run each, and the row returned holds the mean and SD of each score (`summarise_seeds`)
+                   # Several seeds: one run each, and the row returned holds the mean and SD of each score
+                   # (`summarise_seeds`)
+                   seeds=None,
                    out='runs/experiments', # Folder for the run folders and the results table
                    results='results.csv', # The results table, inside `out`
                    **overrides, # `TrainConfig` fields that override the configuration
@@ -68,12 +122,24 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
     cfg['epochs'] = int(cfg['epochs'] * mult)
     if scale == 'gpu' and gpu_size: cfg['size'] = gpu_size
     if scale == 'gpu' and gpu_epochs and 'epochs' not in overrides: cfg['epochs'] = gpu_epochs
-    m = run_training(find_data(path), out=out, name=f'{name}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}', seed=seed, **cfg)   # a new folder each run
+    # a new folder each run
+    m = run_training(
+        find_data(path), out=out, name=f'{name}-s{seed}-{datetime.now():%Y%m%d-%H%M%S-%f}', seed=seed, **cfg
+    )
     split = 'test' if 'test' in m else 'valid'
     scores = {k: v for k, v in m[split].items() if k not in ('baselines', 'threshold_fallbacks')}
-    scores.update({f'f1_baseline_{k}': v for k, v in m[split].get('baselines', {}).items() if v is not None})   # same samples
-    row = dict(experiment=name, paper=EXPERIMENTS[name]['paper'], seed=seed, scale=scale, scored_on=split, **scores, wall_s=m['wall_s'],
-               config=json.dumps({k: v for k, v in cfg.items()}))
+    # same samples
+    scores.update({f'f1_baseline_{k}': v for k, v in m[split].get('baselines', {}).items() if v is not None})
+    row = dict(
+        experiment=name,
+        paper=EXPERIMENTS[name]['paper'],
+        seed=seed,
+        scale=scale,
+        scored_on=split,
+        **scores,
+        wall_s=m['wall_s'],
+        config=json.dumps({k: v for k, v in cfg.items()})
+    )
     fn = Path(out)/results
     table = pd.concat([pd.read_csv(fn), pd.DataFrame([row])], ignore_index=True) if fn.exists() else pd.DataFrame([row])
     with atomic_write(fn) as f: table.to_csv(f, index=False)      # the whole table, renamed into place
@@ -84,12 +150,17 @@ def summarise_seeds(rows:list, # Result rows of one configuration, one per seed 
                    ) -> dict:
     "One row: the configuration's fields, and `_mean` / `_sd` (sample SD, ddof=1) of every score across the seeds"
     df = pd.DataFrame(rows)
-    scores = [c for c in df.columns if (c.startswith('f1') or c == 'wall_s') and pd.api.types.is_numeric_dtype(df[c])]   # not the CI lists
+    # not the CI lists
+    scores = [c for c in df.columns if (c.startswith('f1') or c == 'wall_s') and pd.api.types.is_numeric_dtype(df[c])]
     res = {k: df[k].iloc[0] for k in ('experiment', 'scale', 'scored_on') if k in df}
     res.update(seeds=' '.join(map(str, df.seed)), n_seeds=len(df))
-    for c in scores: res[f'{c}_mean'], res[f'{c}_sd'] = float(df[c].mean()), float(df[c].std(ddof=1)) if len(df) > 1 else float('nan')
+    for c in scores:
+        res[f'{c}_mean'], res[f'{c}_sd'] = float(df[c].mean()), (
+            float(df[c].std(ddof=1)) if len(df) > 1 else float('nan')
+        )
     return res
 
+# %% ../nbs/07_experiments.ipynb #2f883a69
 def run_seeds(name:str, # A key of `EXPERIMENTS`
               path=None, # Data folder (default: data/, else the synthetic demo set)
               seeds=(0, 1, 2), # One run per seed
@@ -101,6 +172,7 @@ def run_seeds(name:str, # A key of `EXPERIMENTS`
 # %% ../nbs/07_experiments.ipynb #932df7e6
 SCORES = ['f1_at_0_5', 'f1_thresholds', 'f1_thresholds_keep_top', 'f1_tta_thresholds']
 
+# %% ../nbs/07_experiments.ipynb #c1b482c5
 def seeds_table(rows:list, # Rows from `run_seeds` / `run_experiment(seeds=...)`, one per configuration
                 scores=SCORES, # Score columns to show
                ) -> pd.DataFrame:
@@ -114,12 +186,21 @@ def seeds_table(rows:list, # Rows from `run_seeds` / `run_experiment(seeds=...)`
         out.append(line)
     return pd.DataFrame(out).set_index('experiment')
 
+# %% ../nbs/07_experiments.ipynb #8e450c6b
 def vs_spread(a:dict, # A row from `run_seeds` (means and SDs)
               b:dict, # Another
               score:str='f1_thresholds', # The score to compare
              ) -> dict:
     "Difference of `score` (a − b), its standard error from the seeds, and whether it exceeds twice that"
-    if min(a.get('n_seeds', 1), b.get('n_seeds', 1)) < 2: raise ValueError('vs_spread needs rows of two or more seeds each (a spread)')
+    if min(a.get('n_seeds', 1), b.get('n_seeds', 1)) < 2:
+        raise ValueError('vs_spread needs rows of two or more seeds each (a spread)')
     d = a[f'{score}_mean'] - b[f'{score}_mean']
     se = float(np.sqrt(a[f'{score}_sd']**2 / a['n_seeds'] + b[f'{score}_sd']**2 / b['n_seeds']))
-    return dict(a=a['experiment'], b=b['experiment'], score=score, diff=round(float(d), 4), se=round(se, 4), exceeds_spread=bool(abs(d) > 2 * se))
+    return dict(
+        a=a['experiment'],
+        b=b['experiment'],
+        score=score,
+        diff=round(float(d), 4),
+        se=round(se, 4),
+        exceeds_spread=bool(abs(d) > 2 * se),
+    )

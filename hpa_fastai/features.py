@@ -16,7 +16,8 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
-from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter, HPA_DIAMETER, _work_shape, _default_diameter
+from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter
+from .segment import HPA_DIAMETER, _work_shape, _default_diameter
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
@@ -32,21 +33,41 @@ FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssi
 FEATURE_WEIGHTS = [2, 4, 1, 1, 2, 1, 1, 0.5, 0.5, 2]
 
 # %% ../nbs/03_features.ipynb #80b8c68d
-FEATURE_PARAMS = dict(version=3, work_diameter=25, diameter=None, sigma=1.0, ssim_win=7, stretch_q=99.9, green_floor=4, min_blob=150,
-                      nucleus_dim=0.5, nucleus_seed_radius=12, nucleus_min_area=200, typical_nucleus=2000)   # lengths, areas at HPA's 512² scale
+FEATURE_PARAMS = dict(
+    version=3,
+    work_diameter=25,
+    diameter=None,
+    sigma=1.0,
+    ssim_win=7,
+    stretch_q=99.9,
+    green_floor=4,
+    min_blob=150,
+    # lengths, areas at HPA's 512² scale
+    nucleus_dim=0.5,
+    nucleus_seed_radius=12,
+    nucleus_min_area=200,
+    typical_nucleus=2000,
+)
 
+# %% ../nbs/03_features.ipynb #5eda210f
 def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
-                   diameter:float|None=None, # Nucleus diameter in px of the images (None: `params`', else estimated per image)
+                   # Nucleus diameter in px of the images (None: `params`', else estimated per image)
+                   diameter:float|None=None,
                   ) -> dict:
-    "`FEATURE_PARAMS` updated with `params` and `diameter` (lengths, areas are given at HPA's 512² scale and scaled to the working one)"
+    """`FEATURE_PARAMS` updated with `params` and `diameter` (lengths, areas are given at HPA's 512² scale and scaled to
+    the working one)"""
     v = (params or {}).get('version', FEATURE_PARAMS['version'])
-    if v < FEATURE_PARAMS['version']:      # e.g. a model saved before the one-scale features: its features would silently differ
-        raise HpaDataError(f'feature parameters of version {v} (saved with a model or a table made by an earlier hpa_fastai); this '
-                           f'version computes version {FEATURE_PARAMS["version"]} features (one nucleus scale), which differ: '
-                           're-train the model, or predict with the hpa_fastai that trained it')
+    # e.g. a model saved before the one-scale features: its features would silently differ
+    if v < FEATURE_PARAMS['version']:
+        raise HpaDataError(
+            f'feature parameters of version {v} (saved with a model or a table made by an earlier hpa_fastai); this '
+            f'version computes version {FEATURE_PARAMS["version"]} features (one nucleus scale), which differ: '
+            're-train the model, or predict with the hpa_fastai that trained it'
+        )
     p = {**FEATURE_PARAMS, **(params or {})}
     return p if diameter is None else {**p, 'diameter': float(diameter)}
 
+# %% ../nbs/03_features.ipynb #ea2e5d8a
 def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
                       ) -> str:
     "A short hash of the feature parameters (the scale included): the cache key"
@@ -74,6 +95,7 @@ def _otsu_mask(x, floor):
     t, _ = cv2.threshold(x, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return (x > max(t, floor)).astype(np.uint8)
 
+# %% ../nbs/03_features.ipynb #5e793c1d
 def _components(mask, min_area):
     "Label image and pixel areas of the 8-connected components of `mask` with ≥ `min_area` pixels"
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -81,10 +103,12 @@ def _components(mask, min_area):
     remap = np.zeros(n, np.int32); remap[keep] = np.arange(1, len(keep) + 1)
     return remap[lab], stats[keep, cv2.CC_STAT_AREA].astype(np.float64)
 
+# %% ../nbs/03_features.ipynb #a6cec6f3
 def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
                 n:int, # Number of blobs
                ):
-    "Centroids (x, y), major/minor axis ratio, compactness (≥ 1) and fitted ellipses (half-axes, angle°) of blobs 1..`n`"
+    """Centroids (x, y), major/minor axis ratio, compactness (≥ 1) and fitted ellipses (half-axes, angle°) of blobs
+    1..`n`"""
     if n == 0: return np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros((0, 2)), np.zeros(0)
     ys, xs = np.nonzero(lab); l = lab[ys, xs]
     m = lambda w=None: np.bincount(l, w, minlength=n + 1)[1:]
@@ -98,7 +122,8 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
     axes = 2 * np.sqrt(np.stack([l1, l2], -1))                    # half-axes of the ellipse with the same moments
     angle = np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy))
     perim, poly = np.zeros(n), np.zeros(n)
-    for k, sl in enumerate(find_objects(lab, n)):          # each blob alone: one inside another's hole, or touching it, keeps its outline
+    # each blob alone: one inside another's hole, or touching it, keeps its outline
+    for k, sl in enumerate(find_objects(lab, n)):
         if sl is None: continue
         m = np.pad((lab[sl] == k + 1).astype(np.uint8), 1)
         for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]:
@@ -109,29 +134,38 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
 
 # %% ../nbs/03_features.ipynb #82cc2888
 def _prep(rgby, params):
-    "The sample at the working scale (uint8 H×W×4: nuclei `work_diameter` px across), its channels blurred, the diameter used"
+    """The sample at the working scale (uint8 H×W×4: nuclei `work_diameter` px across), its channels blurred, the
+    diameter used"""
     x = np.asarray(rgby)
     if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
     x = as_uint8(x)
     d = params.get('diameter') or estimate_diameter(np.ascontiguousarray(x[..., 2]))
-    if not np.isfinite(d): d = _default_diameter(x.shape)                         # no foreground: a Kaggle field of view
+    # no foreground: a Kaggle field of view
+    if not np.isfinite(d): d = _default_diameter(x.shape)
     x0 = x
     ws = _work_shape(x.shape, d, params['work_diameter'])
-    if ws != x.shape[:2]: x = cv2.resize(x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR)
+    if ws != x.shape[:2]:
+        x = cv2.resize(
+            x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR
+        )
     return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)], (d, x0[..., 2])
 
+# %% ../nbs/03_features.ipynb #e8bed015
 def _k(p) -> float:
     "Lengths given at HPA's 512² scale, × this at the working scale"
     return p['work_diameter'] / HPA_DIAMETER
 
+# %% ../nbs/03_features.ipynb #15d0a855
 def _area(p, key) -> float:
     "Parameter `key`, an area in px at 512², at the working scale"
     return p[key] * _k(p)**2
 
+# %% ../nbs/03_features.ipynb #d9309203
 def _segment(x, g, p):
     "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
     k = _k(p)
-    with warnings.catch_warnings():                                               # `_features` says it about the sample itself
+    # `_features` says it about the sample itself
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), diameter=p['work_diameter'], dim=p['nucleus_dim'],
                               seed_radius=p['nucleus_seed_radius'] * k, min_area=p['nucleus_min_area'] * k * k)
@@ -140,22 +174,28 @@ def _segment(x, g, p):
     blab, bareas = _components(gmask, _area(p, 'min_blob'))
     return nlab, nareas, gmask, blab, bareas
 
+# %% ../nbs/03_features.ipynb #db2ed5a1
 def _percentile(x, q:float) -> float:
     "`np.percentile(x, q)` (linear interpolation); from a histogram when `x` is `uint8` (5× faster than sorting)"
     if x.dtype != np.uint8 or x.size == 0: return float(np.percentile(x, q))          # (numpy raises on empty input)
     cum = np.cumsum(np.bincount(x.ravel(), minlength=256))
     pos = q / 100 * (x.size - 1); lo = int(np.floor(pos))
-    v_lo, v_hi = np.searchsorted(cum, [lo, min(lo + 1, x.size - 1)], side='right')   # the lo-th and next order statistics
+    # the lo-th and next order statistics
+    v_lo, v_hi = np.searchsorted(cum, [lo, min(lo + 1, x.size - 1)], side='right')
     return float(v_lo + (v_hi - v_lo) * (pos - lo))
 
+# %% ../nbs/03_features.ipynb #de111405
 def _stretch(x, q):
     hi = max(_percentile(x, q), 1.)
     return np.clip(x.astype(np.float32) * (255. / hi), 0, 255)
 
+# %% ../nbs/03_features.ipynb #297c4a5e
 def _nearest_nucleus(nlab, cen):
     "For blob centroids `cen`: the label of the nearest nucleus and the distance to its edge (0 inside)"
     h, w = nlab.shape
-    dist, idx = cv2.distanceTransformWithLabels((nlab == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    dist, idx = cv2.distanceTransformWithLabels(
+        (nlab == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
     lut = np.zeros(idx.max() + 1, np.int32); inside = nlab > 0
     lut[idx[inside]] = nlab[inside]                  # each nucleus pixel's own index -> its nucleus
     ci = np.minimum(np.maximum(np.round(cen).astype(int), 0), [w - 1, h - 1])
@@ -167,8 +207,11 @@ def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
     x, (r, g, b, y), (d, blue) = _prep(rgby, p)
     nlab, nareas, gmask, blab, bareas = _segment(x, g, p); nucm = nlab > 0
     if not len(nareas) and blue.max() > blue.min():
-        warnings.warn(f'no nucleus found in a {blue.shape[0]}×{blue.shape[1]} sample with blue values {blue.min()}–{blue.max()} (8-bit) at a nucleus '
-                      f'diameter of {d:.1f} px ({"given" if p.get("diameter") else "estimated"}); features 9–10 use a typical nucleus')
+        warnings.warn(
+            f'no nucleus found in a {blue.shape[0]}×{blue.shape[1]} sample with blue values {blue.min()}–{blue.max()}'
+            f' (8-bit) at a nucleus diameter of {d:.1f} px ({"given" if p.get("diameter") else "estimated"}); features'
+            ' 9–10 use a typical nucleus'
+        )
     gf = g.astype(np.float64); gsum = gf.sum()
     f1 = gf[nucm].sum() / gsum if gsum > 0 else 0.
     gs = _stretch(g, p['stretch_q'])
@@ -189,11 +232,13 @@ def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
     if extended: res += _extended(x, (r, g, b, y), nlab, gmask, p['work_diameter'])
     return np.nan_to_num(np.array(res, np.float32), nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
 
+# %% ../nbs/03_features.ipynb #26951e62
 def extract_features(rgby, # One H×W×4 sample (red, green, blue, yellow), any size; not `uint8`: converted by `as_uint8`
                      params=None, # Feature parameters (default `FEATURE_PARAMS`)
                      diameter:float|None=None, # Nucleus diameter in px (None: `params`', else `estimate_diameter`)
                     ) -> np.ndarray:
-    "The ten biological features of one H×W×4 sample (red, green, blue, yellow), measured at the nuclei's working scale, as float32[10]"
+    """The ten biological features of one H×W×4 sample (red, green, blue, yellow), measured at the nuclei's working
+    scale, as float32[10]"""
     return _features(rgby, feature_params(params, diameter))
 
 # %% ../nbs/03_features.ipynb #0902f4ab
@@ -208,8 +253,10 @@ def _pearson(a, b) -> float:
     a, b = a - a.mean(), b - b.mean(); d = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / d) if d > 0 else 0.
 
+# %% ../nbs/03_features.ipynb #e16a8dc4
 def _extended(x, chans, nlab, gmask, diameter) -> list:
-    "The `EXTENDED_NAMES` features from the working-scale sample `x`, its blurred channels, nuclei, green mask and nucleus diameter"
+    """The `EXTENDED_NAMES` features from the working-scale sample `x`, its blurred channels, nuclei, green mask and
+    nucleus diameter"""
     r, g, b, y = chans
     cells = segment_cells(x, nlab, diameter)
     inside = cells > 0
@@ -232,6 +279,7 @@ def _extended(x, chans, nlab, gmask, diameter) -> list:
     cv = float(mean_g.std() / mean_g.mean()) if mean_g.mean() > 0 else 0.
     return [*pear, *mand, *shares, cv, float((pos >= 0.05).mean()), float(ok.sum())]
 
+# %% ../nbs/03_features.ipynb #d6787063
 def extended_features(rgby, # One H×W×4 sample (red, green, blue, yellow)
                       params=None, # Feature parameters (default `FEATURE_PARAMS`)
                       diameter:float|None=None, # Nucleus diameter in px (None: `params`', else `estimate_diameter`)
@@ -250,6 +298,7 @@ def feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
     nlab, _, _, blab, _ = _segment(x, g, p)
     return nlab, blab, g
 
+# %% ../nbs/03_features.ipynb #1fc57f5e
 def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
                        params=None, # Feature parameters (default `FEATURE_PARAMS`)
                        figsize=(10, 5), # Size of the two-panel figure
@@ -264,7 +313,9 @@ def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
     ell = np.stack([gs, gs, gs], -1) // 2
     n = int(blab.max()); cen, _, _, axes, angle = blob_shapes(blab, n)
     for c, (a1, a2), ang in zip(cen, axes, angle):
-        cv2.ellipse(ell, (int(c[0]), int(c[1])), (max(1, int(a1)), max(1, int(a2))), float(ang), 0, 360, (255, 60, 60), 1)
+        cv2.ellipse(
+            ell, (int(c[0]), int(c[1])), (max(1, int(a1)), max(1, int(a2))), float(ang), 0, 360, (255, 60, 60), 1
+        )
     axs[1].imshow(ell); axs[1].set_title(f'{n} protein blobs, fitted ellipses', fontsize=9)
     for ax in axs: ax.axis('off')
     return axs
@@ -281,6 +332,7 @@ def _chunk_files(folder, ids) -> list[Path]:
             except HpaDataError: pass
     return fs
 
+# %% ../nbs/03_features.ipynb #5560d11b
 def _chunk_name(folder, ids) -> str:
     "Cache file name of a chunk: a hash of its Ids and of its files' names, sizes and modification times"
     h = hashlib.sha1('\n'.join(ids).encode())
@@ -292,6 +344,7 @@ def _names(params:dict) -> list:
     "Feature columns under `params`: the paper's ten, then `EXTENDED_NAMES` when `params['extended']`"
     return FEATURE_NAMES + (EXTENDED_NAMES if params.get('extended') else [])
 
+# %% ../nbs/03_features.ipynb #b245bc17
 def _compute_chunk(args):
     "Features (and errors) of one chunk of samples, written atomically to its cache file"
     folder, ids, dest, params = args
@@ -300,8 +353,19 @@ def _compute_chunk(args):
         try:
             with warnings.catch_warnings(record=True) as said:
                 warnings.simplefilter('always')
-                rows.append([i, *_features(open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')), params, params.get('extended', False)), ''])
-            for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)      # naming the sample (e.g. no nucleus found)
+                rows.append(
+                    [
+                        i,
+                        *_features(
+                            open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')),
+                            params,
+                            params.get('extended', False),
+                        ),
+                        '',
+                    ]
+                )
+            # naming the sample (e.g. no nucleus found)
+            for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)
         except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
     df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
     if dest is not None:
@@ -322,6 +386,7 @@ def _chunk_problem(df, ids, names=FEATURE_NAMES) -> str|None:
     if not np.isfinite(df.loc[ok, names].to_numpy(np.float64)).all(): return 'NaN or infinite features'
     return None
 
+# %% ../nbs/03_features.ipynb #e05294be
 def _read_chunk(fn, ids, names=FEATURE_NAMES) -> pd.DataFrame|None:
     "The cached chunk `fn` of samples `ids`, or None (with a warning naming `fn`) if it is unreadable or does not fit"
     try: df = pd.read_parquet(fn)
@@ -341,6 +406,7 @@ def _die_with_parent(parent:int|None=None):
     except (OSError, AttributeError): return
     if parent is not None and os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)   # it died before we asked
 
+# %% ../nbs/03_features.ipynb #4da0e354
 def _run_chunks(jobs, n_workers:int) -> list:
     "`_compute_chunk` of each job: in this process when `n_workers` is 0, else in workers that die with it"
     ctx = get_context('fork' if sys.platform == 'darwin' else None)       # as fastcore's `parallel`
@@ -355,9 +421,12 @@ def _cache_folder(folder:Path, params:dict, cache_dir=None) -> Path:
     cdir = cache_root(folder, cache_dir)/f'{folder.name}-{feature_params_key(params)}'
     try: cdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise HpaDataError(f'{cdir}: cannot create the feature cache ({e.strerror}); pass another `cache_dir`, or `cache=False`') from None
+        raise HpaDataError(
+            f'{cdir}: cannot create the feature cache ({e.strerror}); pass another `cache_dir`, or `cache=False`'
+        ) from None
     return cdir
 
+# %% ../nbs/03_features.ipynb #213d979e
 def _gather(dfs) -> pd.DataFrame:
     "The good rows of the chunks `dfs` as one table; failed samples are warned about and kept in `attrs['failed']`"
     df = pd.concat(dfs, ignore_index=True)
@@ -368,6 +437,7 @@ def _gather(dfs) -> pd.DataFrame:
     out.attrs['failed'] = dict(zip(bad.Id, bad.error))
     return out
 
+# %% ../nbs/03_features.ipynb #004a7f7e
 def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
                   ids=None, # Their Ids (default: every sample in `folder`)
                   n_workers:int|None=None, # Processes (default: all cores, at most one a chunk; 0: this process)
@@ -376,10 +446,12 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
                   cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
                   extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
-                  diameter:float|None=None, # Nucleus diameter in px of these images (None: `params`', else estimated per image)
+                  # Nucleus diameter in px of these images (None: `params`', else estimated per image)
+                  diameter:float|None=None,
                   channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                  ) -> pd.DataFrame:
-    "DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed by their files"
+    """DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed
+    by their files"""
     folder = Path(folder); p = feature_params(params, diameter)
     if extended: p = {**p, 'extended': True}                                      # its own cache key
     if channel_order != 'rgby': p = {**p, 'channel_order': channel_order}
@@ -411,13 +483,15 @@ def _nonfinite_rows(X, A) -> str|None:
     shown = f'Ids {[str(i) for i in np.asarray(ids)[bad[:5]]]}' if ids is not None else f'rows {bad[:5].tolist()}'
     return f'{len(bad)} row(s) with NaN or infinite features, e.g. {shown}'
 
+# %% ../nbs/03_features.ipynb #c5d01c84
 class FeatureNorm:
     "Quantile-clipped min-max scaling to [0, 1], fitted on training rows, then the paper's weights"
     def __init__(self, lo, # Value of each feature that maps to 0
                  hi, # Value of each feature that maps to 1
                  weights=FEATURE_WEIGHTS, # Weight of each feature after scaling
                 ):
-        clip32 = lambda v: np.clip(np.asarray(v, np.float64), -_F32_MAX, _F32_MAX).astype(np.float32)   # no inf from a cast
+        # no inf from a cast
+        clip32 = lambda v: np.clip(np.asarray(v, np.float64), -_F32_MAX, _F32_MAX).astype(np.float32)
         self.lo, self.hi = clip32(lo), clip32(hi)
         self.weights = np.asarray(weights, np.float32)
     @classmethod
@@ -477,6 +551,7 @@ class FeatureLookup(Transform):
         f = self.raw(o)
         return FeatureTensor(torch.from_numpy(self.norm(f) if self.norm is not None else f))
 
+# %% ../nbs/03_features.ipynb #6953ad57
 def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples not in it are computed from their image
                  norm=None, # A fitted `FeatureNorm` (None: raw features)
                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
@@ -502,20 +577,25 @@ def short_titles(ctxs, # Axes whose titles to shorten
             ax.set_title('\n'.join(short(l) for l in ax.get_title().split('\n')), fontsize=fontsize)
     return ctxs
 
+# %% ../nbs/03_features.ipynb #ec2ee443
 @dispatch
 def show_batch(x:tuple, y, samples, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs))
 
-def _show_results_object(*args, **kwargs): return show_results._resolve_method_with_cache((object, object, object, object))[0](*args, **kwargs)
+# %% ../nbs/03_features.ipynb #adb4fbde
+def _show_results_object(*args, **kwargs):
+    return show_results._resolve_method_with_cache((object, object, object, object))[0](*args, **kwargs)
 
+# %% ../nbs/03_features.ipynb #f3811679
 @dispatch
 def show_results(x:tuple, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
+# %% ../nbs/03_features.ipynb #1f87290c
 @dispatch
 def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
     if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
@@ -529,10 +609,13 @@ def folder_diameter(folder, # Image folder of the samples
                    ) -> float|None:
     "The median `estimate_diameter` of `n` samples' blue channels: one nucleus scale for a folder from one microscope"
     ids = list(ids); pick = ids[::max(1, len(ids) // n)][:n]
-    ds = [estimate_diameter(np.ascontiguousarray(open_rgby(folder, i, channel_order=channel_order)[..., 2])) for i in pick]
+    ds = [
+        estimate_diameter(np.ascontiguousarray(open_rgby(folder, i, channel_order=channel_order)[..., 2])) for i in pick
+    ]
     ds = [d for d in ds if np.isfinite(d)]
     return float(np.median(ds)) if ds else None
 
+# %% ../nbs/03_features.ipynb #598cd5d2
 def _check_table(table:pd.DataFrame, ids, folder):
     "Raise `HpaDataError` unless `table` has the feature columns and finite features for every one of `ids`"
     cols = [c for c in ['Id', *FEATURE_NAMES] if c not in table.columns]
@@ -545,6 +628,7 @@ def _check_table(table:pd.DataFrame, ids, folder):
         raise HpaDataError(f'{folder}: the feature table has non-numeric features ({e})') from None
     if bad: raise HpaDataError(f'{folder}: the feature table has {bad}')
 
+# %% ../nbs/03_features.ipynb #76e9bc00
 def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
                    folder, # Their image folder
                    train_idx, # Positions of the training rows in `df`: the normaliser is fitted on these only
@@ -555,9 +639,11 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
                   ):
     "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, checked, norm fitted on `train_idx`"
     if not isinstance(features, pd.DataFrame) and 'folder' not in df and feature_params(params).get('diameter') is None:
-        params = feature_params(params, folder_diameter(folder, df.Id))       # one scale for the folder, kept with the model
+        # one scale for the folder, kept with the model
+        params = feature_params(params, folder_diameter(folder, df.Id))
     if isinstance(features, pd.DataFrame): table = features
-    elif 'folder' in df:                          # samples from several folders (e.g. Kaggle + HPAv18): one cached table each
+    # samples from several folders (e.g. Kaggle + HPAv18): one cached table each
+    elif 'folder' in df:
         table = pd.concat([feature_table(fo, g.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
                            for fo, g in df.groupby('folder', sort=False)], ignore_index=True)
     else: table = feature_table(folder, df.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
@@ -567,32 +653,53 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
 
 # %% ../nbs/03_features.ipynb #055000b4
 def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', external=None, **kwargs) -> list|None:
-    "The packed stores `hpa_dataloaders` should read, one per image folder (Kaggle, then `external`): given, default (packed when `store=True`), or None"
+    """The packed stores `hpa_dataloaders` should read, one per image folder (Kaggle, then `external`): given, default
+    (packed when `store=True`), or None"""
     if store is False or size is None: return None
     folders = [Path(path)/folder] + ([Path(external)] if external is not None else [])
     default = [store_path(f, size, channels, cache_dir=cache_dir) for f in folders]
     if len(set(default)) < len(default):
-        raise HpaDataError(f'{folders[0]} and {folders[1]} have the same name: their default stores would both be {default[0]}; '
-                           'pass `store=(kaggle_store, external_store)`, or another `feature_cache_dir`')
-    if store is None: return default if all((d/'index.json').exists() for d in default) else None    # auto-use complete stores
+        raise HpaDataError(
+            f'{folders[0]} and {folders[1]} have the same name: their default stores would both be {default[0]}; '
+            'pass `store=(kaggle_store, external_store)`, or another `feature_cache_dir`'
+        )
+    # auto-use complete stores
+    if store is None: return default if all((d/'index.json').exists() for d in default) else None
     if store is True: return [pack_rgby(f, d, size=size, channels=channels) for f, d in zip(folders, default)]
     given = [Path(s) for s in (store if isinstance(store, (list, tuple)) else [store])]
     if len(given) > len(folders): raise ValueError(f'{len(given)} stores given for {len(folders)} image folder(s)')
     return given + default[len(given):]               # a given Kaggle store; the external folder's default one
 
+# %% ../nbs/03_features.ipynb #aa13e304
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
                        channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None, dedup=True, cache_dir=None):
-    "`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and normalisation, batches read whole"
-    df, img_dir, train_idx, valid_idx = labelled_split(path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir)
+    """`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and
+    normalisation, batches read whole"""
+    df, img_dir, train_idx, valid_idx = labelled_split(
+        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
+    )
     ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
     sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
-    if external is not None: sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
+    if external is not None:
+        sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
     table = norm = None
     if extra is not None:
         lk = extra(df, img_dir, train_idx)[0].type_tfms[0]
         table = pd.DataFrame([[i, *lk.table[i]] for i in df.Id], columns=['Id', *FEATURE_NAMES]); norm = lk.norm
-    return store_dataloaders(sts if len(sts) > 1 else sts[0], df, train_idx, valid_idx, bs=bs, aug=aug, stats=stats, features=table,
-                             feature_norm=norm, feature_type=FeatureTensor, item_tfms=item_tfms, num_workers=num_workers or 0)
+    return store_dataloaders(
+        sts if len(sts) > 1 else sts[0],
+        df,
+        train_idx,
+        valid_idx,
+        bs=bs,
+        aug=aug,
+        stats=stats,
+        features=table,
+        feature_norm=norm,
+        feature_type=FeatureTensor,
+        item_tfms=item_tfms,
+        num_workers=num_workers or 0,
+    )
 
 # %% ../nbs/03_features.ipynb #fa8fc076
 @delegates(rgby_dataloaders, but=['extra_blocks'])
@@ -600,15 +707,20 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     features=False, # Add the ten biological features as a second input: True, or a ready feature table
                     feature_workers:int|None=None, # Processes for computing features (default: all cores)
                     feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                    feature_cache_dir=None, # Feature cache folder (default: beside the images if writable, else per-user)
-                    store=None, # Packed stores (`pack_rgby`) to read batches from: a path, True for the default ones (packed if missing), or False for the per-item path (default: used when complete). With `external`, that folder has its own store: pass (kaggle, external) paths, or one path and its default
+                    # Feature cache folder (default: beside the images if writable, else per-user)
+                    feature_cache_dir=None,
+                    # Packed stores (`pack_rgby`) to read batches from: a path, True for the default ones (packed if
+                    # missing), or False for the per-item path (default: used when complete). With `external`, that
+                    # folder has its own store: pass (kaggle, external) paths, or one path and its default
+                    store=None,
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None
     def extra(df, folder, train_idx):
         return [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params, feature_cache_dir)]
     sp = _store_for(path, store, feature_cache_dir, **kwargs)
-    kwargs.setdefault('cache_dir', feature_cache_dir)          # the duplicate search's hashes go where the features' cache does
+    # the duplicate search's hashes go where the features' cache does
+    kwargs.setdefault('cache_dir', feature_cache_dir)
     if sp is None: return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
     return _store_dataloaders(path, sp, extra if use else None, **kwargs)
 
@@ -619,6 +731,7 @@ def feature_lookup(dls, # DataLoaders (or a learner's `dls`)
     found = L(dls.train_ds.tls).map(lambda tl: tl.tfms.fs.filter(risinstance(FeatureLookup))).concat()
     return found[0] if found else None
 
+# %% ../nbs/03_features.ipynb #12952299
 def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
                  folder, # Image folder of the new samples
                  ids=None, # Their Ids (default: every sample in `folder`)
@@ -629,7 +742,9 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
     "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
     lk = feature_lookup(dls)
     if lk is None: return None
-    ft = feature_table(folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir, channel_order=channel_order)
+    ft = feature_table(
+        folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir, channel_order=channel_order
+    )
     lk.add(ft)
     return ft
 

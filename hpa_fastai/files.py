@@ -24,7 +24,8 @@ def atomic_write(fname, # The final file name
     fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=fname.parent, prefix=f'.tmp-{fname.name}.', suffix=fname.suffix)
     os.close(fd); tmp = Path(tmp)
-    umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600: give the file a plain write's mode
+    # mkstemp makes 0600: give the file a plain write's mode
+    umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)
     try:
         if mode is None: yield tmp
         else:
@@ -35,6 +36,7 @@ def atomic_write(fname, # The final file name
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../nbs/00a_files.ipynb #f3b0b1a2
 def write_text(fname, # The file to write
                text:str, # Its contents
               ) -> Path:
@@ -42,6 +44,7 @@ def write_text(fname, # The file to write
     with atomic_write(fname, encoding='utf-8') as f: f.write(text)
     return Path(fname)
 
+# %% ../nbs/00a_files.ipynb #a2d9e791
 def write_json(fname, # The file to write
                obj, # A JSON-serialisable object
               ) -> Path:
@@ -71,15 +74,18 @@ def is_writable(folder, # A folder (it need not exist yet)
         fd, tmp = tempfile.mkstemp(dir=p, prefix='.hpa-write-test-'); os.close(fd); os.unlink(tmp); return True
     except OSError: return False
 
+# %% ../nbs/00a_files.ipynb #dde88265
 def user_cache_root() -> Path:
     "The per-user cache folder: `$HPA_CACHE`, else `$XDG_CACHE_HOME/hpa_fastai`, else `~/.cache/hpa_fastai`"
     if os.environ.get('HPA_CACHE'): return Path(os.environ['HPA_CACHE'])
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'hpa_fastai'
 
+# %% ../nbs/00a_files.ipynb #dd3b0f3d
 def cache_root(data_folder, # The folder whose images are cached (e.g. `data/hpa/train`)
                cache_dir=None, # An explicit cache folder: used as it is
               ) -> Path:
-    "Where caches of `data_folder` go: `cache_dir`, else beside the data if writable, else a per-user folder keyed by its path"
+    """Where caches of `data_folder` go: `cache_dir`, else beside the data if writable, else a per-user folder keyed by
+    its path"""
     if cache_dir is not None: return Path(cache_dir)
     folder = Path(data_folder).absolute()
     beside = folder.parent/'features_cache'
@@ -98,6 +104,7 @@ def files_fingerprint(files, # Paths of the files
         h.update(f'{Path(fn).name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:16]
 
+# %% ../nbs/00a_files.ipynb #026adfc8
 def git_commit(folder=None, # A folder inside the repository (default: this package's)
                ) -> str|None:
     "The git commit (with `+dirty` when there are uncommitted changes) of the code, or None outside a checkout"
@@ -105,10 +112,17 @@ def git_commit(folder=None, # A folder inside the repository (default: this pack
     try:
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=folder, capture_output=True, text=True, timeout=10)
         if sha.returncode: return None
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=folder, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ['git', 'status', '--porcelain', '--untracked-files=no'],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/00a_files.ipynb #0c1e1a60
 def run_info() -> dict:
     "Versions of Python and the main packages, and the git commit of this code"
     import importlib.metadata as md

@@ -13,7 +13,8 @@ from . import __version__
 from .core import *
 from .data import *
 from .files import atomic_write, write_json, read_json
-from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm, FeatureTensor, feature_lookup, feature_params
+from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm
+from .features import FeatureTensor, feature_lookup, feature_params
 from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner, resolve_arch
 from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
 
@@ -26,11 +27,13 @@ __all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresh
 # %% ../nbs/05_inference.ipynb #652d52ff
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
 
+# %% ../nbs/05_inference.ipynb #c7794344
 def check_probs(probs, # Probabilities (samples × classes): an array or a tensor
                 what:str='probabilities', # What they are, for the error message (a file name, say)
                 ids=None, # Sample Ids of the rows, to name the row at fault
                ) -> np.ndarray:
-    "`probs` as a float64 (n, classes) array; NaN, infinite or outside [0, 1] raises `HpaDataError` naming the first bad row"
+    """`probs` as a float64 (n, classes) array; NaN, infinite or outside [0, 1] raises `HpaDataError` naming the first
+    bad row"""
     try: p = as_numpy(probs).astype(np.float64)
     except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: not numbers ({e})') from None
     if p.ndim != 2: raise HpaDataError(f'{what}: expected a samples × classes array, got shape {p.shape}')
@@ -45,6 +48,7 @@ def check_probs(probs, # Probabilities (samples × classes): an array or a tenso
     if bad.any(): raise HpaDataError(f'{what}: outside [0, 1]: {first(bad)}. Logits? Apply a sigmoid first')
     return p
 
+# %% ../nbs/05_inference.ipynb #ecf372e9
 def check_thresholds(thresholds, # One threshold for all classes, or one per class
                      what:str='thresholds', # What they are, for the error message (a file name, say)
                      n:int=N_CLASSES, # Number of classes
@@ -52,7 +56,8 @@ def check_thresholds(thresholds, # One threshold for all classes, or one per cla
     "`thresholds` as a float64 array of `n`; a non-number, NaN or a value outside [0, 1] raises `HpaDataError`"
     try: t = as_numpy(thresholds).astype(np.float64)
     except (TypeError, ValueError) as e: raise HpaDataError(f'{what}: thresholds must be numbers ({e})') from None
-    if t.ndim > 1 or (t.ndim == 1 and len(t) != n): raise HpaDataError(f'{what}: expected one threshold or {n} (one per class), got shape {t.shape}')
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != n):
+        raise HpaDataError(f'{what}: expected one threshold or {n} (one per class), got shape {t.shape}')
     t = np.broadcast_to(t, (n,)).copy()
     bad = ~(np.isfinite(t) & (t >= 0) & (t <= 1))
     if bad.any():
@@ -74,6 +79,7 @@ def _f1_thresholds(p, t, default=0.5):
     th = (ps[best, np.arange(c)] + nxt) / 2
     return np.where(pos > 0, th, default)
 
+# %% ../nbs/05_inference.ipynb #bd4a13f0
 def _freq_thresholds(p, freq):
     n = len(p); ps = -np.sort(-p, axis=0)
     k = np.clip(np.round(np.asarray(freq) * n).astype(int), 0, n)
@@ -81,27 +87,35 @@ def _freq_thresholds(p, freq):
     th = np.where(k == 0, ps[0] + 1e-6, np.where(k >= n, ps[-1] - 1e-6, (hi + lo) / 2))
     return np.clip(th, 0., 1.)                            # 1.0: never predicted unless it is the image's top class
 
+# %% ../nbs/05_inference.ipynb #d58cf44f
 def _shrunk(th, n_pos, g, shrink, min_pos):
     "Per-class thresholds `th` pulled towards `g` by pseudo-count `shrink`; `g` itself below `min_pos` positives"
     n = np.asarray(n_pos, np.float64)
     return np.where(n >= max(min_pos, 1), (n * th + shrink * g) / np.maximum(n + shrink, 1e-12), g)
 
+# %% ../nbs/05_inference.ipynb #b1425b84
 def threshold_fallbacks(targets, # Multi-hot targets the thresholds are fitted on
                         min_pos:int=3, # As in `fit_thresholds`
                        ) -> list:
-    "Classes with fewer than `min_pos` positives in `targets`: the ones `fit_thresholds('f1')` gives their frequency-matching cut"
+    """Classes with fewer than `min_pos` positives in `targets`: the ones `fit_thresholds('f1')` gives their
+    frequency-matching cut"""
     return [int(c) for c in np.flatnonzero((as_numpy(targets) > 0.5).sum(0) < min_pos)]
 
+# %% ../nbs/05_inference.ipynb #56a4f30d
 def fit_thresholds(probs, # Validation probabilities (samples × classes): an array or a tensor
                    targets=None, # Their multi-hot targets (not needed by 'freq')
                    method:str='f1', # 'f1' (best F1 per class), 'freq' (match label frequencies) or 'global' (one value)
-                   target_freq=None, # Class frequencies for 'freq' (default: Kaggle's, `TRAIN_COUNTS / N_TRAIN`) and 'f1' shrinkage (default: `targets`')
+                   # Class frequencies for 'freq' (default: Kaggle's, `TRAIN_COUNTS / N_TRAIN`) and 'f1' shrinkage
+                   # (default: `targets`')
+                   target_freq=None,
                    default:float=0.5, # Threshold of a class with no positive sample ('f1')
                    grid=None, # Candidate values for 'global' (default: 0.02, 0.04, ..., 0.98)
-                   shrink:float=2., # 'f1': pseudo-count pulling each class's cut towards its frequency-matching one (0: none)
+                   # 'f1': pseudo-count pulling each class's cut towards its frequency-matching one (0: none)
+                   shrink:float=2.,
                    min_pos:int=3, # 'f1': classes with fewer positives take their frequency-matching cut
                   ) -> np.ndarray:
-    "Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global' value"
+    """Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global'
+    value"""
     p = check_probs(probs); n_cls = p.shape[1]
     check_thresholds(default, 'default threshold', 1)
     if method == 'freq':
@@ -126,17 +140,20 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
 
 # %% ../nbs/05_inference.ipynb #c17df6d3
 def predict_labels(probs, # Probabilities (samples × 28)
-                   thresholds=0.5, # One threshold, one per class, or one per sample and class (from `crossfit_thresholds`), in [0, 1]
+                   # One threshold, one per class, or one per sample and class (from `crossfit_thresholds`), in [0, 1]
+                   thresholds=0.5,
                    keep_top:bool=True, # Also predict each sample's most probable class
                   ) -> np.ndarray:
     "Boolean (n, 28) predictions from `probs`; each sample keeps its most probable class"
     p = check_probs(probs)
     if np.ndim(thresholds) == 2:                          # per-sample rows: each checked like per-class thresholds
         th = np.stack([check_thresholds(r, n=p.shape[1]) for r in as_numpy(thresholds)])
-        if th.shape != p.shape: raise HpaDataError(f'per-sample thresholds {th.shape} do not match probabilities {p.shape}')
+        if th.shape != p.shape:
+            raise HpaDataError(f'per-sample thresholds {th.shape} do not match probabilities {p.shape}')
     else: th = check_thresholds(thresholds, n=p.shape[1])
     return decode_probs(torch.as_tensor(p.astype(np.float32)), torch.as_tensor(th.astype(np.float32)), keep_top).numpy()
 
+# %% ../nbs/05_inference.ipynb #d086eeb7
 def set_thresholds(learn:Learner, # The learner whose decoding to set
                    thresholds, # One threshold, or one per class, in [0, 1]
                    keep_top:bool=True, # Also predict each sample's most probable class
@@ -148,10 +165,12 @@ def set_thresholds(learn:Learner, # The learner whose decoding to set
     learn.thresholds = th
     return learn
 
+# %% ../nbs/05_inference.ipynb #5cb4fc21
 def _jsonable(o):
     "`o` with NumPy values, tensors and paths made JSON-serialisable"
     return json.loads(json.dumps(o, default=lambda x: x.tolist() if hasattr(x, 'tolist') else str(x)))
 
+# %% ../nbs/05_inference.ipynb #803570a0
 def save_thresholds(thresholds, # One threshold, or one per class, in [0, 1]
                     fname, # The JSON file to write (atomically)
                     **kwargs, # Also recorded, e.g. `method='f1'`
@@ -160,6 +179,7 @@ def save_thresholds(thresholds, # One threshold, or one per class, in [0, 1]
     th = check_thresholds(thresholds, f'thresholds for {fname}')
     return write_json(fname, dict(_jsonable(kwargs), classes=HPA_CLASSES, thresholds=[round(float(t), 6) for t in th]))
 
+# %% ../nbs/05_inference.ipynb #9facad2c
 def load_thresholds(fname, # A JSON file written by `save_thresholds`
                    ) -> np.ndarray:
     "Per-class thresholds from a JSON file written by `save_thresholds`"
@@ -170,9 +190,11 @@ def load_thresholds(fname, # A JSON file written by `save_thresholds`
         raise HpaDataError(f'{fname}: thresholds are not for the 28 HPA classes in order')
     return check_thresholds(d['thresholds'], str(fname)).astype(np.float32)
 
+# %% ../nbs/05_inference.ipynb #1591ddfb
 def thresholds_file(fname, # A model file: `model.pkl`, `model.pth` or `model.json`
                    ) -> Path:
-    "The thresholds JSON beside model `fname`: `model.pkl`, `model.pth` and `model.json` all share `model.thresholds.json`"
+    """The thresholds JSON beside model `fname`: `model.pkl`, `model.pth` and `model.json` all share
+    `model.thresholds.json`"""
     return Path(fname).with_suffix('.thresholds.json')
 
 # %% ../nbs/05_inference.ipynb #3883a460
@@ -181,17 +203,21 @@ def crossfit_thresholds(probs, # Validation probabilities (samples × classes)
                         method:str='f1', # Threshold method, as in `fit_thresholds`
                         k:int=5, # Folds (fewer when there are fewer than 2k samples)
                         seed:int=0, # Seed of the stratified folds
-                        groups=None, # A group label per sample (near-duplicates, `find_duplicates`): each group held out whole
+                        # A group label per sample (near-duplicates, `find_duplicates`): each group held out whole
+                        groups=None,
                         **kwargs, # Passed to `fit_thresholds`
                        ) -> np.ndarray:
-    "Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample (nor its duplicates)"
+    """Per-sample thresholds (samples × classes): each row fitted on the other folds, never on its own sample (nor its
+    duplicates)"""
     p, t = check_probs(probs), as_numpy(targets) > 0.5
     n = len(p); k = min(k, (n if groups is None else len(np.unique(np.asarray(groups)))) // 2)
     if k < 2: raise ValueError(f'crossfit_thresholds needs at least 4 samples (groups), got {n}')
     th = np.zeros(p.shape, np.float64)
-    for fit_idx, held in multilabel_kfold(t, k, seed, groups): th[held] = fit_thresholds(p[fit_idx], t[fit_idx], method, **kwargs)
+    for fit_idx, held in multilabel_kfold(t, k, seed, groups):
+        th[held] = fit_thresholds(p[fit_idx], t[fit_idx], method, **kwargs)
     return th
 
+# %% ../nbs/05_inference.ipynb #ad30c3cd
 def bootstrap_f1(probs, # Probabilities (samples × classes)
                  targets, # Multi-hot targets
                  thresholds=0.5, # Per-class (or per-sample) thresholds
@@ -212,9 +238,12 @@ def _valid_arrays(learn:Learner, dl=None):
     m = learn.model.eval(); pooled, feats, targs = [], [], []
     with torch.no_grad():
         for xb, fb, yb in dl:
-            pooled.append(m.pool(m.body(xb.as_subclass(torch.Tensor)))); feats.append(fb.as_subclass(torch.Tensor).float()); targs.append(yb)
+            pooled.append(m.pool(m.body(xb.as_subclass(torch.Tensor))))
+            feats.append(fb.as_subclass(torch.Tensor).float())
+            targs.append(yb)
     return torch.cat(pooled), torch.cat(feats), to_np(torch.cat(targs))
 
+# %% ../nbs/05_inference.ipynb #66b12b7a
 def permutation_importance(learn:Learner, # A trained fused learner (images + the ten features)
                            dl=None, # Labelled samples to score on (default: the validation set)
                            n_repeats:int=5, # Shuffles per feature
@@ -223,7 +252,8 @@ def permutation_importance(learn:Learner, # A trained fused learner (images + th
                           ) -> pd.DataFrame:
     "Drop in macro-F1 when each feature is shuffled across samples: one row per feature, mean and SD over the repeats"
     m = learn.model
-    if not getattr(m, 'n_features', 0): raise ValueError('permutation_importance needs a fused model (DataLoaders with features)')
+    if not getattr(m, 'n_features', 0):
+        raise ValueError('permutation_importance needs a fused model (DataLoaders with features)')
     pooled, feats, targs = _valid_arrays(learn, dl)
     def f1(fe):
         with torch.no_grad(): p = torch.sigmoid(m.fuse(pooled, fe * m.feature_scale))
@@ -237,12 +267,23 @@ def permutation_importance(learn:Learner, # A trained fused learner (images + th
         for _ in range(n_repeats):
             fe = feats.clone(); fe[:, j] = fe[torch.randperm(len(fe), generator=g), j]
             drops.append(base - f1(fe))
-        rows.append(dict(feature=name, f1_drop_mean=float(np.mean(drops)), f1_drop_sd=float(np.std(drops, ddof=1)) if n_repeats > 1 else 0.))
+        rows.append(
+            dict(
+                feature=name,
+                f1_drop_mean=float(np.mean(drops)),
+                f1_drop_sd=float(np.std(drops, ddof=1)) if n_repeats > 1 else 0.0,
+            )
+        )
     return pd.DataFrame(rows).assign(base_f1=base).sort_values('f1_drop_mean', ascending=False, ignore_index=True)
 
 # %% ../nbs/05_inference.ipynb #5f0d6397
-_RESNETS = {('BasicBlock', (2, 2, 2, 2)): 'resnet18', ('BasicBlock', (3, 4, 6, 3)): 'resnet34', ('Bottleneck', (3, 4, 6, 3)): 'resnet50',
-            ('Bottleneck', (3, 4, 23, 3)): 'resnet101', ('Bottleneck', (3, 8, 36, 3)): 'resnet152'}
+_RESNETS = {
+    ('BasicBlock', (2, 2, 2, 2)): 'resnet18',
+    ('BasicBlock', (3, 4, 6, 3)): 'resnet34',
+    ('Bottleneck', (3, 4, 6, 3)): 'resnet50',
+    ('Bottleneck', (3, 4, 23, 3)): 'resnet101',
+    ('Bottleneck', (3, 8, 36, 3)): 'resnet152',
+}
 
 def _resnet_name(body) -> str|None:
     "The torchvision name of a ResNet `body` (from `hpa_body`), by its block type and counts; None if not recognised"
@@ -250,12 +291,15 @@ def _resnet_name(body) -> str|None:
     except (IndexError, TypeError, KeyError): return None
     return _RESNETS.get(key)
 
+# %% ../nbs/05_inference.ipynb #f247ee56
 def _arch_fn(name:str):
-    "The builder `name` stands for, by `resolve_arch`: a torchvision name or 'timm/<name>' (a name, never code, is read from JSON)"
+    """The builder `name` stands for, by `resolve_arch`: a torchvision name or 'timm/<name>' (a name, never code, is
+    read from JSON)"""
     if not isinstance(name, str): raise HpaDataError(f'architecture {name!r}: expected a name')
     try: return resolve_arch(name)
     except (ValueError, ImportError) as e: raise HpaDataError(f'unknown architecture {name!r}: {e}') from None
 
+# %% ../nbs/05_inference.ipynb #de698380
 def _loss_config(lf) -> dict:
     "The name and settings of an `hpa_loss` loss, for model.json"
     if isinstance(lf, SigmoidFocalLoss): return dict(name='focal', gamma=float(lf.gamma), alpha=float(lf.alpha))
@@ -266,6 +310,7 @@ def _loss_config(lf) -> dict:
     raise ValueError(f"the weights-only form knows the losses of `hpa_loss` ('bce', 'focal'), not {type(lf).__name__}; "
                      'export with `safe=False` for the pickle alone')
 
+# %% ../nbs/05_inference.ipynb #8968f2cf
 def _loss_from(cfg:dict):
     "The loss described by `_loss_config`"
     kw = {k: v for k, v in cfg.items() if k != 'name'}
@@ -273,21 +318,40 @@ def _loss_from(cfg:dict):
         if kw.get(k) is not None: kw[k] = torch.tensor(kw[k])
     return hpa_loss(cfg['name'], **kw)
 
+# %% ../nbs/05_inference.ipynb #22760f58
 def _model_config(learn:Learner, arch:str|None=None) -> dict:
     "Everything but the weights that `load_hpa_weights` needs to rebuild `learn`, as JSON-ready values"
     m = learn.model
-    if not isinstance(m, HpaModel): raise ValueError(f'expected an `HpaModel` (from `hpa_learner`), got {type(m).__name__}')
+    if not isinstance(m, HpaModel):
+        raise ValueError(f'expected an `HpaModel` (from `hpa_learner`), got {type(m).__name__}')
     arch = arch or _resnet_name(m.body)
-    if arch is None: raise ValueError("cannot tell this body's architecture: pass `arch=` its torchvision name (e.g. 'resnet34')")
+    if arch is None:
+        raise ValueError("cannot tell this body's architecture: pass `arch=` its torchvision name (e.g. 'resnet34')")
     op = rgby_opener(learn.dls)
     norm = learn.dls.valid.after_batch.fs.filter(risinstance(Normalize))
     if len(norm) != 1: raise ValueError(f'expected one Normalize among the batch transforms, found {len(norm)}')
-    cfg = dict(format='hpa_fastai.model', format_version=1, hpa_fastai=__version__, arch=arch, channels=list(op.channels),
-               size=op.size, stats=dict(mean=to_np(norm[0].mean).ravel().tolist(), std=to_np(norm[0].std).ravel().tolist()),
-               n_features=m.n_features, n_hidden=m.head[1].out_features, dropout=m.head[4].p, extra_dropout=m.head[0].p, dropout_at='concat',   # the layers' own p
-               feature_scale=float(m.feature_scale), feature_skip=getattr(m, 'skip', None) is not None,
-               loss=_loss_config(learn.loss_func), vocab=list(learn.dls.vocab),
-               bs=learn.dls.bs, aug=any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs), features=None)
+    cfg = dict(
+        format='hpa_fastai.model',
+        format_version=1,
+        hpa_fastai=__version__,
+        arch=arch,
+        channels=list(op.channels),
+        size=op.size,
+        stats=dict(mean=to_np(norm[0].mean).ravel().tolist(), std=to_np(norm[0].std).ravel().tolist()),
+        # the layers' own p
+        n_features=m.n_features,
+        n_hidden=m.head[1].out_features,
+        dropout=m.head[4].p,
+        extra_dropout=m.head[0].p,
+        dropout_at='concat',
+        feature_scale=float(m.feature_scale),
+        feature_skip=getattr(m, 'skip', None) is not None,
+        loss=_loss_config(learn.loss_func),
+        vocab=list(learn.dls.vocab),
+        bs=learn.dls.bs,
+        aug=any(isinstance(t, AffineCoordTfm) for t in learn.dls.valid.after_batch.fs),
+        features=None,
+    )
     if m.n_features:
         lk = feature_lookup(learn.dls)
         if lk is None: raise ValueError('the model takes features but its DataLoaders have no FeatureBlock')
@@ -297,17 +361,27 @@ def _model_config(learn:Learner, arch:str|None=None) -> dict:
 
 # %% ../nbs/05_inference.ipynb #57f65263
 def _ordered_stats(mean, std, chans):
-    "Per-channel stats in `chans` order, laid out so that `hpa_datablock` (via `channel_stats`) picks them back in that order"
+    """Per-channel stats in `chans` order, laid out so that `hpa_datablock` (via `channel_stats`) picks them back in
+    that order"""
     if len(chans) != len(CHANNELS): return list(mean), list(std)
     return [mean[chans.index(c)] for c in CHANNELS], [std[chans.index(c)] for c in CHANNELS]
 
+# %% ../nbs/05_inference.ipynb #47947bb6
 def _empty_dls(cfg:dict, path, device, num_workers:int) -> DataLoaders:
-    "HPA `DataLoaders` with no items, made from a model description: the transforms of `hpa_datablock`, the types stated"
+    """HPA `DataLoaders` with no items, made from a model description: the transforms of `hpa_datablock`, the types
+    stated"""
     chans = parse_channels(cfg['channels'])
     extra = ()
     if cfg['n_features']:
         f = cfg['features']; nm = f['norm']
-        extra = (FeatureBlock(pd.DataFrame(columns=['Id', *FEATURE_NAMES]), None if nm is None else FeatureNorm(nm['lo'], nm['hi'], nm['weights']), f['params']),)   # new samples: computed from their image
+        # new samples: computed from their image
+        extra = (
+            FeatureBlock(
+                pd.DataFrame(columns=['Id', *FEATURE_NAMES]),
+                None if nm is None else FeatureNorm(nm['lo'], nm['hi'], nm['weights']),
+                f['params'],
+            ),
+        )
     dblock = hpa_datablock(pd.DataFrame({'Id': [], 'Target': []}), cfg['size'], chans, aug=cfg['aug'],
                            stats=_ordered_stats(cfg['stats']['mean'], cfg['stats']['std'], chans), extra_blocks=extra)
     stem = type(Path())
@@ -320,6 +394,7 @@ def _empty_dls(cfg:dict, path, device, num_workers:int) -> DataLoaders:
     train._n_inp, train._types = dsets.n_inp, {tuple: [t[-1] for t in types]}      # what one batch would have told it
     return DataLoaders(train, train.new(dsets.subset(1), shuffle=False, drop_last=False), path=path, device=device)
 
+# %% ../nbs/05_inference.ipynb #0ab36d3f
 def _rebuild(cfg:dict, state_dict, path='.', cpu:bool=True, num_workers:int|None=None, where='model.json') -> Learner:
     "A learner rebuilt from model description `cfg` (read from `where`) with `state_dict` loaded strictly"
     device = torch.device('cpu') if cpu else default_device()
@@ -327,9 +402,21 @@ def _rebuild(cfg:dict, state_dict, path='.', cpu:bool=True, num_workers:int|None
     try:
         if cfg.get('vocab') != HPA_CLASSES: raise HpaDataError('its classes are not the 28 HPA classes in order')
         dls = _empty_dls(cfg, path, device, num_workers)
-        learn = hpa_learner(dls, arch=_arch_fn(cfg['arch']), pretrained=False, loss=_loss_from(cfg['loss']), dropout=cfg['dropout'],
-                            extra_dropout=cfg['extra_dropout'], dropout_at=cfg.get('dropout_at', 'concat'), feature_scale=cfg['feature_scale'], n_hidden=cfg['n_hidden'],
-                            feature_skip=cfg.get('feature_skip', False), init_bias=None, path=path)   # files before the path: without it
+        learn = hpa_learner(
+            dls,
+            arch=_arch_fn(cfg['arch']),
+            pretrained=False,
+            loss=_loss_from(cfg['loss']),
+            dropout=cfg['dropout'],
+            extra_dropout=cfg['extra_dropout'],
+            dropout_at=cfg.get('dropout_at', 'concat'),
+            feature_scale=cfg['feature_scale'],
+            n_hidden=cfg['n_hidden'],
+            # files before the path: without it
+            feature_skip=cfg.get('feature_skip', False),
+            init_bias=None,
+            path=path,
+        )
         learn.model.load_state_dict(state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise HpaDataError(f'{where}: cannot rebuild the model ({type(e).__name__}: {e})') from e
@@ -341,10 +428,12 @@ def export_hpa(learn:Learner, # A trained HPA learner (from `hpa_learner`)
                fname='export.pkl', # Model file, absolute or relative to `learn.path`; its stem names every file written
                thresholds=None, # Thresholds to set and save (default: the learner's, else 0.5)
                *,
-               safe:bool=True, # Write the weights-only form: `{stem}.pth` (state dict) and `{stem}.json` (how to rebuild)
+               # Write the weights-only form: `{stem}.pth` (state dict) and `{stem}.json` (how to rebuild)
+               safe:bool=True,
                pickled:bool=True, # Write fastai's pickled learner, `{stem}.pkl`
-               arch:str|None=None, # torchvision name of the body's architecture (default: recognised from a ResNet body)
-               **kwargs, # Recorded in the thresholds JSON and `model.json` (as `info`), e.g. `method='f1'`, `config={...}`
+               # torchvision name of the body's architecture (default: recognised from a ResNet body)
+               arch:str|None=None,
+               **kwargs, # Recorded in the thresholds JSON and `model.json` (as `info`), e.g. `method='f1'`
               ) -> Path:
     "Export `learn` as weights + JSON (safe to share) and as a pickle, with its thresholds in one JSON beside them"
     if not (safe or pickled): raise ValueError('nothing to export: `safe` and `pickled` are both False')
@@ -356,8 +445,10 @@ def export_hpa(learn:Learner, # A trained HPA learner (from `hpa_learner`)
         rebuilt = _rebuild(cfg, sd, full.parent, num_workers=0, where=f'{full.with_suffix(".json")} (being exported)')
         tfms = lambda l: [type(t).__name__ for t in (*l.dls.valid.after_item.fs, *l.dls.valid.after_batch.fs)]
         if tfms(rebuilt) != tfms(learn):
-            raise ValueError(f'the weights-only form would transform images by {tfms(rebuilt)}, this learner by {tfms(learn)}: '
-                             'make the DataLoaders with `hpa_dataloaders`, or export with `safe=False` for the pickle alone')
+            raise ValueError(
+                f'the weights-only form would transform images by {tfms(rebuilt)}, this learner by {tfms(learn)}: '
+                'make the DataLoaders with `hpa_dataloaders`, or export with `safe=False` for the pickle alone'
+            )
     set_thresholds(learn, th)
     tf = thresholds_file(full); tf.unlink(missing_ok=True)  # written last: no stale thresholds beside new weights
     if safe:
@@ -368,6 +459,7 @@ def export_hpa(learn:Learner, # A trained HPA learner (from `hpa_learner`)
     save_thresholds(th, tf, **kwargs)
     return full.with_suffix('.pkl' if pickled else '.pth')
 
+# %% ../nbs/05_inference.ipynb #bcddb4f8
 def load_hpa_weights(fname, # `model.pth` or `model.json` (the other must be beside it)
                      cpu:bool=True, # Put the learner on the CPU (else the default device)
                      *,
@@ -378,13 +470,16 @@ def load_hpa_weights(fname, # `model.pth` or `model.json` (the other must be bes
     cfg = read_json(jf, 'model description')
     if not isinstance(cfg, dict) or cfg.get('format') != 'hpa_fastai.model':
         raise HpaDataError(f'{jf}: not a model description written by `export_hpa`')
-    if cfg.get('format_version', 1) > 1: raise HpaDataError(f'{jf}: written by a newer hpa_fastai ({cfg.get("hpa_fastai")}); upgrade to load it')
+    if cfg.get('format_version', 1) > 1:
+        raise HpaDataError(f'{jf}: written by a newer hpa_fastai ({cfg.get("hpa_fastai")}); upgrade to load it')
     if not wf.exists(): raise HpaDataError(f'{wf}: model weights not found beside {jf.name}')
     try: sd = torch.load(wf, map_location='cpu', weights_only=True)
-    except Exception as e: raise HpaDataError(f'{wf}: not a weights file written by `export_hpa` ({type(e).__name__}: {e})') from e
+    except Exception as e:
+        raise HpaDataError(f'{wf}: not a weights file written by `export_hpa` ({type(e).__name__}: {e})') from e
     if not isinstance(sd, dict): raise HpaDataError(f'{wf}: holds a {type(sd).__name__}, not a state dict')
     return _rebuild(cfg, sd, jf.parent, cpu, num_workers, jf)
 
+# %% ../nbs/05_inference.ipynb #8f29d3b9
 def load_hpa(fname, # `model.pth`/`model.json` (weights-only, safe) or `model.pkl` (pickle: only if you trust it)
              cpu:bool=True, # Put the learner on the CPU (else the default device)
              *,
@@ -397,17 +492,26 @@ def load_hpa(fname, # `model.pth`/`model.json` (weights-only, safe) or `model.pk
     if not fname.exists(): raise HpaDataError(f'{fname}: model file not found')
     if fname.suffix in ('.pth', '.json'): learn = load_hpa_weights(fname, cpu, num_workers=num_workers)
     elif fname.suffix == '.pkl':
-        warnings.warn(f'{fname}: loading a pickled learner runs code stored in the file; load only a .pkl you trust. '
-                      f'The weights-only form ({fname.with_suffix(".pth").name} + {fname.with_suffix(".json").name}) loads without it.',
-                      stacklevel=2)
+        warnings.warn(
+            f'{fname}: loading a pickled learner runs code stored in the file; load only a .pkl you trust. The'
+            f' weights-only form ({fname.with_suffix(".pth").name} + {fname.with_suffix(".json").name}) loads'
+            ' without it.',
+            stacklevel=2,
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='load_learner` uses')      # fastai's version of the warning above
             try: learn = load_learner(fname, cpu=cpu)
             except Exception as e:
-                raise HpaDataError(f'{fname}: cannot be loaded as a learner exported by `export_hpa` ({type(e).__name__}: {e})') from e
-    else: raise HpaDataError(f'{fname}: unknown model file type {fname.suffix!r}; expected .pth/.json or .pkl from `export_hpa`')
+                raise HpaDataError(
+                    f'{fname}: cannot be loaded as a learner exported by `export_hpa` ({type(e).__name__}: {e})'
+                ) from e
+    else:
+        raise HpaDataError(
+            f'{fname}: unknown model file type {fname.suffix!r}; expected .pth/.json or .pkl from `export_hpa`'
+        )
     tf = thresholds_file(fname)
-    if not tf.exists(): raise HpaDataError(f'{tf}: thresholds file missing beside {fname.name}; re-export with `export_hpa`')
+    if not tf.exists():
+        raise HpaDataError(f'{tf}: thresholds file missing beside {fname.name}; re-export with `export_hpa`')
     return set_thresholds(learn, load_thresholds(tf))
 
 # %% ../nbs/05_inference.ipynb #a4a2e4d5
@@ -418,6 +522,7 @@ def dihedral(x:Tensor, # A batch of images (N, C, H, W)
     x = x.flip(-1) if k >= 4 else x
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
+# %% ../nbs/05_inference.ipynb #956d4839
 def dihedral_tta(learn:Learner, # The learner whose model predicts
                  dl=None, # The DataLoader to predict (default: `learn.dls[ds_idx]`, in order)
                  ds_idx:int=1, # Which of `learn.dls` when `dl` is None (1: validation)
@@ -444,7 +549,8 @@ def write_submission(probs, # Probabilities (samples × 28) of the test samples
                      ids, # Their Ids, in the same order
                      fname='submission.csv', # The CSV to write (atomically)
                      thresholds=0.5, # One threshold, or one per class, in [0, 1]
-                     sample_submission=None, # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     sample_submission=None,
                      keep_top:bool=True, # Also predict each sample's most probable class
                     ) -> pd.DataFrame:
     "Write a Kaggle submission (`Id,Predicted`) for `probs` of samples `ids`, in `sample_submission`'s order"
@@ -452,10 +558,12 @@ def write_submission(probs, # Probabilities (samples × 28) of the test samples
     with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
     return sub
 
+# %% ../nbs/05_inference.ipynb #41b44c70
 def submission_table(probs, # Probabilities (samples × 28) of the test samples
                      ids, # Their Ids, in the same order
                      thresholds=0.5, # One threshold, or one per class, in [0, 1]
-                     sample_submission=None, # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     sample_submission=None,
                      keep_top:bool=True, # Also predict each sample's most probable class
                      what='the submission', # What the table is for, in error messages
                     ) -> pd.DataFrame:
@@ -468,12 +576,18 @@ def submission_table(probs, # Probabilities (samples × 28) of the test samples
     pred = predict_labels(p, check_thresholds(thresholds, f'thresholds for {fname}'), keep_top)
     sub = pd.DataFrame({'Id': ids, 'Predicted': [' '.join(map(str, np.flatnonzero(r))) for r in pred]})
     if sample_submission is not None:
-        ss = sample_submission if isinstance(sample_submission, pd.DataFrame) else pd.read_csv(sample_submission, dtype=str)
+        ss = (
+            sample_submission
+            if isinstance(sample_submission, pd.DataFrame)
+            else pd.read_csv(sample_submission, dtype=str)
+        )
         if 'Id' not in ss.columns: raise HpaDataError(f'{sample_submission}: no Id column')
         missing, extra = sorted(set(ss.Id) - set(ids)), sorted(set(ids) - set(ss.Id))
         if missing or extra:
-            raise HpaDataError(f'predictions and sample submission disagree: {len(missing)} Id(s) of the sample submission have no '
-                               f'prediction (e.g. {missing[:3]}), {len(extra)} predicted Id(s) are not in it (e.g. {extra[:3]})')
+            raise HpaDataError(
+                f'predictions and sample submission disagree: {len(missing)} Id(s) of the sample submission have no '
+                f'prediction (e.g. {missing[:3]}), {len(extra)} predicted Id(s) are not in it (e.g. {extra[:3]})'
+            )
         sub = sub.set_index('Id').loc[ss.Id].reset_index()
     return sub
 
@@ -487,16 +601,26 @@ def hpa_report(probs, # Probabilities (samples × 28)
     "Per-class precision, recall, F1 and support (and each baseline's F1 as `f1_{name}`), with a final 'macro' row"
     p = predict_labels(probs, thresholds, keep_top); t = as_numpy(targets) > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
-    prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.); rec = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.)
+    prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.)
+    rec = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.)
     f1 = f1_per_class(p, t)                              # p is already 0/1: thresholded at 0.5 it stays as it is
     df = pd.DataFrame({'class': HPA_CLASSES, 'precision': prec, 'recall': rec, 'f1': f1, 'support': t.sum(0)})
-    macro = pd.DataFrame({'class': ['macro'], 'precision': [prec.mean()], 'recall': [rec.mean()], 'f1': [f1.mean()], 'support': [int(t.sum())]})
+    macro = pd.DataFrame(
+        {
+            'class': ['macro'],
+            'precision': [prec.mean()],
+            'recall': [rec.mean()],
+            'f1': [f1.mean()],
+            'support': [int(t.sum())],
+        }
+    )
     for k, v in (baselines or {}).items():
         v = np.asarray(v, np.float64)
         if v.shape != f1.shape: raise ValueError(f'baseline {k!r}: {v.shape} values for {len(f1)} classes')
         df[f'f1_{k}'] = v; macro[f'f1_{k}'] = v.mean()
     return pd.concat([df, macro], ignore_index=True)
 
+# %% ../nbs/05_inference.ipynb #d8a8d6c1
 _BASELINE_STYLE = dict(all_positive='_', frequency='.', features_only='x')   # marker of each baseline in the figures
 
 def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
@@ -510,9 +634,18 @@ def plot_class_f1(report:pd.DataFrame, # A report from `hpa_report`
     ax.bar(range(len(df)), df.f1, color='tab:green', label=f'model (macro {macro.f1:.3f})')
     for (k, mk), c in zip(_BASELINE_STYLE.items(), ('tab:gray', 'tab:orange', 'tab:blue')):
         if f'f1_{k}' in df:
-            ax.plot(range(len(df)), df[f'f1_{k}'], mk, color=c, ms=4, label=f"{k.replace('_', ' ')} ({macro[f'f1_{k}']:.3f})")
+            ax.plot(
+                range(len(df)),
+                df[f'f1_{k}'],
+                mk,
+                color=c,
+                ms=4,
+                label=f"{k.replace('_', ' ')} ({macro[f'f1_{k}']:.3f})",
+            )
     ax.set_xticks(range(len(df))); ax.set_xticklabels(df['class'], rotation=90, fontsize=7)
-    ax.set_ylabel('F1'); ax.set_ylim(0, 1); ax.set_title('per-class F1 beside the baselines; classes by training frequency', fontsize=9)
+    ax.set_ylabel('F1')
+    ax.set_ylim(0, 1)
+    ax.set_title('per-class F1 beside the baselines; classes by training frequency', fontsize=9)
     if any(f'f1_{k}' in df for k in _BASELINE_STYLE): ax.legend(fontsize=7, loc='upper right')
     return ax
 
@@ -524,11 +657,15 @@ def plot_f1_curves(learn:Learner, # A learner from `hpa_learner`, fitted (its `F
                   ):
     "Train and valid macro-F1 per epoch, as recorded by the learner's `F1History` callback"
     rows = getattr(getattr(learn, 'f1_history', None), 'rows', None)
-    if not rows or 'train_f1_macro' not in rows[0]: raise ValueError('no train F1 recorded: make the learner with `hpa_learner` (it adds F1History) and fit it')
+    if not rows or 'train_f1_macro' not in rows[0]:
+        raise ValueError('no train F1 recorded: make the learner with `hpa_learner` (it adds F1History) and fit it')
     if ax is None: _, ax = plt.subplots(figsize=figsize)
     ep = np.arange(1, len(rows) + 1)
     for n in ('train_f1_macro', 'valid_f1_macro'): ax.plot(ep, [r[n] for r in rows], marker='o', label=n.split('_')[0])
     for (k, v), ls in zip((baselines or {}).items(), (':', '--', '-.')):
         ax.axhline(v, color='gray', ls=ls, lw=1, label=f"{k.replace('_', ' ')} {v:.3f}")
-    ax.set_xlabel('epoch'); ax.set_ylabel('macro-F1 (at 0.5)'); ax.legend(fontsize=7); ax.set_title('macro-F1 per epoch', fontsize=9)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('macro-F1 (at 0.5)')
+    ax.legend(fontsize=7)
+    ax.set_title('macro-F1 per epoch', fontsize=9)
     return ax

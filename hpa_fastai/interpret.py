@@ -21,15 +21,37 @@ __all__ = ['SHORT_NAMES', 'short_name', 'short_names', 'plot_top_losses', 'class
 
 # %% ../nbs/08_interpret.ipynb #fa41c0d4
 SHORT_NAMES = {
-    'Nucleoplasm': 'Nucleoplasm', 'Nuclear membrane': 'Nuc. membrane', 'Nucleoli': 'Nucleoli', 'Nucleoli fibrillar center': 'Nucleoli FC',
-    'Nuclear speckles': 'Nuc. speckles', 'Nuclear bodies': 'Nuc. bodies', 'Endoplasmic reticulum': 'ER', 'Golgi apparatus': 'Golgi',
-    'Peroxisomes': 'Peroxisomes', 'Endosomes': 'Endosomes', 'Lysosomes': 'Lysosomes', 'Intermediate filaments': 'Interm. fil.',
-    'Actin filaments': 'Actin fil.', 'Focal adhesion sites': 'Focal adhesion', 'Microtubules': 'Microtubules', 'Microtubule ends': 'MT ends',
-    'Cytokinetic bridge': 'Cytok. bridge', 'Mitotic spindle': 'Mit. spindle', 'Microtubule organizing center': 'MTOC',
-    'Centrosome': 'Centrosome', 'Lipid droplets': 'Lipid droplets', 'Plasma membrane': 'Plasma membr.', 'Cell junctions': 'Cell junctions',
-    'Mitochondria': 'Mitochondria', 'Aggresome': 'Aggresome', 'Cytosol': 'Cytosol', 'Cytoplasmic bodies': 'Cyto. bodies',
-    'Rods & rings': 'Rods & rings'}
+    'Nucleoplasm': 'Nucleoplasm',
+    'Nuclear membrane': 'Nuc. membrane',
+    'Nucleoli': 'Nucleoli',
+    'Nucleoli fibrillar center': 'Nucleoli FC',
+    'Nuclear speckles': 'Nuc. speckles',
+    'Nuclear bodies': 'Nuc. bodies',
+    'Endoplasmic reticulum': 'ER',
+    'Golgi apparatus': 'Golgi',
+    'Peroxisomes': 'Peroxisomes',
+    'Endosomes': 'Endosomes',
+    'Lysosomes': 'Lysosomes',
+    'Intermediate filaments': 'Interm. fil.',
+    'Actin filaments': 'Actin fil.',
+    'Focal adhesion sites': 'Focal adhesion',
+    'Microtubules': 'Microtubules',
+    'Microtubule ends': 'MT ends',
+    'Cytokinetic bridge': 'Cytok. bridge',
+    'Mitotic spindle': 'Mit. spindle',
+    'Microtubule organizing center': 'MTOC',
+    'Centrosome': 'Centrosome',
+    'Lipid droplets': 'Lipid droplets',
+    'Plasma membrane': 'Plasma membr.',
+    'Cell junctions': 'Cell junctions',
+    'Mitochondria': 'Mitochondria',
+    'Aggresome': 'Aggresome',
+    'Cytosol': 'Cytosol',
+    'Cytoplasmic bodies': 'Cyto. bodies',
+    'Rods & rings': 'Rods & rings',
+}
 
+# %% ../nbs/08_interpret.ipynb #9fdfe6f8
 def short_name(name, # A class name
                max_len:int=14, # Longer names (not in `SHORT_NAMES`) are cut to this many characters
               ) -> str:
@@ -37,6 +59,7 @@ def short_name(name, # A class name
     s = SHORT_NAMES.get(str(name), str(name))
     return s if len(s) <= max_len else s[:max_len - 1] + '…'
 
+# %% ../nbs/08_interpret.ipynb #7fe4fc21
 def short_names(names, # Class names
                 max_names:int=3, # Names shown; the rest is counted as `+n`
                 sep:str='; ', # Separator
@@ -54,12 +77,14 @@ def _with_probs(names, probs, vocab, max_names:int=2) -> str:
     s = '; '.join(f'{short_name(n)} {probs[list(vocab).index(n)]:.2f}' for n in names[:max_names])
     return s + (f' +{len(names) - max_names}' if len(names) > max_names else '')
 
+# %% ../nbs/08_interpret.ipynb #dc0c63c1
 def _top_loss_title(targ, pred, raw, loss, vocab, max_names:int=2) -> str:
     "Three lines: the loss; the true classes and the predicted ones, each with its probability"
     probs = torch.as_tensor(raw).float().flatten().tolist()
     return (f'loss {float(loss):.2f}\ntrue: {_with_probs(list(targ), probs, vocab, max_names)}\n'
             f'pred: {_with_probs(list(pred), probs, vocab, max_names)}')
 
+# %% ../nbs/08_interpret.ipynb #866e1250
 def _plot_top_losses(samples, outs, raws, losses, nrows=None, ncols=None, figsize=None, vocab=None,
                      max_names:int=2, fontsize:int=7, **kwargs):
     "One panel per sample: the image (and the features' `show`), titled by `_top_loss_title`"
@@ -76,6 +101,7 @@ def _plot_top_losses(samples, outs, raws, losses, nrows=None, ncols=None, figsiz
         ax.set_title(_top_loss_title(s[-1], o[0], r, l, vocab, max_names), fontsize=fontsize, loc='left')
     return axs
 
+# %% ../nbs/08_interpret.ipynb #e2bff7db
 @dispatch
 def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
                     y:TensorMultiCategory, # The decoded multi-hot targets
@@ -88,9 +114,11 @@ def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
                     figsize=None, # Figure size (default 3 × 3.3 inches a panel)
                     **kwargs, # `vocab`, `max_names` (class names a line), `fontsize`; the rest to the image's `show`
                    ):
-    "Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes with their probabilities"
+    """Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes with their
+    probabilities"""
     return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, **kwargs)
 
+# %% ../nbs/08_interpret.ipynb #2b4b66f0
 @dispatch
 def plot_top_losses(x:RGBYImage, # The decoded image batch
                     y:TensorMultiCategory, # The decoded multi-hot targets
@@ -98,11 +126,13 @@ def plot_top_losses(x:RGBYImage, # The decoded image batch
                     **kwargs, # As for an image + features learner
                    ):
     "Top losses of an image-only HPA learner: composite, loss, true and predicted classes with their probabilities"
-    return _plot_top_losses(*args, **kwargs)   # one method per type: plum finds `tuple | RGBYImage` ambiguous against fastai's `TensorImage`
+    # one method per type: plum finds `tuple | RGBYImage` ambiguous against fastai's `TensorImage`
+    return _plot_top_losses(*args, **kwargs)
 
 # %% ../nbs/08_interpret.ipynb #2b70bbc6
 def _f32(x) -> np.ndarray: return as_numpy(x).astype(np.float32)
 
+# %% ../nbs/08_interpret.ipynb #258e25a0
 def class_confusion(probs, # Probabilities, (n_samples, n_classes)
                     targets, # Multi-hot targets, (n_samples, n_classes)
                     thresholds=0.5, # One threshold, or one per class
@@ -114,10 +144,19 @@ def class_confusion(probs, # Probabilities, (n_samples, n_classes)
     vocab = list(HPA_CLASSES if vocab is None else vocab)
     pred = predict_labels(p, thresholds, keep_top)
     rep = hpa_report(p, t, thresholds, keep_top).iloc[:len(vocab)].reset_index(drop=True)
-    df = pd.DataFrame({'class': vocab, 'threshold': np.broadcast_to(np.asarray(thresholds, np.float32), (len(vocab),)),
-                       'tp': (pred & t).sum(0), 'fp': (pred & ~t).sum(0), 'fn': (~pred & t).sum(0), 'tn': (~pred & ~t).sum(0)})
+    df = pd.DataFrame(
+        {
+            'class': vocab,
+            'threshold': np.broadcast_to(np.asarray(thresholds, np.float32), (len(vocab),)),
+            'tp': (pred & t).sum(0),
+            'fp': (pred & ~t).sum(0),
+            'fn': (~pred & t).sum(0),
+            'tn': (~pred & ~t).sum(0),
+        }
+    )
     return pd.concat([df, rep[['precision', 'recall', 'f1', 'support']]], axis=1)
 
+# %% ../nbs/08_interpret.ipynb #e93983dc
 def plot_class_confusion(df:pd.DataFrame, # From `class_confusion` (or `per_class_confusion`)
                          classes=None, # Class names or row positions to draw (default: all)
                          ncols:int=7, # Matrices per row
@@ -137,7 +176,15 @@ def plot_class_confusion(df:pd.DataFrame, # From `class_confusion` (or `per_clas
         shade = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(shade, cmap=cmap, vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, int(v), ha='center', va='center', fontsize=fontsize, color='white' if shade[i, j] > 0.5 else 'black')
+            ax.text(
+                j,
+                i,
+                int(v),
+                ha='center',
+                va='center',
+                fontsize=fontsize,
+                color='white' if shade[i, j] > 0.5 else 'black',
+            )
         ax.set_title(f"{short_name(r['class'])}\nF1 {r.f1:.2f}", fontsize=fontsize)
         ax.set_xticks([0, 1]); ax.set_yticks([0, 1]); ax.tick_params(length=0)
         ax.set_xticklabels(['yes', 'no'] if k // ncols == nrows - 1 else [], fontsize=fontsize - 1)
@@ -152,11 +199,13 @@ def confusion_pairs(probs, # Probabilities, (n_samples, n_classes)
                     thresholds=0.5, # One threshold, or one per class
                     keep_top:bool=True, # Each sample also predicts its most probable class
                    ) -> np.ndarray:
-    "(n_classes, n_classes) counts: row A, column B = samples with true class A and predicted class B not among their labels"
+    """(n_classes, n_classes) counts: row A, column B = samples with true class A and predicted class B not among their
+    labels"""
     t = _f32(targets) > 0.5
     fp = predict_labels(_f32(probs), thresholds, keep_top) & ~t
     return t.T.astype(np.int64) @ fp.astype(np.int64)
 
+# %% ../nbs/08_interpret.ipynb #d3b783ec
 def most_confused_pairs(probs, # Probabilities, (n_samples, n_classes)
                         targets, # Multi-hot targets, (n_samples, n_classes)
                         thresholds=0.5, # One threshold, or one per class
@@ -176,6 +225,7 @@ def _row_losses(loss_func, logits, targs):
     with torch.no_grad(): return torch.stack([loss_func(logits[i:i+1], targs[i:i+1]).float().mean() for i in range(len(logits))]) \
                                  if len(logits) else torch.zeros(0)
 
+# %% ../nbs/08_interpret.ipynb #912e7836
 def learner_thresholds(learn, # A learner
                       ) -> np.ndarray:
     "The thresholds `learn` decodes with: those of `set_thresholds`, else its loss function's `thresh`, else 0.5"
@@ -183,8 +233,10 @@ def learner_thresholds(learn, # A learner
     if th is None: th = getattr(learn.loss_func, 'thresh', 0.5)
     return _f32(th)
 
+# %% ../nbs/08_interpret.ipynb #4f56c221
 class MultiLabelInterpretation(Interpretation):
-    "Interpretation of a multi-label learner: per-class confusion, most confused pairs, top losses with their top classes"
+    """Interpretation of a multi-label learner: per-class confusion, most confused pairs, top losses with their top
+    classes"""
     def __init__(self,
         learn:Learner, # The learner interpreted
         dl:DataLoader, # The `DataLoader` its predictions were made on
@@ -234,7 +286,8 @@ class MultiLabelInterpretation(Interpretation):
         thresholds=None, # One threshold, or one per class (default: the learner's)
         keep_top:bool=True, # Each sample also predicts its most probable class
     ) -> list:
-        "(true class, wrongly predicted class, count), largest first: the multi-label `most_confused` (`most_confused_pairs`)"
+        """(true class, wrongly predicted class, count), largest first: the multi-label `most_confused`
+        (`most_confused_pairs`)"""
         return most_confused_pairs(self.probs, self.targs, self._th(thresholds), min_val, keep_top, self.vocab)
 
     def plot_top_losses(self,
@@ -242,9 +295,11 @@ class MultiLabelInterpretation(Interpretation):
         largest:bool=True, # The largest losses (False: the smallest)
         **kwargs, # Passed to `plot_top_losses`: `nrows`, `ncols`, `figsize`, `max_names`, `fontsize`
     ):
-        "Show `k` samples with the largest (or smallest) losses: fastai's, with this learner's class names; returns the panels"
+        """Show `k` samples with the largest (or smallest) losses: fastai's, with this learner's class names; returns
+        the panels"""
         super().plot_top_losses(k, largest, vocab=self.vocab, **kwargs)
-        return [ax for ax in plt.gcf().axes if ax.get_title(loc='left')]       # the titled panels (not the grid's spare axes)
+        # the titled panels (not the grid's spare axes)
+        return [ax for ax in plt.gcf().axes if ax.get_title(loc='left')]
 
 # %% ../nbs/08_interpret.ipynb #593d06bf
 def _last_block(body:nn.Module) -> nn.Module:
@@ -253,6 +308,7 @@ def _last_block(body:nn.Module) -> nn.Module:
         if any(isinstance(c, nn.Conv2d) for c in m.modules()): return m
     raise ValueError('no convolution found in the model body: pass `layer`')
 
+# %% ../nbs/08_interpret.ipynb #6a33556a
 def model_inputs(learn, # A learner (or anything with `.model` and, for stems, `.dls`)
                  x, # One sample: a stem `folder/Id`, an encoded image, or (image, features); batched or not
                 ) -> tuple:
@@ -265,6 +321,7 @@ def model_inputs(learn, # A learner (or anything with `.model` and, for stems, `
     xs = tuple(torch.as_tensor(t).as_subclass(Tensor).float().to(dev) for t in xs)
     return (xs[0][None] if xs[0].ndim == 3 else xs[0],) + tuple(t[None] if t.ndim == 1 else t for t in xs[1:])
 
+# %% ../nbs/08_interpret.ipynb #8b95e479
 def class_index(cls, # A class: index or name
                 vocab=None, # Class names (default `HPA_CLASSES`)
                ) -> int:
@@ -274,10 +331,12 @@ def class_index(cls, # A class: index or name
     if cls not in vocab: raise ValueError(f'{cls!r} is not a class name')
     return vocab.index(cls)
 
+# %% ../nbs/08_interpret.ipynb #bf44fd7e
 def grad_cam(learn, # A learner whose model has a convolutional `.body` (image-only or fused with the features)
              x, # One sample: a stem `folder/Id`, an encoded image, or (image, features)
              cls, # The class explained: index or name
-             layer=None, # The module whose output is weighted (default: the last convolutional block of `learn.model.body`)
+             # The module whose output is weighted (default: the last convolutional block of `learn.model.body`)
+             layer=None,
              normalize:bool=True, # Scale the map to a maximum of 1 (unless it is all zero)
             ) -> Tensor:
     "Grad-CAM heat map of class `cls` for sample `x`: H×W like the input, finite, ≥ 0"
@@ -300,6 +359,7 @@ def grad_cam(learn, # A learner whose model has a convolutional `.body` (image-o
     if normalize and cam.max() > 0: cam = cam / cam.max()
     return cam.detach().cpu()
 
+# %% ../nbs/08_interpret.ipynb #f14b7296
 def show_grad_cam(learn, # A learner whose model has a convolutional `.body` (without `dls`: `x` is shown as given)
                   x, # One sample: a stem `folder/Id`, an encoded image, or (image, features)
                   classes, # The class(es) explained: index or name, or a list of them

@@ -28,50 +28,67 @@ __all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs',
 # %% ../nbs/04_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
 
+# %% ../nbs/04_learner.ipynb #63102891
 def rgby_stem(
     conv:nn.Conv2d, # The pretrained first convolution, taking RGB
     channels=CHANNELS, # Input channels of the new convolution, in order: names or a string such as 'rgby'
     fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
 ) -> nn.Conv2d:
     "A copy of RGB `conv` taking `channels`: red, green, blue filters copied, yellow initialised by `fourth_channel`"
-    if fourth_channel not in FOURTH_CHANNEL_INITS: raise ValueError(f'fourth_channel must be one of {FOURTH_CHANNEL_INITS}, got {fourth_channel!r}')
+    if fourth_channel not in FOURTH_CHANNEL_INITS:
+        raise ValueError(f'fourth_channel must be one of {FOURTH_CHANNEL_INITS}, got {fourth_channel!r}')
     channels = parse_channels(channels)
     w = conv.weight.data
-    src = {'red': w[:, 0], 'green': w[:, 1], 'blue': w[:, 2],
-           'yellow': {'zero': torch.zeros_like(w[:, 0]), 'blue': w[:, 2], 'red': w[:, 0], 'mean': w.mean(1)}[fourth_channel]}
+    src = {
+        'red': w[:, 0],
+        'green': w[:, 1],
+        'blue': w[:, 2],
+        'yellow': {'zero': torch.zeros_like(w[:, 0]), 'blue': w[:, 2], 'red': w[:, 0], 'mean': w.mean(1)}[
+            fourth_channel
+        ],
+    }
     if conv.groups != 1: raise ValueError(f'the stem convolution must have groups=1, got {conv.groups}')
-    new = deepcopy(conv)                 # same class and settings: stride, padding, dilation, bias (and timm's `Conv2dSame`)
+    # same class and settings: stride, padding, dilation, bias (and timm's `Conv2dSame`)
+    new = deepcopy(conv)
     new.in_channels = len(channels)
     new.weight = nn.Parameter(torch.stack([src[c] for c in channels], 1).clone())
     return new
 
 # %% ../nbs/04_learner.ipynb #5e6ab734
-_NOT_STAGED = ('googlenet', 'inception_v3', 'maxvit', 'vit_')   # torchvision classifiers whose body is no plain sequence of stages
+# torchvision classifiers whose body is no plain sequence of stages
+_NOT_STAGED = ('googlenet', 'inception_v3', 'maxvit', 'vit_')
 
 def known_archs() -> tuple:
-    "The torchvision names `resolve_arch` accepts: torchvision's classification CNNs ('resnet34', 'densenet121', 'efficientnet_b0', 'convnext_tiny', ...)"
+    """The torchvision names `resolve_arch` accepts: torchvision's classification CNNs ('resnet34', 'densenet121',
+    'efficientnet_b0', 'convnext_tiny', ...)"""
     return tuple(n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(_NOT_STAGED))
 
+# %% ../nbs/04_learner.ipynb #a1fa8162
 def _timm():
     "The timm module, or an `ImportError` that says how to install it"
     try: import timm
-    except ImportError as e: raise ImportError("timm architectures need timm: pip install 'hpa_fastai[timm]' (or pip install timm)") from e
+    except ImportError as e:
+        raise ImportError("timm architectures need timm: pip install 'hpa_fastai[timm]' (or pip install timm)") from e
     return timm
 
+# %% ../nbs/04_learner.ipynb #ede7d363
 class TimmArch:
     "A timm model by name, built like a torchvision constructor: `TimmArch('resnet18')(weights=None)`"
     def __init__(self,
         name:str, # timm model name, with or without a pretrained tag ('resnet18', 'resnet18.a1_in1k')
     ): self.name, self.__name__ = name, f'timm/{name}'
     def __call__(self,
-        weights=None, # `None`: random weights; anything else: timm's pretrained weights (from the Hugging Face hub or its cache)
+        # `None`: random weights; anything else: timm's pretrained weights (from the Hugging Face hub or its cache)
+        weights=None,
     ) -> nn.Module:
         "The full timm model, classifier included"
         return _timm().create_model(self.name, pretrained=weights is not None)
     def __repr__(self): return f'TimmArch({self.name!r})'
 
+# %% ../nbs/04_learner.ipynb #5ab2db29
 def _arch_name(arch): return getattr(arch, '__name__', repr(arch))
 
+# %% ../nbs/04_learner.ipynb #8d8ffb45
 def _unknown_arch(name):
     "The message for an architecture name nobody knows"
     close = difflib.get_close_matches(name.lower(), known_archs(), n=3, cutoff=0.7)
@@ -82,19 +99,26 @@ def _unknown_arch(name):
             "(all of them: hpa_fastai.learner.known_archs()), a constructor such as torchvision.models.densenet121, "
             "or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
 
+# %% ../nbs/04_learner.ipynb #1c7a2af2
 def resolve_arch(
     arch=resnet34, # A constructor (`densenet121`, a `TimmArch`), a torchvision name ('densenet121'), or 'timm/<name>'
 ):
-    "The constructor `arch` stands for: a callable as it is, a name from `known_archs()` from `torchvision.models`, 'timm/<name>' from timm"
+    """The constructor `arch` stands for: a callable as it is, a name from `known_archs()` from `torchvision.models`,
+    'timm/<name>' from timm"""
     if isinstance(arch, nn.Module):
-        raise TypeError(f'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built {type(arch).__name__}')
+        raise TypeError(
+            'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built'
+            f' {type(arch).__name__}'
+        )
     if callable(arch): return arch
     if not isinstance(arch, str): raise TypeError(f'arch must be a constructor or a name, got {arch!r}')
     name = arch.strip()
     if name.lower().startswith(('timm/', 'timm:')):
         n, timm = name[5:], _timm()
         if not (n.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(n)):
-            raise ValueError(f'timm has no model {n!r}: timm.list_models({n.split(".")[0][:5] + "*"!r}) lists similar names')
+            raise ValueError(
+                f'timm has no model {n!r}: timm.list_models({n.split(".")[0][:5] + "*"!r}) lists similar names'
+            )
         return TimmArch(n)
     key = name.lower().removeprefix('torchvision/')
     if key in known_archs(): return torchvision.models.get_model_builder(key)
@@ -104,15 +128,22 @@ def resolve_arch(
 class PretrainedWeightsError(RuntimeError):
     "ImageNet weights were asked for but could not be loaded"
 
+# %% ../nbs/04_learner.ipynb #1e80d27c
 def _tv_weights(arch):
-    "torchvision's ImageNet weights of `arch`, found by name: IMAGENET1K_V1 (the classic ones) where it has them, else DEFAULT"
+    """torchvision's ImageNet weights of `arch`, found by name: IMAGENET1K_V1 (the classic ones) where it has them, else
+    DEFAULT"""
     try: ws = torchvision.models.get_model_weights(arch)
     except (ValueError, KeyError, TypeError) as e:
-        raise PretrainedWeightsError(f'torchvision knows no ImageNet weights for {_arch_name(arch)}: pass `weights=` the path of a '
-                                     f'state-dict file, or `pretrained=False` to train from random weights') from e
+        raise PretrainedWeightsError(
+            f'torchvision knows no ImageNet weights for {_arch_name(arch)}: pass `weights=` the path of a '
+            'state-dict file, or `pretrained=False` to train from random weights'
+        ) from e
     return getattr(ws, 'IMAGENET1K_V1', None) or ws.DEFAULT
 
-_OLD_DENSE_KEY = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$')
+# %% ../nbs/04_learner.ipynb #c3f49f56
+_OLD_DENSE_KEY = re.compile(
+    r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$'
+)
 
 def _load_state_file(m, fn, name):
     "Load the state-dict file `fn` into `m` (torchvision's old DenseNet key names renamed, as torchvision does)"
@@ -124,12 +155,15 @@ def _load_state_file(m, fn, name):
     try: m.load_state_dict(sd)
     except RuntimeError as e: raise PretrainedWeightsError(f'weights file {fn} does not fit {name}: {e}') from e
 
+# %% ../nbs/04_learner.ipynb #53ace825
 def load_arch(
-    arch=resnet34, # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    arch=resnet34,
     pretrained:bool=True, # Load the ImageNet weights (torchvision's or timm's cache, or a download)
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
 ) -> nn.Module:
-    "The full model `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random (`pretrained=False`)"
+    """The full model `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random
+    (`pretrained=False`)"""
     arch = resolve_arch(arch); name = _arch_name(arch)
     if weights is not None:
         fn = Path(weights)
@@ -142,27 +176,32 @@ def load_arch(
         except ImportError: raise
         except Exception as e:              # offline, timm fails in many ways (huggingface_hub, requests, httpx, urllib): all reported
             raise PretrainedWeightsError(
-                f'could not load pretrained weights for {name} ({type(e).__name__}: {e}). Either run once where the Hugging Face hub '
-                f'can be reached (timm caches the weights under HF_HOME; HF_HUB_OFFLINE=1 then reads them from there), or pass `weights=` '
-                f'the path of a state-dict file (torch.save(timm.create_model({arch.name!r}, pretrained=True).state_dict(), path)), '
-                f'or pass `pretrained=False` to train from random weights.') from e
+                f'could not load pretrained weights for {name} ({type(e).__name__}: {e}). Either run once where the'
+                ' Hugging Face hub can be reached (timm caches the weights under HF_HOME; HF_HUB_OFFLINE=1 then reads'
+                ' them from there), or pass `weights=` the path of a state-dict file'
+                f' (torch.save(timm.create_model({arch.name!r}, pretrained=True).state_dict(), path)), or pass'
+                ' `pretrained=False` to train from random weights.'
+            ) from e
     w = _tv_weights(arch)
     try: return arch(weights=w)
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         fn = Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name
         raise PretrainedWeightsError(
-            f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, '
-            f'or pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.') from e
+            f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, or'
+            ' pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.'
+        ) from e
 
 # %% ../nbs/04_learner.ipynb #2e6415c7
 def first_conv(
     m:nn.Module, # A model that takes RGB images
 ) -> tuple: # (dotted name, the convolution)
-    "The first `nn.Conv2d` of `m` taking 3 channels: ResNet `conv1`, DenseNet `features.conv0`, EfficientNet and ConvNeXt `features.0.0`"
+    """The first `nn.Conv2d` of `m` taking 3 channels: ResNet `conv1`, DenseNet `features.conv0`, EfficientNet and
+    ConvNeXt `features.0.0`"""
     for n, l in m.named_modules():
         if isinstance(l, nn.Conv2d) and l.in_channels == 3: return n, l
     raise ValueError(f'{type(m).__name__} has no nn.Conv2d taking 3 channels whose filters could be adapted')
 
+# %% ../nbs/04_learner.ipynb #54695a5c
 def adapt_stem(
     m:nn.Module, # A model that takes RGB images; changed in place
     channels='rgby', # Input channels, in order
@@ -174,10 +213,16 @@ def adapt_stem(
     setattr(m.get_submodule(parent), attr, rgby_stem(conv, channels, fourth_channel))
     return m
 
+# %% ../nbs/04_learner.ipynb #6f15935c
 def _is_pool(l): return re.search(r'Pool[123]d$', type(l).__name__) is not None      # fastai's `_is_pool_type`
+
+# %% ../nbs/04_learner.ipynb #da2ba689
 def _has_conv(m): return any(isinstance(l, nn.Conv2d) for l in m.modules())
+
+# %% ../nbs/04_learner.ipynb #ecb88942
 def _n_params(m): return sum(p.numel() for p in m.parameters())
 
+# %% ../nbs/04_learner.ipynb #e5a1143e
 def cut_body(
     m:nn.Module, # A full model (classifier included), its stem already adapted
     arch=None, # The constructor it came from, to look up fastai's `model_meta` cut
@@ -188,7 +233,8 @@ def cut_body(
         return TimmBody(m)
     ch = list(m.children())
     cut = model_meta.get(arch, {}).get('cut')
-    if cut is None: cut = next((i for i in reversed(range(len(ch))) if _is_pool(ch[i]) and not any(map(_has_conv, ch[i:]))), None)
+    if cut is None:
+        cut = next((i for i in reversed(range(len(ch))) if _is_pool(ch[i]) and not any(map(_has_conv, ch[i:]))), None)
     if cut is None:
         cut = len(ch)
         while cut > 1 and not _has_conv(ch[cut-1]): cut -= 1
@@ -196,11 +242,14 @@ def cut_body(
     while len(ch) < 4 and any(type(c) is nn.Sequential for c in ch):          # e.g. `features`: open it into its stages
         i = max((i for i, c in enumerate(ch) if type(c) is nn.Sequential), key=lambda i: _n_params(ch[i]))
         ch[i:i+1] = list(ch[i].children())
-    if isinstance(m, torchvision.models.DenseNet): ch.append(nn.ReLU(inplace=True))   # DenseNet's forward applies it after `features`
+    # DenseNet's forward applies it after `features`
+    if isinstance(m, torchvision.models.DenseNet): ch.append(nn.ReLU(inplace=True))
     return nn.Sequential(*ch)
 
+# %% ../nbs/04_learner.ipynb #3d224088
 def hpa_body(
-    arch=resnet34, # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    arch=resnet34,
     pretrained:bool=True, # Start from the ImageNet weights
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
     channels='rgby', # Input channels, in order
@@ -210,30 +259,40 @@ def hpa_body(
     arch = resolve_arch(arch)
     return cut_body(adapt_stem(load_arch(arch, pretrained, weights), channels, fourth_channel), arch)
 
+# %% ../nbs/04_learner.ipynb #407cbebf
 def _body_features(body):
-    "Channels of the feature map `body` gives, from one dummy forward as fastai's `num_features_model`; a clear error if it gives none"
+    """Channels of the feature map `body` gives, from one dummy forward as fastai's `num_features_model`; a clear error
+    if it gives none"""
     was, err = body.training, None
     try:
         for sz in (32, 64, 128, 256):                          # the smallest size the body runs on
             try: o = dummy_eval(body, (sz, sz)); break
             except Exception as e: err = e
-        else: raise ValueError(f'the body {type(body).__name__} does not run on 32 to 256 px images ({type(err).__name__}: {err})') from err
+        else:
+            raise ValueError(
+                f'the body {type(body).__name__} does not run on 32 to 256 px images ({type(err).__name__}: {err})'
+            ) from err
     finally: body.train(was)
-    if o.ndim != 4: raise ValueError(f'the body gives {tuple(o.shape)}, not a (bs, channels, h, w) feature map: hpa_learner needs a CNN')
+    if o.ndim != 4:
+        raise ValueError(
+            f'the body gives {tuple(o.shape)}, not a (bs, channels, h, w) feature map: hpa_learner needs a CNN'
+        )
     return o.shape[1]
 
+# %% ../nbs/04_learner.ipynb #3a4d716d
 DROPOUT_PLACES = ('last', 'concat')
 
+# %% ../nbs/04_learner.ipynb #84f295cc
 def effective_dropout(p1:float, # Rate of one dropout
                       p2:float, # Rate of a second one, in series
                      ) -> float:
     "The rate of one dropout equivalent to two in series: a unit survives both with probability (1 − p1)(1 − p2)"
     return 1 - (1 - p1) * (1 - p2)
 
-
 # %% ../nbs/04_learner.ipynb #e3c01d9f
 class FeatureSkip(nn.Module):
-    "Batch-normalised features → linear map to the logits, starting at zero (a logistic regression inside the fused model)"
+    """Batch-normalised features → linear map to the logits, starting at zero (a logistic regression inside the fused
+    model)"""
     def __init__(self, n_features:int, # Number of features
                  n_out:int, # Number of logits
                 ):
@@ -244,7 +303,8 @@ class FeatureSkip(nn.Module):
 
 # %% ../nbs/04_learner.ipynb #a7691724
 class HpaModel(nn.Module):
-    "CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5), plus a linear path from the features"
+    """CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5), plus a linear path from the
+    features"""
     def __init__(self,
         body:nn.Module, # Convolutional body, e.g. from `hpa_body`
         n_features:int=10, # Number of biological features fused with the image; 0 for an image-only model
@@ -257,10 +317,13 @@ class HpaModel(nn.Module):
         feature_skip:bool=True, # Also add a linear map of the features to the logits (starts at zero)
     ):
         super().__init__()
-        if dropout_at not in DROPOUT_PLACES: raise ValueError(f'dropout_at must be one of {DROPOUT_PLACES}, got {dropout_at!r}')
+        if dropout_at not in DROPOUT_PLACES:
+            raise ValueError(f'dropout_at must be one of {DROPOUT_PLACES}, got {dropout_at!r}')
         self.body, self.n_features, self.feature_scale = body, n_features, feature_scale
         nf = _body_features(body) * 2
-        p_concat, p_last = (extra_dropout, dropout) if dropout_at == 'concat' else (0., effective_dropout(dropout, extra_dropout))
+        p_concat, p_last = (
+            (extra_dropout, dropout) if dropout_at == 'concat' else (0.0, effective_dropout(dropout, extra_dropout))
+        )
         self.pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf))
         self.head = nn.Sequential(nn.Dropout(p_concat), nn.Linear(nf + n_features, n_hidden), nn.ReLU(inplace=True),
                                   nn.BatchNorm1d(n_hidden), nn.Dropout(p_last), nn.Linear(n_hidden, n_out))
@@ -278,11 +341,12 @@ class HpaModel(nn.Module):
         feats=None, # Feature batch, (bs, n_features); required when `n_features` > 0
     ):
         "Logits, (bs, n_out)"
-        r = self.pool(self.body(x.as_subclass(Tensor)))        # plain tensors: fastai's typed inputs don't mix in torch.cat
+        # plain tensors: fastai's typed inputs don't mix in torch.cat
+        r = self.pool(self.body(x.as_subclass(Tensor)))
         if not self.n_features: return self.fuse(r)
-        if feats is None: raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
+        if feats is None:
+            raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
         return self.fuse(r, feats.as_subclass(Tensor).float() * self.feature_scale)
-
 
 # %% ../nbs/04_learner.ipynb #f2b3e665
 def _stages(body):
@@ -295,20 +359,28 @@ def _stages(body):
         ch[i:i+1] = list(ch[i].children())                                  # e.g. timm's `blocks` or `stages`
     return ch, list(m.parameters(recurse=False))
 
+# %% ../nbs/04_learner.ipynb #539d606c
 def _split_idx(stages):
     "Where the early stages end: fastai's cut for ResNets (6) and DenseNets (7), else half way"
     kinds = {type(l) for s in stages for l in s.modules()}
-    if len(stages) == 8 and kinds & {torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck}: return 6
+    if len(stages) == 8 and kinds & {torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck}:
+        return 6
     if torchvision.models.densenet._DenseBlock in kinds: return 7
     return max(1, len(stages) // 2)
 
+# %% ../nbs/04_learner.ipynb #4e1a99fd
 def hpa_splitter(
     m:HpaModel, # The model to split into parameter groups
 ):
-    "Three parameter groups: the body's early stages (a ResNet's body[:6]), its late stages, pooling + head (+ the features' path)"
+    """Three parameter groups: the body's early stages (a ResNet's body[:6]), its late stages, pooling + head (+ the
+    features' path)"""
     stages, own = _stages(m.body)
     k = _split_idx(stages)
-    return L(own + params(nn.ModuleList(stages[:k])), params(nn.ModuleList(stages[k:])), params(nn.ModuleList([m.pool, m.head, *L(getattr(m, 'skip', None))])))
+    return L(
+        own + params(nn.ModuleList(stages[:k])),
+        params(nn.ModuleList(stages[k:])),
+        params(nn.ModuleList([m.pool, m.head, *L(getattr(m, 'skip', None))])),
+    )
 
 # %% ../nbs/04_learner.ipynb #158e9569
 def decode_probs(
@@ -319,9 +391,13 @@ def decode_probs(
     "Boolean predictions `p > thresh` (per-class `thresh` allowed); with `keep_top` each row keeps its argmax"
     d = p > torch.as_tensor(thresh, dtype=p.dtype, device=p.device)
     if keep_top and d.ndim and d.shape[-1]:
-        d = d.clone(); d.view(-1, d.shape[-1])[torch.arange(d.view(-1, d.shape[-1]).shape[0]), p.view(-1, p.shape[-1]).argmax(-1)] = True
+        d = d.clone()
+        d.view(-1, d.shape[-1])[
+            torch.arange(d.view(-1, d.shape[-1]).shape[0]), p.view(-1, p.shape[-1]).argmax(-1)
+        ] = True
     return d
 
+# %% ../nbs/04_learner.ipynb #9d812626
 class BCEWithLogitsLossMulti(BCEWithLogitsLossFlat):
     "fastai's `BCEWithLogitsLossFlat` whose `decodes` takes per-class thresholds and `keep_top`"
     def __init__(self,
@@ -337,6 +413,7 @@ class BCEWithLogitsLossMulti(BCEWithLogitsLossFlat):
         "Boolean predictions at `thresh`, with `keep_top`"
         return decode_probs(x, self.thresh, self.keep_top)
 
+# %% ../nbs/04_learner.ipynb #a3fb640f
 class SigmoidFocalLoss(nn.Module):
     "Multi-label sigmoid focal loss (torchvision's), with fastai's `activation` and `decodes`"
     def __init__(self,
@@ -351,7 +428,9 @@ class SigmoidFocalLoss(nn.Module):
         targ, # Multi-hot targets, (bs, n_classes)
     ):
         "Mean focal loss per element, times the number of classes"
-        return sigmoid_focal_loss(inp, targ.float(), alpha=self.alpha, gamma=self.gamma, reduction='mean') * inp.shape[-1]
+        return (
+            sigmoid_focal_loss(inp, targ.float(), alpha=self.alpha, gamma=self.gamma, reduction='mean') * inp.shape[-1]
+        )
     def activation(self,
         x, # Logits
     ):
@@ -363,6 +442,7 @@ class SigmoidFocalLoss(nn.Module):
         "Boolean predictions at `thresh`, with `keep_top`"
         return decode_probs(x, self.thresh, self.keep_top)
 
+# %% ../nbs/04_learner.ipynb #8ab3fb01
 def hpa_loss(
     loss='bce', # 'bce', 'focal', or a loss function (returned as is)
     **kwargs, # Passed to the loss: `thresh`, `keep_top`, and `gamma`/`alpha` for 'focal'
@@ -379,6 +459,7 @@ def as_numpy(x, # A tensor (any device, typed or not) or anything array-like
     "A NumPy array from a tensor (fastai's `to_np`) or anything array-like"
     return to_np(x) if isinstance(x, torch.Tensor) else np.asarray(x)
 
+# %% ../nbs/04_learner.ipynb #60d8d2b9
 def f1_per_class(
     probs, # Probabilities, (n_samples, n_classes)
     targets, # Multi-hot targets, (n_samples, n_classes)
@@ -390,6 +471,7 @@ def f1_per_class(
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.)
 
+# %% ../nbs/04_learner.ipynb #08fcd3f7
 def macro_f1(
     probs, # Probabilities, (n_samples, n_classes)
     targets, # Multi-hot targets, (n_samples, n_classes)
@@ -398,11 +480,14 @@ def macro_f1(
     "Macro-averaged F1 of `probs` thresholded at `thresholds` against multi-hot `targets`"
     return float(f1_per_class(probs, targets, thresholds).mean())
 
+# %% ../nbs/04_learner.ipynb #281c7f46
 def F1Macro(
     thresh=0.5, # One threshold, or one per class
 ):
     "fastai metric: macro-F1 of the sigmoid outputs above `thresh`"
-    return AccumMetric(partial(macro_f1, thresholds=thresh), activation=ActivationType.Sigmoid, flatten=False, name='f1_macro')
+    return AccumMetric(
+        partial(macro_f1, thresholds=thresh), activation=ActivationType.Sigmoid, flatten=False, name='f1_macro'
+    )
 
 # %% ../nbs/04_learner.ipynb #aabdd826
 class SchedTriangular:
@@ -423,6 +508,7 @@ class SchedTriangular:
         x = np.abs(2 * e / self.cycle_len - 2 * cycle + 1)
         return self.lo + (self.hi - self.lo) * max(0., 1 - x)
 
+# %% ../nbs/04_learner.ipynb #07b441cb
 @patch
 def fit_clr(self:Learner,
     n_epoch:int, # Number of epochs
@@ -453,14 +539,19 @@ class F1History(Callback):
 
 # %% ../nbs/04_learner.ipynb #93bee8e7
 class MonitorNames(Callback):
-    "Let trackers' `monitor='f1_macro'` (or 'loss') mean the validation column; a name matching no column is refused, naming them"
-    order = Recorder.order + 5                     # after the recorder names its columns, before the trackers (60) read them
+    """Let trackers' `monitor='f1_macro'` (or 'loss') mean the validation column; a name matching no column is refused,
+    naming them"""
+    # after the recorder names its columns, before the trackers (60) read them
+    order = Recorder.order + 5
     def before_fit(self):
         names = list(self.recorder.metric_names[1:])
         for cb in self.learn.cbs.filter(risinstance(TrackerCallback)):
             if cb.monitor in names: continue
             if f'valid_{cb.monitor}' in names: cb.monitor = f'valid_{cb.monitor}'
-            else: raise ValueError(f'{type(cb).__name__}: monitor={cb.monitor!r} is not a recorded column; choose from {names[:-1]}')
+            else:
+                raise ValueError(
+                    f'{type(cb).__name__}: monitor={cb.monitor!r} is not a recorded column; choose from {names[:-1]}'
+                )
 
 # %% ../nbs/04_learner.ipynb #8a3a9f04
 def dataset_targets(ds, # A split of HPA `DataLoaders` (`dls.train_ds`, `dls.valid_ds`): per-item or packed store
@@ -474,7 +565,8 @@ def dataset_targets(ds, # A split of HPA `DataLoaders` (`dls.train_ds`, `dls.val
 # %% ../nbs/04_learner.ipynb #7a5478cf
 def prior_bias(targets, # Multi-hot training targets, (n, classes)
               ) -> torch.Tensor:
-    "Log-odds of each class's frequency in `targets`, clipped to [1/2n, 1 − 1/2n]: the output bias of a model that predicts the priors"
+    """Log-odds of each class's frequency in `targets`, clipped to [1/2n, 1 − 1/2n]: the output bias of a model that
+    predicts the priors"""
     t = as_numpy(targets).astype(np.float64); n = len(t)
     if n == 0: raise ValueError('prior_bias needs at least one training sample')
     p = np.clip(t.mean(0), 1 / (2 * n), 1 - 1 / (2 * n))
@@ -483,7 +575,9 @@ def prior_bias(targets, # Multi-hot training targets, (n, classes)
 # %% ../nbs/04_learner.ipynb #fdc4e970
 def hpa_learner(
     dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
-    arch=resnet34, # A constructor (`resnet34`, `densenet121`, `efficientnet_b0`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    # A constructor (`resnet34`, `densenet121`, `efficientnet_b0`, ...), a torchvision name ('densenet121'), or
+    # 'timm/<name>'
+    arch=resnet34,
     pretrained:bool=True, # Start from torchvision's ImageNet weights (and freeze the body)
     weights=None, # Path of a local state-dict file, used instead of `pretrained`
     fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
@@ -502,14 +596,19 @@ def hpa_learner(
     "A fastai `Learner` for HPA `dls`: 4-channel `arch`, fused with the features when `dls` has them"
     n_feat = len(FEATURE_NAMES) if getattr(dls, 'n_inp', 1) == 2 else 0
     body = hpa_body(arch, pretrained, weights, rgby_opener(dls).channels, fourth_channel)
-    model = HpaModel(body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale, dropout_at, feature_skip)
+    model = HpaModel(
+        body, n_feat, len(dls.vocab), n_hidden, dropout, extra_dropout, feature_scale, dropout_at, feature_skip
+    )
     apply_init(model.head, nn.init.kaiming_normal_)
     if init_bias not in ('prior', None): raise ValueError(f"init_bias must be 'prior' or None, got {init_bias!r}")
     y = dataset_targets(dls.train_ds) if init_bias == 'prior' else None
     if y is not None:
         with torch.no_grad(): model.head[-1].bias.copy_(prior_bias(y))
     elif init_bias == 'prior':
-        warnings.warn("init_bias='prior': the training split has no labels, so the output bias stays at zero (pass init_bias=None to silence)")
+        warnings.warn(
+            "init_bias='prior': the training split has no labels, so the output bias stays at zero (pass init_bias=None"
+            " to silence)"
+        )
     if metrics is None: metrics = [F1Macro(thresh)]
     cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)

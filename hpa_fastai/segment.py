@@ -16,22 +16,29 @@ __all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'percentile_uint8', 'label_diameter'
            'segmentation_f1', 'segment_cells', 'label_outlines', 'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
-HPA_DIAMETER = 50.   # Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
+# Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
+HPA_DIAMETER = 50.
 WORK_DIAMETER = 25.  # Nuclei are segmented at the resolution where they span this many px (a Kaggle field at 256²)
 
+# %% ../nbs/01c_segment.ipynb #1b149815
 def _percentiles(x:np.ndarray, qs) -> np.ndarray:
-    "`np.percentile(x, qs)`; from a histogram (linear interpolation too) for 8- and 16-bit data, 10× faster than sorting"
+    """`np.percentile(x, qs)`; from a histogram (linear interpolation too) for 8- and 16-bit data, 10× faster than
+    sorting"""
     if x.dtype not in (np.uint8, np.uint16): return np.percentile(x, qs)
     cum = np.cumsum(np.bincount(x.ravel(), minlength=256))
     pos = np.asarray(qs, np.float64) / 100 * (x.size - 1); lo = np.floor(pos).astype(np.int64)
-    v_lo = np.searchsorted(cum, lo, side='right'); v_hi = np.searchsorted(cum, np.minimum(lo + 1, x.size - 1), side='right')
+    v_lo = np.searchsorted(cum, lo, side='right')
+    v_hi = np.searchsorted(cum, np.minimum(lo + 1, x.size - 1), side='right')
     return v_lo + (v_hi - v_lo) * (pos - lo)
 
+# %% ../nbs/01c_segment.ipynb #58d5dbd3
 def percentile_uint8(x, # A 2-D image of any dtype
                      lo:float=1., # Percentile mapped to 0
-                     hi:float=99.8, # Percentile mapped to 255 (raised to half the 99.99th when nuclei are few and small)
+                     # Percentile mapped to 255 (raised to half the 99.99th when nuclei are few and small)
+                     hi:float=99.8,
                     ) -> np.ndarray:
-    "`x` stretched to `uint8` between its `lo` and `hi` percentiles (the csbdeep / cellpose convention), whatever its bit depth"
+    """`x` stretched to `uint8` between its `lo` and `hi` percentiles (the csbdeep / cellpose convention), whatever its
+    bit depth"""
     x = np.asarray(x)
     if x.dtype == bool: x = x.astype(np.uint8)                                    # a mask: 0 and 1
     if x.size == 0: return np.zeros(x.shape, np.uint8)
@@ -40,7 +47,9 @@ def percentile_uint8(x, # A 2-D image of any dtype
     b = max(b, a + (top - a) / 2)
     if b <= a: return np.zeros(x.shape, np.uint8)
     stretch = lambda v: np.clip((v - a) * (255 / (b - a)) + 0.5, 0, 255).astype(np.uint8)
-    if x.dtype in (np.uint8, np.uint16): return stretch(np.arange(256 if x.dtype == np.uint8 else 65536, dtype=np.float32))[x]   # a look-up table
+    # a look-up table
+    if x.dtype in (np.uint8, np.uint16):
+        return stretch(np.arange(256 if x.dtype == np.uint8 else 65536, dtype=np.float32))[x]
     return stretch(x.astype(np.float32))
 
 # %% ../nbs/01c_segment.ipynb #15cac8dd
@@ -52,13 +61,19 @@ def _resize(img:np.ndarray, shape, nearest:bool=False) -> np.ndarray:
         r = np.minimum(((np.arange(h) + 0.5) * img.shape[0] / h).astype(int), img.shape[0] - 1)
         c = np.minimum(((np.arange(w) + 0.5) * img.shape[1] / w).astype(int), img.shape[1] - 1)
         return img[r][:, c]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR)
+    return cv2.resize(
+        img, (w, h), interpolation=cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR
+    )
 
+# %% ../nbs/01c_segment.ipynb #6034cbba
 def _work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
     "The (h, w) at which nuclei `diameter` px across in an image of `shape` span `work` px (unchanged within 5 %)"
     f = work / diameter
-    return tuple(shape[:2]) if abs(f - 1) <= 0.05 else (max(8, int(round(shape[0] * f))), max(8, int(round(shape[1] * f))))
+    return (
+        tuple(shape[:2]) if abs(f - 1) <= 0.05 else (max(8, int(round(shape[0] * f))), max(8, int(round(shape[1] * f))))
+    )
 
+# %% ../nbs/01c_segment.ipynb #072410c6
 def _fill_holes(mask:np.ndarray, max_area:float) -> np.ndarray:
     "`mask` (uint8 0/1) with its holes (background not reaching the border) of under `max_area` px filled"
     n, lab, st, _ = cv2.connectedComponentsWithStats((mask == 0).astype(np.uint8), connectivity=4)
@@ -68,6 +83,7 @@ def _fill_holes(mask:np.ndarray, max_area:float) -> np.ndarray:
     inner[0] = False                                                                    # label 0: the mask itself
     return (mask.astype(bool) | inner[lab]).astype(np.uint8)
 
+# %% ../nbs/01c_segment.ipynb #538c5e74
 def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
     "`lab` with regions under `min_area` pixels removed and the rest numbered 1..n in order"
     areas = np.bincount(lab.ravel())
@@ -75,11 +91,13 @@ def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
     remap = np.zeros(len(areas), np.int32); remap[keep] = np.arange(1, len(keep) + 1)
     return remap[lab]
 
+# %% ../nbs/01c_segment.ipynb #2067f2df
 def _wmedian(v:np.ndarray, w:np.ndarray) -> float:
     "Median of `v` weighted by `w`"
     o = np.argsort(v); c = np.cumsum(w[o])
     return float(v[o][np.searchsorted(c, c[-1] / 2)])
 
+# %% ../nbs/01c_segment.ipynb #e8aed5dd
 def label_diameter(lab, # A label image (0 background)
                   ) -> float:
     "Area-weighted median equivalent-circle diameter (px) of the regions of `lab`; NaN if there are none"
@@ -87,7 +105,8 @@ def label_diameter(lab, # A label image (0 background)
     return _wmedian(2 * np.sqrt(a / np.pi), a) if len(a) else float('nan')
 
 # %% ../nbs/01c_segment.ipynb #665cbd06
-_K = WORK_DIAMETER / HPA_DIAMETER            # the lengths below were set for a 512² Kaggle field: × 0.5 at the working scale
+# the lengths below were set for a 512² Kaggle field: × 0.5 at the working scale
+_K = WORK_DIAMETER / HPA_DIAMETER
 
 def _foreground(u:np.ndarray, sigma:float, dim:float, floor:float, min_area:float) -> np.ndarray:
     "Foreground of uint8 `u` blurred by `sigma`: above `dim` of the way from its background level to Otsu's threshold"
@@ -98,17 +117,24 @@ def _foreground(u:np.ndarray, sigma:float, dim:float, floor:float, min_area:floa
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     return _fill_holes(fg, 2 * min_area)
 
+# %% ../nbs/01c_segment.ipynb #ad43587a
 def _split(fg:np.ndarray, sigma:float, seed_radius:float, min_peak:float, min_area:float) -> np.ndarray:
-    "Label image of `fg` split by a watershed of its distance transform, seeded at its maxima over discs of `seed_radius`"
+    """Label image of `fg` split by a watershed of its distance transform, seeded at its maxima over discs of
+    `seed_radius`"""
     d = cv2.GaussianBlur(cv2.distanceTransform(fg, cv2.DIST_L2, 5), (0, 0), sigma)
     r = max(2, int(round(seed_radius)))
-    peaks = (d >= cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2*r + 1, 2*r + 1)))) & (d > min_peak) & (fg > 0)
+    peaks = (
+        (d >= cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
+        & (d > min_peak)
+        & (fg > 0)
+    )
     _, seeds = cv2.connectedComponents(peaks.astype(np.uint8))
     return _relabel(watershed(-d, seeds, mask=fg.astype(bool)).astype(np.int32), min_area)
 
 # %% ../nbs/01c_segment.ipynb #c608c899
 def _first_guess(u:np.ndarray, g:float) -> float:
-    "Area-weighted median diameter (px) of the foreground components of uint8 `u` shrunk by `g`: equivalent circles, or inscribed ones × 2.2"
+    """Area-weighted median diameter (px) of the foreground components of uint8 `u` shrunk by `g`: equivalent circles,
+    or inscribed ones × 2.2"""
     small = _resize(u, (max(8, int(round(u.shape[0] * g))), max(8, int(round(u.shape[1] * g)))))
     fg = _foreground(small, 1., 0.5, 4, 4)
     n, lab, st, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
@@ -120,6 +146,7 @@ def _first_guess(u:np.ndarray, g:float) -> float:
     if not ok.any(): return float('nan')
     return _wmedian(np.where(deq < 2.6 * rin, deq, 2.2 * rin)[ok], area[ok]) / g
 
+# %% ../nbs/01c_segment.ipynb #dda2c4cb
 def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size and bit depth
                      ) -> float:
     "The nuclei's typical diameter in px: a first guess from the foreground's components, refined by segmenting at it"
@@ -127,19 +154,24 @@ def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size a
     if b.ndim != 2: raise ValueError(f'expected a 2-D blue channel, got shape {b.shape}')
     u = percentile_uint8(b)
     g = min(1., 256 / max(u.shape)); d0 = _first_guess(u, g)
-    for _ in range(2):                                                                        # small nuclei: look closer
+    # small nuclei: look closer
+    for _ in range(2):
         if g == 1 or (np.isfinite(d0) and d0 * g >= 12): break
         g = min(1., 24 / d0 if np.isfinite(d0) else 4 * g); d0 = _first_guess(u, g)
     if not np.isfinite(d0): return d0
     lo, hi = 6., float(max(6, min(b.shape)))
-    lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16.)                                    # a coarser pass is enough to measure
+    # a coarser pass is enough to measure
+    lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16.)
     d = label_diameter(lab)
     return float(np.clip(d if np.isfinite(d) else d0, lo, hi))
 
 # %% ../nbs/01c_segment.ipynb #1836484a
 def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None, work:float=WORK_DIAMETER) -> np.ndarray:
-    "Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to `u`'s size"
-    ws = _work_shape(u.shape, diameter, work); f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1])); k = work / HPA_DIAMETER
+    """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
+    `u`'s size"""
+    ws = _work_shape(u.shape, diameter, work)
+    f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1]))
+    k = work / HPA_DIAMETER
     x = _resize(u, ws)
     sig, r, ma, floor = 2 * k, 12 * k, 200 * k**2, 3 * k
     if seed_radius is not None: r = seed_radius * f
@@ -148,20 +180,25 @@ def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_a
     if not fg.any(): return np.zeros(u.shape, np.int32)
     return _relabel(_resize(_split(fg, sig, r, floor, ma), u.shape, nearest=True), 1)
 
+# %% ../nbs/01c_segment.ipynb #fa9e653f
 def _default_diameter(shape) -> float:
     "The diameter assumed when none can be measured: a Kaggle field of view (`HPA_DIAMETER` at 512 px)"
     return HPA_DIAMETER * float(np.sqrt(shape[0] * shape[1])) / 512
 
+# %% ../nbs/01c_segment.ipynb #b0867c77
 def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D image of any size and bit depth
                    diameter:float|None=None, # Nucleus diameter in px (None: `estimate_diameter`)
                    dim:float=0.5, # Foreground threshold: this share of the way from the background level to Otsu's
-                   seed_radius:float|None=None, # Radius in px of the disc a seed must be the distance maximum of (default 0.24 × diameter)
+                   # Radius in px of the disc a seed must be the distance maximum of (default 0.24 × diameter)
+                   seed_radius:float|None=None,
                    min_area:float|None=None, # Smallest nucleus in px (default 0.08 × diameter²)
                   ) -> np.ndarray:
-    "Label image of the nuclei (0 background, 1..n): touching nuclei split by a seeded watershed on the distance transform"
+    """Label image of the nuclei (0 background, 1..n): touching nuclei split by a seeded watershed on the distance
+    transform"""
     b = np.asarray(blue)
     if b.ndim != 2: raise ValueError(f'expected a 2-D blue channel, got shape {b.shape}')
-    if diameter is not None and not (np.isfinite(diameter) and diameter > 0): raise ValueError(f'diameter must be a positive number of px, got {diameter!r}')
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
+        raise ValueError(f'diameter must be a positive number of px, got {diameter!r}')
     u = percentile_uint8(b)
     if u.max() == 0 and (not b.size or b.max() == b.min()): return np.zeros(b.shape, np.int32)       # an empty field
     d = estimate_diameter(b) if diameter is None else float(diameter)
@@ -169,8 +206,11 @@ def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D image of any size and 
     if not np.isfinite(d): d, how = _default_diameter(b.shape), 'assumed: a Kaggle field of view'
     lab = _nuclei(u, d, dim, seed_radius, min_area)
     if lab.max() == 0:
-        warnings.warn(f'segment_nuclei: no nucleus found in a {b.shape[0]}×{b.shape[1]} {b.dtype} image with values {b.min()}–{b.max()} '
-                      f'at a nucleus diameter of {d:.1f} px ({how}); pass `diameter=` if its nuclei are another size')
+        warnings.warn(
+            f'segment_nuclei: no nucleus found in a {b.shape[0]}×{b.shape[1]} {b.dtype} image with values'
+            f' {b.min()}–{b.max()} at a nucleus diameter of {d:.1f} px ({how}); pass `diameter=` if its nuclei are'
+            ' another size'
+        )
     return lab
 
 # %% ../nbs/01c_segment.ipynb #4308cf7e
@@ -185,10 +225,17 @@ def segmentation_f1(pred, # Predicted label image (0 background)
     ap, at = np.bincount(p, minlength=n_p + 1)[1:], np.bincount(t, minlength=n_t + 1)[1:]
     n_p, n_t = int((ap > 0).sum()), int((at > 0).sum())
     both = (p > 0) & (t > 0)
-    inter = np.bincount(p[both] * (len(at) + 1) + t[both], minlength=(len(ap) + 1) * (len(at) + 1)).reshape(len(ap) + 1, -1)[1:, 1:]
+    inter = np.bincount(p[both] * (len(at) + 1) + t[both], minlength=(len(ap) + 1) * (len(at) + 1)).reshape(
+        len(ap) + 1, -1
+    )[1:, 1:]
     tp = int((inter / np.maximum(ap[:, None] + at[None] - inter, 1) > iou).sum())
-    return dict(f1=2 * tp / max(n_p + n_t, 1) if n_p + n_t else 1., precision=tp / n_p if n_p else 1., recall=tp / n_t if n_t else 1.,
-                n_pred=n_p, n_true=n_t)
+    return dict(
+        f1=2 * tp / max(n_p + n_t, 1) if n_p + n_t else 1.0,
+        precision=tp / n_p if n_p else 1.0,
+        recall=tp / n_t if n_t else 1.0,
+        n_pred=n_p,
+        n_true=n_t,
+    )
 
 # %% ../nbs/01c_segment.ipynb #731ee54d
 def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow), any bit depth
@@ -209,17 +256,23 @@ def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow), any bit
     t, _ = cv2.threshold(c, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     below = c[c <= t]; bg = float(np.median(below)) if below.size else 0.
     nw = _resize(nuc, ws, nearest=True)
-    cells = watershed(-c.astype(np.float32), nw, mask=(c > max(bg + dim * (t - bg), bg + 2)) | (nw > 0)).astype(np.int32)
+    cells = watershed(-c.astype(np.float32), nw, mask=(c > max(bg + dim * (t - bg), bg + 2)) | (nw > 0)).astype(
+        np.int32
+    )
     cells = _resize(cells, nuc.shape, nearest=True)
-    cells[nuc > 0] = nuc[nuc > 0]                                                     # every nucleus pixel in its own cell
+    # every nucleus pixel in its own cell
+    cells[nuc > 0] = nuc[nuc > 0]
     return cells
 
 # %% ../nbs/01c_segment.ipynb #f87a2f7b
 def label_outlines(lab:np.ndarray, # A label image (0 background)
                   ) -> np.ndarray:
     "Boolean mask of the pixels of `lab` on a region's edge (where touching regions meet, too)"
-    return (cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != cv2.erode(lab.astype(np.float32), np.ones((3, 3)))) & (lab > 0)
+    return (
+        cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != cv2.erode(lab.astype(np.float32), np.ones((3, 3)))
+    ) & (lab > 0)
 
+# %% ../nbs/01c_segment.ipynb #f9fb5968
 def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, green, blue, yellow)
                       nuclei=None, # Its nuclei (computed if None)
                       cells=None, # Its cells (computed for a 4-channel sample if None)
@@ -230,7 +283,8 @@ def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, gree
     x = np.asarray(img)
     blue = x if x.ndim == 2 else x[..., 2]
     nuclei = segment_nuclei(blue) if nuclei is None else nuclei
-    if x.ndim == 2: rgb = rgby_composite(np.stack([x] * 3)) / 2                         # grey, dimmed under the outlines
+    # grey, dimmed under the outlines
+    if x.ndim == 2: rgb = rgby_composite(np.stack([x] * 3)) / 2
     else:
         rgb = rgby_composite(x.transpose(2, 0, 1))
         cells = segment_cells(x, nuclei) if cells is None else cells
@@ -238,5 +292,8 @@ def show_segmentation(img, # A 2-D blue channel, or an H×W×4 sample (red, gree
     rgb[label_outlines(nuclei)] = (0, 1, 1)
     if ax is None: _, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(rgb); ax.axis('off')
-    ax.set_title(title or f'{nuclei.max()} nuclei' + ('' if cells is None else f', {len(np.unique(cells)) - 1} cells'), fontsize=9)
+    ax.set_title(
+        title or f'{nuclei.max()} nuclei' + ('' if cells is None else f', {len(np.unique(cells)) - 1} cells'),
+        fontsize=9,
+    )
     return ax

@@ -25,19 +25,22 @@ STORE_FORMAT = 'hpa_fastai.store/1'
 INDEX, PLAN, IMAGES, PARTIAL, DONE = 'index.json', 'pack.json', 'images.npy', 'images.partial.npy', 'done'
 _STORE_FILES = (INDEX, PLAN, IMAGES, PARTIAL)
 
+# %% ../nbs/01b_store.ipynb #d5d33347
 def store_path(folder, # The image folder that is packed
                size:int=512, # Side of the packed images
                channels='rgby', # Channels packed: letters or names
                cache_dir=None, # An explicit cache folder (default: `cache_root(folder)`)
               ) -> Path:
-    "Default folder of the store of `folder`: `cache_root(folder)/store-{folder.name}-{size}` (`-rgb` etc. for other channels)"
+    """Default folder of the store of `folder`: `cache_root(folder)/store-{folder.name}-{size}` (`-rgb` etc. for other
+    channels)"""
     folder, chans = Path(folder), parse_channels(channels)
     tail = '' if chans == CHANNELS else '-' + ''.join(c[0] for c in chans)
     return cache_root(folder, cache_dir)/f'store-{folder.name}-{size}{tail}'
 
 # %% ../nbs/01b_store.ipynb #158b2222
 def _source_files(folder:Path, ids, channels) -> dict:
-    "Id → its channel files (first extension found, as `channel_file` does) or its stack, or the error message for a missing one"
+    """Id → its channel files (first extension found, as `channel_file` does) or its stack, or the error message for a
+    missing one"""
     have, res = set(os.listdir(folder)), {}
     for i in ids:
         fs = []
@@ -49,6 +52,7 @@ def _source_files(folder:Path, ids, channels) -> dict:
         res[i] = [folder/stack] if isinstance(fs, str) and stack else fs              # a multi-channel stack `{Id}.tif`
     return res
 
+# %% ../nbs/01b_store.ipynb #bb6e8521
 def _fingerprints(folder:Path, ids, channels) -> list:
     "Per-Id `files_fingerprint` of its channel files (None where a file is missing)"
     files, res = _source_files(folder, ids, channels), []
@@ -61,7 +65,8 @@ def _fingerprints(folder:Path, ids, channels) -> list:
 _SAMPLE_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 
 def _pack_chunk(job) -> dict:
-    "Decode the samples of one chunk into their rows of the partial array; write the chunk's done-marker; return failures"
+    """Decode the samples of one chunk into their rows of the partial array; write the chunk's done-marker; return
+    failures"""
     folder, fn, marker, start, ids, size, chans = job
     arr, failed = np.load(fn, mmap_mode='r+'), {}
     for j, i in enumerate(ids):
@@ -71,6 +76,7 @@ def _pack_chunk(job) -> dict:
     write_json(marker, dict(start=start, n=len(ids), failed=failed))
     return failed
 
+# %% ../nbs/01b_store.ipynb #7467229e
 def _read_marker(fn:Path, start:int, n:int) -> dict|None:
     "The failures recorded in a chunk marker, or None if it is missing, unreadable or for another chunk"
     if not fn.exists(): return None
@@ -81,15 +87,19 @@ def _read_marker(fn:Path, start:int, n:int) -> dict|None:
 # %% ../nbs/01b_store.ipynb #16b612b3
 def _gb(n): return f'{n / 1e9:.1f} GB' if n >= 1e8 else f'{n / 1e6:.1f} MB'
 
+# %% ../nbs/01b_store.ipynb #77d8d33e
 def _check_space(dest:Path, need:int):
     "Refuse, with the numbers, when the disk holding `dest` has less than `need` bytes (plus 1 %) free"
     p = dest.absolute()
     while not p.exists() and p != p.parent: p = p.parent
     free = shutil.disk_usage(p).free
     if free < need * 1.01 + 16e6:
-        raise HpaDataError(f'{dest}: packing needs {_gb(need)} of disk but only {_gb(free)} is free on the disk holding {p}; '
-                           'free some space, pass `dest=` on another disk, or pack a smaller `size=`')
+        raise HpaDataError(
+            f'{dest}: packing needs {_gb(need)} of disk but only {_gb(free)} is free on the disk holding {p}; '
+            'free some space, pass `dest=` on another disk, or pack a smaller `size=`'
+        )
 
+# %% ../nbs/01b_store.ipynb #7ea335db
 def _remove_done(path:Path):
     "Delete the chunk markers of `path` (and `atomic_write` leftovers of a killed run), then their folder"
     if not (path/DONE).is_dir(): return
@@ -98,6 +108,7 @@ def _remove_done(path:Path):
     try: (path/DONE).rmdir()
     except OSError: pass
 
+# %% ../nbs/01b_store.ipynb #7a34cf96
 def _remove_store(path:Path):
     "Delete the store files in `path` (only files a store writes), then the folder if it is left empty"
     path = Path(path)
@@ -113,10 +124,14 @@ def _repack_hint(dest, folder=None, size=None) -> str:
     return (f'repack it: `pack_rgby({src}, {str(dest)!r}' + (f', size={size}' if size else '') + ', repack=True)` '
             f'(command line: `hpa-pack ... --repack`)')
 
+# %% ../nbs/01b_store.ipynb #628342b7
 def _problem(index:dict, ids, size=None, channels=None, fps:dict|None=None, allow_failed:bool=False) -> tuple|None:
-    "Why the store of `index` cannot serve `ids` at `size`/`channels` with current fingerprints `fps`: (kind, message), or None"
-    if index.get('format') != STORE_FORMAT: return 'stale', f'its format is {index.get("format")!r}, this library reads {STORE_FORMAT!r}'
-    if size is not None and index['size'] != size: return 'stale', f'it was packed at {index["size"]}px, not the {size}px asked'
+    """Why the store of `index` cannot serve `ids` at `size`/`channels` with current fingerprints `fps`: (kind,
+    message), or None"""
+    if index.get('format') != STORE_FORMAT:
+        return 'stale', f'its format is {index.get("format")!r}, this library reads {STORE_FORMAT!r}'
+    if size is not None and index['size'] != size:
+        return 'stale', f'it was packed at {index["size"]}px, not the {size}px asked'
     if channels is not None and tuple(index['channels']) != tuple(channels):
         return 'stale', f'it holds channels {index["channels"]}, not {list(channels)}'
     have = dict(zip(index['ids'], index['fingerprints']))
@@ -125,12 +140,18 @@ def _problem(index:dict, ids, size=None, channels=None, fps:dict|None=None, allo
     failed = index.get('failed', {})
     bad = [i for i in ids if i in failed]
     if bad and not allow_failed:
-        return 'failed', (f'{len(bad)} asked sample(s) could not be read when it was packed and are not in it: '
-                          + '; '.join(failed[i] for i in bad[:3]) + '. Fix those files and repack, or leave those Ids out '
-                          '(`store.failed` lists them)')
+        return 'failed', (
+            f'{len(bad)} asked sample(s) could not be read when it was packed and are not in it: '
+            + '; '.join(failed[i] for i in bad[:3])
+            + '. Fix those files and repack, or leave those Ids out (`store.failed` lists them)'
+        )
     if fps is not None:
         changed = [i for i in ids if fps[i] != have[i]]
-        if changed: return 'stale', f'the source files of {len(changed)} sample(s) changed since it was packed (e.g. {changed[:3]})'
+        if changed:
+            return (
+                'stale',
+                f'the source files of {len(changed)} sample(s) changed since it was packed (e.g. {changed[:3]})',
+            )
     return None
 
 # %% ../nbs/01b_store.ipynb #f64c1c8d
@@ -145,9 +166,11 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
               progress:bool|None=None, # Show a progress bar (default: only when stdout is a terminal)
               cache_dir=None, # Cache folder for the default `dest`
              ) -> Path: # The store folder, for `open_store`
-    "Decode every sample of `folder` once into one `uint8` N×C×S×S array on disk; resumable, parallel, corrupt images left out"
+    """Decode every sample of `folder` once into one `uint8` N×C×S×S array on disk; resumable, parallel, corrupt images
+    left out"""
     folder, chans = Path(folder), parse_channels(channels)
-    if not isinstance(size, (int, np.integer)) or size < 1: raise ValueError(f'size must be a positive int, got {size!r}')
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f'size must be a positive int, got {size!r}')
     if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
     ids = [str(i) for i in ids] if ids is not None else find_ids(folder)
     if not ids: raise HpaDataError(f'{folder}: no samples to pack')
@@ -166,7 +189,8 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     if (dest/PLAN).exists():
         try: same = read_json(dest/PLAN, 'pack plan') == plan
         except HpaDataError: same = False
-        if (dest/IMAGES).exists() and not (dest/PARTIAL).exists(): os.replace(dest/IMAGES, dest/PARTIAL)   # killed while finishing
+        # killed while finishing
+        if (dest/IMAGES).exists() and not (dest/PARTIAL).exists(): os.replace(dest/IMAGES, dest/PARTIAL)
         if not same or not (dest/PARTIAL).exists():
             print(f'{dest}: discarding an interrupted pack of other samples, files or settings'); _remove_store(dest)
     elif dest.exists() and any(dest.iterdir()):
@@ -184,7 +208,10 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     if n_workers is None: n_workers = min(defaults.cpus, len(todo))
     if len(todo) <= 1: n_workers = 0
     if progress is None: progress = sys.stdout.isatty()
-    jobs = [(folder, dest/PARTIAL, markers[k], starts[k], ids[starts[k]:starts[k] + chunk_size], int(size), chans) for k in todo]
+    jobs = [
+        (folder, dest / PARTIAL, markers[k], starts[k], ids[starts[k] : starts[k] + chunk_size], int(size), chans)
+        for k in todo
+    ]
     for k, f in zip(todo, parallel(_pack_chunk, jobs, n_workers=n_workers, progress=progress and len(todo) > 1, threadpool=False)):
         done[k] = f
     failed = {i: e for k in range(len(starts)) for i, e in done[k].items()}
@@ -199,14 +226,19 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
 
 # %% ../nbs/01b_store.ipynb #b66046a4
 class RGBYStore:
-    "A packed store opened for reading: the `uint8` N×C×S×S `array` (memory-mapped unless `in_memory`), its Ids and their rows"
+    """A packed store opened for reading: the `uint8` N×C×S×S `array` (memory-mapped unless `in_memory`), its Ids and
+    their rows"""
     def __init__(self, path, # The store folder
                  index:dict|None=None, # Its parsed `index.json` (read if None)
                  in_memory:bool=False, # Load the whole array into RAM instead of memory-mapping it
                 ):
         self.path, self.in_memory = Path(path), in_memory
         self.index = index if index is not None else read_json(self.path/INDEX, 'store index')
-        self.size, self.channels, self.folder = self.index['size'], tuple(self.index['channels']), Path(self.index['folder'])
+        self.size, self.channels, self.folder = (
+            self.index['size'],
+            tuple(self.index['channels']),
+            Path(self.index['folder']),
+        )
         self.failed = dict(self.index.get('failed', {}))
         self.row = {i: r for r, i in enumerate(self.index['ids']) if i not in self.failed}
         self.ids, self._arr = list(self.row), None
@@ -218,10 +250,14 @@ class RGBYStore:
             fn = self.path/IMAGES
             try: a = np.load(fn, mmap_mode=None if self.in_memory else 'r')
             except (OSError, ValueError, EOFError) as e:
-                raise HpaDataError(f'{fn}: the store array cannot be read ({e}); {_repack_hint(self.path, self.folder, self.size)}') from None
+                raise HpaDataError(
+                    f'{fn}: the store array cannot be read ({e}); {_repack_hint(self.path, self.folder, self.size)}'
+                ) from None
             if a.shape != tuple(self.index['shape']) or a.dtype != np.uint8:
-                raise HpaDataError(f'{fn}: array {a.dtype} {a.shape} does not match its index {tuple(self.index["shape"])}; '
-                                   + _repack_hint(self.path, self.folder, self.size))
+                raise HpaDataError(
+                    f'{fn}: array {a.dtype} {a.shape} does not match its index {tuple(self.index["shape"])}; '
+                    + _repack_hint(self.path, self.folder, self.size)
+                )
             self._arr = a
         return self._arr
 
@@ -267,9 +303,12 @@ class RGBYStore:
         return RGBYImage(torch.from_numpy(self.read([id_])[0]))
 
     def __repr__(self):
-        return (f'RGBYStore({str(self.path)!r}: {len(self)} samples, {self.size}px, {"".join(c[0] for c in self.channels)}, '
-                f'{_gb(self.nbytes)}, {"in memory" if self.in_memory else "memory-mapped"}'
-                + (f', {len(self.failed)} failed' if self.failed else '') + ')')
+        return (
+            f'RGBYStore({str(self.path)!r}: {len(self)} samples, {self.size}px, {"".join(c[0] for c in self.channels)},'
+            f' {_gb(self.nbytes)}, {"in memory" if self.in_memory else "memory-mapped"}'
+            + (f', {len(self.failed)} failed' if self.failed else '')
+            + ')'
+        )
 
 # %% ../nbs/01b_store.ipynb #2d5fdec8
 def _read_rows(src:np.ndarray, rows:np.ndarray, out:np.ndarray|None=None, keep_order:bool=True) -> np.ndarray:
@@ -288,13 +327,16 @@ def open_store(path, # The store folder (from `pack_rgby`)
                channels=None, # Channels the store must have (letters or names)
                in_memory:bool=False, # Load the whole array into RAM instead of memory-mapping it
               ) -> RGBYStore:
-    "Open a packed store after checking it serves `ids` at `size` from unchanged files; refuse, with a repack hint, if not"
+    """Open a packed store after checking it serves `ids` at `size` from unchanged files; refuse, with a repack hint, if
+    not"""
     path = Path(path)
     if not (path/INDEX).exists():
         if (path/PLAN).exists():
             n_done = len(list((path/DONE).glob('*.json'))) if (path/DONE).is_dir() else 0
-            raise HpaDataError(f'{path}: packing was interrupted ({n_done} chunk(s) done); run `pack_rgby` with the same '
-                               'arguments again to finish it')
+            raise HpaDataError(
+                f'{path}: packing was interrupted ({n_done} chunk(s) done); run `pack_rgby` with the same '
+                'arguments again to finish it'
+            )
         raise HpaDataError(f'{path}: no packed store here (no {INDEX}); make one with `pack_rgby(folder, dest)`')
     index = read_json(path/INDEX, 'store index')
     chans = parse_channels(channels) if channels is not None else None
@@ -306,7 +348,10 @@ def open_store(path, # The store folder (from `pack_rgby`)
         fps = dict(zip(ids, _fingerprints(folder, ids, index['channels'])))
     p = _problem(index, ids, size, chans, fps)
     if p is not None:
-        raise HpaDataError(f'{path}: refusing this store: {p[1]}' + ('' if p[0] == 'failed' else f'; {_repack_hint(path, folder or index["folder"], size or index["size"])}'))
+        raise HpaDataError(
+            f'{path}: refusing this store: {p[1]}'
+            + ('' if p[0] == 'failed' else f'; {_repack_hint(path, folder or index["folder"], size or index["size"])}')
+        )
     store = RGBYStore(path, index, in_memory)
     store.array                                  # a missing or truncated array fails here, not at the first batch
     return store
@@ -316,6 +361,7 @@ def _disk_bytes(path:Path) -> int:
     "Bytes `path`'s files occupy on disk (sparse parts of a partial array not counted)"
     return sum(f.stat().st_blocks * 512 for f in path.rglob('*') if f.is_file())
 
+# %% ../nbs/01b_store.ipynb #1bfd5554
 def _store_dirs(root:Path):
     found = {f.parent for n in (INDEX, PLAN) for f in Path(root).rglob(n)}
     for d in sorted(found):
@@ -323,19 +369,35 @@ def _store_dirs(root:Path):
         except HpaDataError: meta = {}
         if meta.get('format') == STORE_FORMAT: yield d, meta, (d/INDEX).exists()
 
+# %% ../nbs/01b_store.ipynb #9b9c3444
 def list_stores(root, # Folder searched (recursively) for stores
                ) -> pd.DataFrame:
-    "The stores under `root`: path, complete?, size, channels, samples, failed, chunks done (if interrupted), GB on disk, source"
+    """The stores under `root`: path, complete?, size, channels, samples, failed, chunks done (if interrupted), GB on
+    disk, source"""
     rows = []
     for d, m, complete in _store_dirs(Path(root)):
         n, cs = len(m['ids']), m['chunk_size']
         n_chunks = (n + cs - 1) // cs
         done = n_chunks if complete else len(list((d/DONE).glob('*.json'))) if (d/DONE).is_dir() else 0
-        rows.append(dict(path=d, complete=complete, size=m['size'], channels=''.join(c[0] for c in m['channels']), n=n,
-                         failed=len(m.get('failed', {})), chunks_done=f'{done}/{n_chunks}', gb=round(_disk_bytes(d) / 1e9, 3),
-                         folder=m['folder'], created=m.get('created', '')))
-    return pd.DataFrame(rows, columns=['path', 'complete', 'size', 'channels', 'n', 'failed', 'chunks_done', 'gb', 'folder', 'created'])
+        rows.append(
+            dict(
+                path=d,
+                complete=complete,
+                size=m['size'],
+                channels=''.join(c[0] for c in m['channels']),
+                n=n,
+                failed=len(m.get('failed', {})),
+                chunks_done=f'{done}/{n_chunks}',
+                gb=round(_disk_bytes(d) / 1e9, 3),
+                folder=m['folder'],
+                created=m.get('created', ''),
+            )
+        )
+    return pd.DataFrame(
+        rows, columns=['path', 'complete', 'size', 'channels', 'n', 'failed', 'chunks_done', 'gb', 'folder', 'created']
+    )
 
+# %% ../nbs/01b_store.ipynb #9f26c508
 def prune_stores(root, # Folder searched (recursively) for stores
                  incomplete:bool=True, # Remove interrupted packs
                  sizes=(), # Remove complete stores of these sizes (`'all'`: every complete store)
@@ -353,7 +415,10 @@ def prune_stores(root, # Folder searched (recursively) for stores
             drop = sizes == 'all' or m['size'] in listify(sizes)
             if not drop and stale and Path(m['folder']).is_dir():
                 good = [i for i in m['ids'] if i not in m.get('failed', {})]
-                drop = _problem(m, good, fps=dict(zip(good, _fingerprints(Path(m['folder']), good, m['channels'])))) is not None
+                drop = (
+                    _problem(m, good, fps=dict(zip(good, _fingerprints(Path(m['folder']), good, m['channels']))))
+                    is not None
+                )
         if drop:
             res.append(d)
             if not dry_run: _remove_store(d)
@@ -369,8 +434,10 @@ class StoreUnion:
         s0 = self.stores[0]
         for s in self.stores[1:]:
             if (s.size, s.channels) != (s0.size, s0.channels):
-                raise HpaDataError(f'{s.path}: packed at {s.size}px with channels {list(s.channels)}, but {s0.path} at {s0.size}px '
-                                   f'with {list(s0.channels)}; pack both folders at one size and channels')
+                raise HpaDataError(
+                    f'{s.path}: packed at {s.size}px with channels {list(s.channels)}, but {s0.path} at {s0.size}px '
+                    f'with {list(s0.channels)}; pack both folders at one size and channels'
+                )
         self.size, self.channels, self.path, self.folder = s0.size, s0.channels, s0.path, s0.folder
         self.offsets = np.cumsum([0] + [len(s.index['ids']) for s in self.stores])
         self.row, self.failed, self._store = {}, {}, {}
@@ -393,7 +460,8 @@ class StoreUnion:
             ) -> np.ndarray:
         "Row numbers of `ids` in the union (`HpaDataError` for an Id no store holds)"
         i = next((i for i in ids if i not in self.row), None)
-        if i is not None: next((s for s in self.stores if i in s.failed), self.stores[0]).rows([i])   # its error says why
+        # its error says why
+        if i is not None: next((s for s in self.stores if i in s.failed), self.stores[0]).rows([i])
         return np.fromiter((self.row[i] for i in ids), np.int64)
 
     def read_rows(self, rows, # Row numbers in the union
@@ -408,7 +476,8 @@ class StoreUnion:
         for k, s in enumerate(self.stores):
             m = np.flatnonzero(part == k)
             if not len(m): continue
-            if m[-1] - m[0] + 1 == len(m): s.read_rows(rows[m] - self.offsets[k], out[m[0]:m[-1] + 1])   # a contiguous share (always, in row order): read in place
+            # a contiguous share (always, in row order): read in place
+            if m[-1] - m[0] + 1 == len(m): s.read_rows(rows[m] - self.offsets[k], out[m[0]:m[-1] + 1])
             else: out[m] = s.read_rows(rows[m] - self.offsets[k])
         return out
 
@@ -422,8 +491,8 @@ class StoreUnion:
         "The stem `folder/Id` of each of `ids`, in the folder of the store holding it"
         return [self.stores[self._store[i]].folder/i for i in ids]
 
-    def __repr__(self): return f'StoreUnion({len(self)} samples, {self.size}px: ' + ', '.join(repr(s) for s in self.stores) + ')'
-
+    def __repr__(self):
+        return f'StoreUnion({len(self)} samples, {self.size}px: ' + ', '.join(repr(s) for s in self.stores) + ')'
 
 # %% ../nbs/01b_store.ipynb #5d4ed8e5
 class StoreFeatures(TensorBase):
@@ -431,6 +500,7 @@ class StoreFeatures(TensorBase):
     def show(self, ctx=None, # The axis the sample's image is drawn on
              **kwargs): return ctx
 
+# %% ../nbs/01b_store.ipynb #18862de4
 class StoreDataset:
     "One split over a packed store: rows, multi-hot targets and optional features, read a whole batch at a time"
     def __init__(self, store:RGBYStore, # The opened store, or a `StoreUnion` of several
@@ -495,12 +565,20 @@ class StoreDataset:
 
     def new_empty(self):
         "An empty dataset of the same kind (what `Learner.export` keeps)"
-        return StoreDataset(self.store, [], None if self.y is None else self.y[:0], None if self.feats is None else self.feats[:0],
-                            self.feature_type, self.split_idx, rows=np.zeros(0, np.int64))
+        return StoreDataset(
+            self.store,
+            [],
+            None if self.y is None else self.y[:0],
+            None if self.feats is None else self.feats[:0],
+            self.feature_type,
+            self.split_idx,
+            rows=np.zeros(0, np.int64),
+        )
 
 # %% ../nbs/01b_store.ipynb #7833859b
 def _n_tfms(o) -> int: return 0 if o is None else len(o.fs) if isinstance(o, Pipeline) else len(listify(o))
 
+# %% ../nbs/01b_store.ipynb #c58ecde8
 class StoreDataLoader(TfmdDL):
     "A `TfmdDL` over a `StoreDataset` that reads whole batches (sorted rows, one read each); batch transforms only"
     def __init__(self, dataset:StoreDataset, # The split to load
@@ -511,8 +589,10 @@ class StoreDataLoader(TfmdDL):
                 ):
         for k in ('item_tfms', 'after_item', 'before_batch'):
             if _n_tfms(kwargs.get(k)):
-                raise ValueError(f'`{k}` cannot run on a packed store: batches are read whole, never as items. Resize with '
-                                 '`pack_rgby(size=...)` and pass image transforms as batch transforms (`after_batch`)')
+                raise ValueError(
+                    f'`{k}` cannot run on a packed store: batches are read whole, never as items. Resize with '
+                    '`pack_rgby(size=...)` and pass image transforms as batch transforms (`after_batch`)'
+                )
         kwargs.pop('item_tfms', None)
         super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
 
@@ -523,7 +603,8 @@ class StoreDataLoader(TfmdDL):
 
 # %% ../nbs/01b_store.ipynb #cc74fb75
 def _device_cache(store, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|None:
-    "Copy the unique `rows` of `store` (one or a `StoreUnion`) to `device`: (tensor, rows remapped into it), or None (with a message) if they do not fit"
+    """Copy the unique `rows` of `store` (one or a `StoreUnion`) to `device`: (tensor, rows remapped into it), or None
+    (with a message) if they do not fit"""
     device = torch.device(device)
     uniq = np.unique(rows); need = len(uniq) * int(np.prod(store.item_shape))
     if device.type == 'cuda':
@@ -540,24 +621,30 @@ def store_batch_tfms(aug:bool=True, # Add the paper's flip + affine augmentation
                      stats=None, # Per-channel (mean, std) of the 4 channels; default `HPA_STATS`
                      channels='rgby', # The store's channels (their stats are picked from `stats`)
                     ) -> list:
-    "The default batch transforms of `store_dataloaders`: the same as `hpa_datablock`'s (`IntToFloatTensor`, `hpa_aug`, `Normalize`)"
+    """The default batch transforms of `store_dataloaders`: the same as `hpa_datablock`'s (`IntToFloatTensor`,
+    `hpa_aug`, `Normalize`)"""
     return [IntToFloatTensor(), *(hpa_aug() if aug else []), Normalize.from_stats(*channel_stats(channels, stats))]
 
+# %% ../nbs/01b_store.ipynb #8a168ace
 def _targets(df:pd.DataFrame) -> np.ndarray:
     t = list(df['Target'])
     return encode_targets([parse_target(s, f'Id {i}') if isinstance(s, str) else s for i, s in zip(df['Id'], t)])
 
 # %% ../nbs/01b_store.ipynb #9b6e316c
-def store_dataloaders(store, # An `RGBYStore` (from `open_store`), a `StoreUnion`, or the path of a packed store (a list: several, read as one)
+def store_dataloaders(store, # An `RGBYStore` (`open_store`), a `StoreUnion`, or a packed store's path (a list: several, as one)
                       df:pd.DataFrame, # Labels: `Id` and `Target` (lists of class indices, or strings like '0 16')
                       train_idx, # Positions in `df` of the training rows
                       valid_idx, # Positions in `df` of the validation rows (may be empty)
                       bs:int=16, # Batch size
-                      aug:bool=True, # Paper's flip + affine augmentation on training batches (default `after_batch` only)
-                      stats=None, # Per-channel (mean, std) for `Normalize` (default `HPA_STATS`; default `after_batch` only)
-                      after_batch=None, # Batch transforms replacing the default `store_batch_tfms(aug, stats, channels)`
+                      # Paper's flip + affine augmentation on training batches (default `after_batch` only)
+                      aug:bool=True,
+                      # Per-channel (mean, std) for `Normalize` (default `HPA_STATS`; default `after_batch` only)
+                      stats=None,
+                      # Batch transforms replacing the default `store_batch_tfms(aug, stats, channels)`
+                      after_batch=None,
                       features:pd.DataFrame|None=None, # Feature table (`Id` + one column per feature): a second input
-                      feature_norm=None, # Callable applied to the raw feature rows (e.g. a `FeatureNorm` fitted on train rows)
+                      # Callable applied to the raw feature rows (e.g. a `FeatureNorm` fitted on train rows)
+                      feature_norm=None,
                       feature_type=None, # Tensor type of the features (e.g. `FeatureTensor`; default `StoreFeatures`)
                       item_tfms=None, # Not supported (batches are never items): anything here raises `ValueError`
                       device_cache:bool=False, # Put the used rows of the store on the GPU when they fit
@@ -567,9 +654,12 @@ def store_dataloaders(store, # An `RGBYStore` (from `open_store`), a `StoreUnion
                      ) -> DataLoaders:
     "fastai `DataLoaders` over a packed store: whole `uint8` batches read at once, batch transforms on the device"
     if _n_tfms(item_tfms):
-        raise ValueError('`item_tfms` cannot run on a packed store: batches are read whole, never as items. Resize with '
-                         '`pack_rgby(size=...)`; put augmentation in `after_batch` (batch transforms run on the GPU)')
-    if isinstance(store, (list, tuple)): store = StoreUnion([s if isinstance(s, RGBYStore) else open_store(s) for s in store])
+        raise ValueError(
+            '`item_tfms` cannot run on a packed store: batches are read whole, never as items. Resize with '
+            '`pack_rgby(size=...)`; put augmentation in `after_batch` (batch transforms run on the GPU)'
+        )
+    if isinstance(store, (list, tuple)):
+        store = StoreUnion([s if isinstance(s, RGBYStore) else open_store(s) for s in store])
     if not isinstance(store, (RGBYStore, StoreUnion)): store = open_store(store)
     ids = [str(i) for i in df['Id']]
     train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
@@ -591,7 +681,8 @@ def store_dataloaders(store, # An `RGBYStore` (from `open_store`), a `StoreUnion
     device = default_device() if device is None else torch.device(device)
     src = None
     if device_cache:
-        if device.type != 'cuda': print(f'device_cache: no CUDA device ({device}); reading batches from the memory-mapped store')
+        if device.type != 'cuda':
+            print(f'device_cache: no CUDA device ({device}); reading batches from the memory-mapped store')
         else:
             used = np.concatenate([train_idx, valid_idx])
             got = _device_cache(store, rows[used], device)
@@ -601,7 +692,15 @@ def store_dataloaders(store, # An `RGBYStore` (from `open_store`), a `StoreUnion
         return StoreDataset(store, [ids[i] for i in idx], y[idx], None if feats is None else feats[idx], feature_type,
                             split, src, rows[idx], pin and num_workers == 0)
     tfms = store_batch_tfms(aug, stats, store.channels) if after_batch is None else list(after_batch)
-    trn = StoreDataLoader(ds(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) >= bs, num_workers=num_workers,
-                          after_batch=tfms, device=device, pin_memory=pin and num_workers > 0)
+    trn = StoreDataLoader(
+        ds(train_idx, 0),
+        bs=bs,
+        shuffle=True,
+        drop_last=len(train_idx) >= bs,
+        num_workers=num_workers,
+        after_batch=tfms,
+        device=device,
+        pin_memory=pin and num_workers > 0,
+    )
     val = trn.new(ds(valid_idx, 1), bs=val_bs or bs, shuffle=False, drop_last=False)
     return DataLoaders(trn, val, path=store.path, device=device)

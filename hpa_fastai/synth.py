@@ -28,23 +28,43 @@ def smooth_noise(rng, # a numpy random `Generator`
     small = rng.random((cells, cells), dtype=np.float32)
     return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
 
+# %% ../nbs/02_synth.ipynb #ea9620ad
 def _ell(img, c, axes, ang, val, thick=-1, aa=True):
     "Draw an ellipse (centre `c`, half-axes `axes`, degrees `ang`) into `img`"
-    cv2.ellipse(img, (int(c[0]), int(c[1])), (max(1, int(axes[0])), max(1, int(axes[1]))), float(ang), 0, 360, val, thick,
-                cv2.LINE_AA if aa else cv2.LINE_8)
+    cv2.ellipse(
+        img,
+        (int(c[0]), int(c[1])),
+        (max(1, int(axes[0])), max(1, int(axes[1]))),
+        float(ang),
+        0,
+        360,
+        val,
+        thick,
+        cv2.LINE_AA if aa else cv2.LINE_8,
+    )
 
-def _dot(img, c, r, val, thick=-1): cv2.circle(img, (int(c[0]), int(c[1])), max(1, int(round(r))), val, thick, cv2.LINE_AA)
-def _line(img, a, b, val, thick=1): cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), val, max(1, int(thick)), cv2.LINE_AA)
+# %% ../nbs/02_synth.ipynb #1d1b4d86
+def _dot(img, c, r, val, thick=-1):
+    cv2.circle(img, (int(c[0]), int(c[1])), max(1, int(round(r))), val, thick, cv2.LINE_AA)
 
+# %% ../nbs/02_synth.ipynb #2dd35236
+def _line(img, a, b, val, thick=1):
+    cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), val, max(1, int(thick)), cv2.LINE_AA)
+
+# %% ../nbs/02_synth.ipynb #73044f7f
 def _segments(img, a, b, val, thick=1):
     "Draw the segments `a[i]`–`b[i]` (arrays of shape (n, 2)) in one call"
-    if len(a): cv2.polylines(img, list(np.stack([a, b], 1).round().astype(np.int32)), False, float(val), max(1, int(thick)), cv2.LINE_AA)
+    if len(a):
+        cv2.polylines(
+            img, list(np.stack([a, b], 1).round().astype(np.int32)), False, float(val), max(1, int(thick)), cv2.LINE_AA
+        )
 
 # %% ../nbs/02_synth.ipynb #f3b0588d
 def _n_cells(rng):
     "Nuclei in a field: log-normal, median 18, clipped to 8–110 (real HPA fields: median 18, up to ~106)"
     return int(np.clip(round(np.exp(rng.normal(np.log(18), 0.65))), 8, 110))
 
+# %% ../nbs/02_synth.ipynb #86f5a70f
 def _cells(rng, size:int):
     "Random cells (centre, nucleus axes, cell axes, angle) for a field of `size` pixels, in a few crowded clusters"
     s = size / 512; n = _n_cells(rng); cells = []
@@ -52,15 +72,22 @@ def _cells(rng, size:int):
     hubs = rng.uniform(0.15, 0.85, (int(rng.integers(1, 4)), 2)) * size; spread = rng.uniform(0.15, 0.5) * size
     for _ in range(n * 10):
         if len(cells) == n: break
-        c = hubs[rng.integers(len(hubs))] + rng.normal(0, spread, 2) if rng.random() < 0.6 else rng.uniform(0, 1, 2) * size
+        c = (
+            hubs[rng.integers(len(hubs))] + rng.normal(0, spread, 2)
+            if rng.random() < 0.6
+            else rng.uniform(0, 1, 2) * size
+        )
         if not (0.02 * size < c[0] < 0.98 * size and 0.02 * size < c[1] < 0.98 * size): continue
         if cells and (np.hypot(*(np.array([o['c'] for o in cells]) - c).T) < 0.95 * r_cell).any(): continue
         ang = rng.uniform(0, 180); ecc = rng.uniform(1.0, 1.5)
         nuc = np.array([r_cell * 0.42 * ecc, r_cell * 0.42 / ecc]) * rng.uniform(0.85, 1.1)
         cell = np.array([r_cell * ecc * rng.uniform(0.9, 1.25), r_cell / ecc * rng.uniform(0.9, 1.25)])
-        cells.append(dict(i=len(cells), c=c, nuc=nuc, cell=cell, ang=ang, off=rng.normal(0, 0.12, 2) * cell, phase=None))
+        cells.append(
+            dict(i=len(cells), c=c, nuc=nuc, cell=cell, ang=ang, off=rng.normal(0, 0.12, 2) * cell, phase=None)
+        )
     return cells
 
+# %% ../nbs/02_synth.ipynb #b409506a
 def _in_ellipse(rng, axes, ang, n, frac=0.85):
     "`n` random offsets inside an ellipse of half-axes `axes` rotated by `ang` degrees"
     t, r = rng.uniform(0, 2*np.pi, n), frac * np.sqrt(rng.uniform(0, 1, n))
@@ -68,11 +95,13 @@ def _in_ellipse(rng, axes, ang, n, frac=0.85):
     a = np.deg2rad(ang)
     return np.stack([x*np.cos(a) - y*np.sin(a), x*np.sin(a) + y*np.cos(a)], -1)
 
+# %% ../nbs/02_synth.ipynb #6e5ef1e5
 def _on_ellipse(axes, ang, t):
     "Points on an ellipse's rim at parameters `t`"
     axes = np.asarray(axes); x, y = axes[..., 0] * np.cos(t), axes[..., 1] * np.sin(t); a = np.deg2rad(ang)
     return np.stack([x*np.cos(a) - y*np.sin(a), x*np.sin(a) + y*np.cos(a)], -1)
 
+# %% ../nbs/02_synth.ipynb #963b4e6e
 def _axis(cl):
     "Unit vector along the cell's long axis, and its normal"
     a = np.deg2rad(cl['ang']); d = np.array([np.cos(a), np.sin(a)]); return d, np.array([-d[1], d[0]])
@@ -84,6 +113,7 @@ def _spindle_fibres(cl):
     ends = cl['c'] + np.outer(np.linspace(-1, 1, 9), n) * cl['nuc'][1]
     return np.concatenate([np.repeat(p[None], 9, 0) for p in poles]), np.concatenate([ends, ends])
 
+# %% ../nbs/02_synth.ipynb #112a17dc
 def _landmarks(rng, cells, size):
     "Label images, masks and the red, blue and yellow stains of a field (dividing cells in blue and red too)"
     s = size / 512
@@ -93,22 +123,29 @@ def _landmarks(rng, cells, size):
     for cl in cells:
         cc = cl['c'] + cl['off']; d, nrm = _axis(cl); i = cl['i'] + 1
         if cl['phase'] is None:
-            _ell(body_lab, cc, cl['cell'], cl['ang'], i, aa=False); _ell(nuc_lab, cl['c'], cl['nuc'], cl['ang'], i, aa=False)
-            _ell(blue, cl['c'], cl['nuc'], cl['ang'], float(rng.uniform(0.3, 0.8)))        # each nucleus its own brightness
-            m = int(rng.integers(30, 60))                                                 # microtubules: rim of the nucleus to the cell edge
+            _ell(body_lab, cc, cl['cell'], cl['ang'], i, aa=False)
+            _ell(nuc_lab, cl['c'], cl['nuc'], cl['ang'], i, aa=False)
+            # each nucleus its own brightness
+            _ell(blue, cl['c'], cl['nuc'], cl['ang'], float(rng.uniform(0.3, 0.8)))
+            # microtubules: rim of the nucleus to the cell edge
+            m = int(rng.integers(30, 60))
             t = rng.uniform(0, 2*np.pi, m)
             a = cl['c'] + _on_ellipse(cl['nuc'] * rng.uniform(0.6, 1.1, (m, 1)), cl['ang'], t)
             b = cc + _on_ellipse(cl['cell'] * rng.uniform(0.7, 1.0, (m, 1)), cl['ang'], t + rng.normal(0, 0.5, m))
         else:                                                                             # a dividing cell rounds up
             r = np.sqrt(cl['cell'][0] * cl['cell'][1]) * 0.8
             _ell(body_lab, cl['c'], (r, r), 0, i, aa=False)
-            if cl['phase'] == 'spindle':                                                  # metaphase: a bright chromosome plate
+            # metaphase: a bright chromosome plate
+            if cl['phase'] == 'spindle':
                 plate = (cl['nuc'][1] * 0.28, cl['nuc'][1] * 0.95)
                 _ell(nuc_lab, cl['c'], plate, cl['ang'], i, aa=False); _ell(blue, cl['c'], plate, cl['ang'], 1.3)
                 a, b = _spindle_fibres(cl)
-            else:                                                                         # cytokinesis: two daughter nuclei and a bridge
+            # cytokinesis: two daughter nuclei and a bridge
+            else:
                 kids = [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]
-                for k in kids: _ell(nuc_lab, k, cl['nuc'] * 0.6, cl['ang'], i, aa=False); _ell(blue, k, cl['nuc'] * 0.6, cl['ang'], 1.1)
+                for k in kids:
+                    _ell(nuc_lab, k, cl['nuc'] * 0.6, cl['ang'], i, aa=False)
+                    _ell(blue, k, cl['nuc'] * 0.6, cl['ang'], 1.1)
                 a, b = np.array(kids), np.array(kids[::-1])
                 cl['kids'] = kids
         a_all.append(a); b_all.append(b); cl['mt'] = (a, b)
@@ -116,28 +153,40 @@ def _landmarks(rng, cells, size):
     cyto_lab = np.where(nuc_lab > 0, 0, body_lab); cyto = (cyto_lab > 0).astype(np.float32)
     a_all, b_all = np.concatenate(a_all), np.concatenate(b_all)
     w = rng.uniform(0.3, 1.0, len(a_all))
-    for lo, hi in ((0.3, 0.55), (0.55, 0.8), (0.8, 1.01)):                              # three brightnesses, one call each
+    # three brightnesses, one call each
+    for lo, hi in ((0.3, 0.55), (0.55, 0.8), (0.8, 1.01)):
         k = (w >= lo) & (w < hi); _segments(red, a_all[k], b_all[k], (lo + hi) / 2)
     for cl in cells:
         if cl['phase'] == 'bridge': _dot(red, cl['c'], 2.5 * s, 1.5)                      # the midbody
-    lin = lambda x, a, b: cv2.addWeighted(x, a, x, 0, b)                                 # a·x + b, without numpy temporaries
+    # a·x + b, without numpy temporaries
+    lin = lambda x, a, b: cv2.addWeighted(x, a, x, 0, b)
     blue = cv2.multiply(blue, lin(smooth_noise(rng, size, max(8, size // 6)), 0.8, 0.6))   # chromatin: grainy at 6 px
-    for cl in cells:                                                                      # dim nucleoli in the DAPI stain
+    # dim nucleoli in the DAPI stain
+    for cl in cells:
         cl['nucleoli'] = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(2, 5)), 0.6)
         if cl['phase'] is None:
             for p in cl['nucleoli']: _dot(blue, p, 3.5 * s, 0.08)
     red = cv2.multiply(cv2.GaussianBlur(red, (0, 0), 0.7 * max(s, 0.5)), lin(body, 0.7, 0.3))
-    red = cv2.scaleAdd(cv2.multiply(cyto, smooth_noise(rng, size, 24)), 0.12, red)       # and a diffuse cytoplasmic share
+    # and a diffuse cytoplasmic share
+    red = cv2.scaleAdd(cv2.multiply(cyto, smooth_noise(rng, size, 24)), 0.12, red)
     mesh = smooth_noise(rng, size, int(64 * min(s, 1) + 8))
-    er = cv2.max(lin(cv2.absdiff(mesh, 0.5), -6, 1), 0.)                                 # zero crossings: a reticular net
+    # zero crossings: a reticular net
+    er = cv2.max(lin(cv2.absdiff(mesh, 0.5), -6, 1), 0.)
     q = max(1, size // 64)                       # a wide blur is as good at 1/8 scale, and 30× cheaper
-    near = cv2.resize(cv2.GaussianBlur(cv2.resize(nuc, (size // q, size // q), interpolation=cv2.INTER_AREA), (0, 0), (12 * s + 1) / q),
-                      (size, size), interpolation=cv2.INTER_LINEAR)
-    yellow = cv2.max(cv2.addWeighted(body, 1, nuc, -0.8, 0), 0.)                         # the cell, dimmer over the nucleus
+    near = cv2.resize(
+        cv2.GaussianBlur(
+            cv2.resize(nuc, (size // q, size // q), interpolation=cv2.INTER_AREA), (0, 0), (12 * s + 1) / q
+        ),
+        (size, size),
+        interpolation=cv2.INTER_LINEAR,
+    )
+    # the cell, dimmer over the nucleus
+    yellow = cv2.max(cv2.addWeighted(body, 1, nuc, -0.8, 0), 0.)
     yellow = cv2.multiply(cv2.multiply(yellow, lin(er, 0.75, 0.25)), lin(near, 1 / max(float(near.max()), 1e-6), 0.4))
     return dict(nuc=nuc, body=body, cyto=cyto, nuc_lab=nuc_lab, body_lab=body_lab, cyto_lab=cyto_lab, n=len(cells),
                 red=red, blue=blue, yellow=yellow, er=er, mesh=mesh, mesh_cells=int(64 * min(s, 1) + 8))
 
+# %% ../nbs/02_synth.ipynb #a5ec56f8
 def _mask(marks, cells, kind='nuc'):
     "The `kind` mask (nuc, body or cyto) of `cells` only"
     if len(cells) == marks['n']: return marks[kind]
@@ -145,8 +194,10 @@ def _mask(marks, cells, kind='nuc'):
     return lut[marks[kind + '_lab']]
 
 # %% ../nbs/02_synth.ipynb #e712e853
-CLASS_PATTERNS = {}   # class name -> draw(g, rng, cells, marks, s); in the order of `HPA_CLASSES` once all are registered
+# class name -> draw(g, rng, cells, marks, s); in the order of `HPA_CLASSES` once all are registered
+CLASS_PATTERNS = {}
 
+# %% ../nbs/02_synth.ipynb #f78b0cea
 def pattern(name:str, # the class, spelled as in `HPA_CLASSES`
             draw=None, # a function `draw(g, rng, cells, marks, s)`; if None, `pattern` returns a decorator
            ):
@@ -160,30 +211,43 @@ def _quantile(x, q):
     "The `q` quantile of `x`, estimated on every 4th row and column (fast)"
     v = x[::4, ::4].ravel(); k = min(len(v) - 1, int(q * len(v))); return float(np.partition(v, k)[k])
 
+# %% ../nbs/02_synth.ipynb #651deba7
 @functools.lru_cache(maxsize=4)
 def _noise_bank(n:int):
     "A fixed bank of `n` standard normal values"
     return np.random.default_rng(2018).standard_normal(n, dtype=np.float32)
 
+# %% ../nbs/02_synth.ipynb #817ef89e
 def _noise(rng, size):
     "A standard normal size×size field: a random window of a fixed bank 4× as large (far cheaper than drawing one)"
-    o = int(rng.integers(0, 3 * size * size)); return _noise_bank(4 * size * size)[o:o + size * size].reshape(size, size)
+    o = int(rng.integers(0, 3 * size * size))
+    return _noise_bank(4 * size * size)[o:o + size * size].reshape(size, size)
 
+# %% ../nbs/02_synth.ipynb #746f9932
 def _render(rng, x, size, level, tex=0.6, shot=1.0, grain=3, specks=1.5):
-    "Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), `specks` specks on average, optics, noise, 8 bits"
+    """Grain of ~`grain` px (strength `tex`), uneven light, the level (99.5% point at `level` × 255), `specks` specks on
+    average, optics, noise, 8 bits"""
     s = size / 512
     k = max(8, size // grain); lin = lambda v, a, b: cv2.addWeighted(v, a, v, 0, b)          # a·v + b
-    small = lin(rng.random((k, k), dtype=np.float32), 2 * tex, 1 - tex)                       # multiplicative grain, on its coarse grid
-    small = cv2.multiply(small, lin(cv2.resize(rng.random((3, 3), dtype=np.float32), (k, k), interpolation=cv2.INTER_CUBIC), 0.9, 0.55))   # × uneven light
+    # multiplicative grain, on its coarse grid
+    small = lin(rng.random((k, k), dtype=np.float32), 2 * tex, 1 - tex)
+    # × uneven light
+    small = cv2.multiply(
+        small, lin(cv2.resize(rng.random((3, 3), dtype=np.float32), (k, k), interpolation=cv2.INTER_CUBIC), 0.9, 0.55)
+    )
     x = cv2.multiply(x, cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))      # one upsampling for both
     x *= np.float32(255 * level / max(_quantile(x, 0.995), 1e-3))
     for _ in range(int(rng.poisson(specks))):                                                 # saturated debris
         _dot(x, rng.uniform(0, size, 2), rng.uniform(1, 3.5) * s + 0.5, float(rng.uniform(300, 600)))
     x = cv2.GaussianBlur(x, (0, 0), max(0.5, 0.8 * s))                                       # point spread
-    x = cv2.scaleAdd(cv2.multiply(cv2.sqrt(cv2.max(x, 0.)), _noise(rng, size)), shot * rng.uniform(0.6, 1.2), x)   # shot noise
-    x = cv2.scaleAdd(_noise(rng, size), rng.uniform(1, 3), x); x -= np.float32(rng.uniform(2, 6))   # read noise, black level
-    return cv2.convertScaleAbs(cv2.max(x, 0.))                                                # rounds and saturates at 255
+    # shot noise
+    x = cv2.scaleAdd(cv2.multiply(cv2.sqrt(cv2.max(x, 0.)), _noise(rng, size)), shot * rng.uniform(0.6, 1.2), x)
+    # read noise, black level
+    x = cv2.scaleAdd(_noise(rng, size), rng.uniform(1, 3), x); x -= np.float32(rng.uniform(2, 6))
+    # rounds and saturates at 255
+    return cv2.convertScaleAbs(cv2.max(x, 0.))
 
+# %% ../nbs/02_synth.ipynb #ff9e3266
 _MITOTIC = {'Mitotic spindle': 'spindle', 'Cytokinetic bridge': 'bridge'}
 
 def _assign(rng, labels, cells):
@@ -198,25 +262,31 @@ def _assign(rng, labels, cells):
             frac = rng.uniform(0.7, 1) if rng.random() < 0.7 else rng.uniform(0.15, 0.7)
             idx = rng.choice(n, max(1, int(round(frac * n))), replace=False)
         shows[c] = sorted(int(i) for i in idx)
-    if rng.random() < 0.3: cells[free.pop()]['phase'] = str(rng.choice(['spindle', 'bridge']))   # dividing, but its protein shows nothing special
+    # dividing, but its protein shows nothing special
+    if rng.random() < 0.3: cells[free.pop()]['phase'] = str(rng.choice(['spindle', 'bridge']))
     return shows
 
+# %% ../nbs/02_synth.ipynb #b3eb7e9a
 def synth_sample(labels, # class indices (positions in `HPA_CLASSES`) whose patterns the green stain shows
                  size:int=512, # side of the square field, in pixels
                  seed=0, # seed of the field's random generator: the same seed draws the same field
                  return_cells:bool=False, # also return the per-cell records (cell, x, y, labels)
                 ):
-    "A synthetic H×W×4 uint8 field (red, green, blue, yellow) whose green shows the classes in `labels` (and its cells' records)"
+    """A synthetic H×W×4 uint8 field (red, green, blue, yellow) whose green shows the classes in `labels` (and its
+    cells' records)"""
     rng = np.random.default_rng(seed); s = size / 512
     cells = _cells(rng, size); shows = _assign(rng, labels, cells); marks = _landmarks(rng, cells, size)
     faint = rng.uniform(0, 0.12)                                                             # a faint unspecific stain
     g = cv2.addWeighted(marks['cyto'], 0.5 * faint, marks['nuc'], 0.3 * faint, 0)
     for c in labels:
         part = np.zeros_like(g); CLASS_PATTERNS[HPA_CLASSES[c]](part, rng, [cells[i] for i in shows[c]], marks, s)
-        g = cv2.scaleAdd(part, rng.uniform(0.6, 1.0), g)                                     # each class at its own strength
-    lv = lambda med, sd: float(np.clip(med * np.exp(rng.normal(0, sd)), 0.05, 1.5))         # a level, log-normal around `med`
+        # each class at its own strength
+        g = cv2.scaleAdd(part, rng.uniform(0.6, 1.0), g)
+    # a level, log-normal around `med`
+    lv = lambda med, sd: float(np.clip(med * np.exp(rng.normal(0, sd)), 0.05, 1.5))
     q = _quantile(g, 0.995); cover = float((g[::4, ::4] > 0.25 * q).mean()) if q > 0 else 1.
-    dense = min(2., (0.1 / max(cover, 0.01)) ** 0.3)     # widespread green a little dimmer, so more labels do not mean brighter
+    # widespread green a little dimmer, so more labels do not mean brighter
+    dense = min(2., (0.1 / max(cover, 0.01)) ** 0.3)
     x = cv2.merge([_render(rng, marks['red'], size, lv(0.9, 0.3), 0.7),
                    _render(rng, g, size, lv(0.5, 0.5) * dense, 1.0, shot=2.5, grain=2, specks=0.7),
                    _render(rng, marks['blue'], size, lv(0.8, 0.3), 0.6),
@@ -230,26 +300,31 @@ def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
     "Dots of radius `r`: `n[0]`–`n[1]` per nucleus, within `frac` of its half-axes, or 3 around each nucleolus"
     def draw(g, rng, cells, marks, s):
         for cl in cells:
-            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])   # spread 3 px
+            # spread 3 px
+            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])
             else: pts = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), frac)
             for p in pts: _dot(g, p, r * s * rng.uniform(0.8, 1.2), float(rng.uniform(0.6, 1)))
     return draw
 
+# %% ../nbs/02_synth.ipynb #62df41d2
 @pattern('Nucleoplasm')
 def _nucleoplasm(g, rng, cells, marks, s):
     tex = smooth_noise(rng, len(g), 48); g += 0.6 * _mask(marks, cells, 'nuc') * (0.6 + 0.4 * tex)   # textured fill
     for cl in cells:
         for p in cl['nucleoli']: _dot(g, p, 4 * s, 0.0)                                # nucleoli stay dark
 
+# %% ../nbs/02_synth.ipynb #bfb02cac
 @pattern('Nuclear membrane')
 def _nuclear_membrane(g, rng, cells, marks, s):
     for cl in cells: _ell(g, cl['c'], cl['nuc'], cl['ang'], 0.9, max(1, int(2 * s)))    # the nucleus's rim, 2 px wide
 
+# %% ../nbs/02_synth.ipynb #67af937f
 @pattern('Nucleoli')
 def _nucleoli(g, rng, cells, marks, s):
     for cl in cells:
         for p in cl['nucleoli']: _dot(g, p, 4.5 * s, 1.0)
 
+# %% ../nbs/02_synth.ipynb #e6ef6c35
 _fibrillar_center = pattern('Nucleoli fibrillar center', _nuclear_dots(r=1.6, near_nucleoli=True))
 _speckles = pattern('Nuclear speckles', _nuclear_dots(r=1.6, n=(12, 22)))
 _nuclear_bodies = pattern('Nuclear bodies', _nuclear_dots(r=2.6, n=(1, 4)))
@@ -257,26 +332,39 @@ _nuclear_bodies = pattern('Nuclear bodies', _nuclear_dots(r=2.6, n=(1, 4)))
 # %% ../nbs/02_synth.ipynb #a0870308
 @pattern('Endoplasmic reticulum')
 def _er(g, rng, cells, marks, s):
-    mesh = 0.7 * marks['mesh'] + 0.3 * smooth_noise(rng, len(g), marks['mesh_cells'])          # the yellow net, partly redrawn
+    # the yellow net, partly redrawn
+    mesh = 0.7 * marks['mesh'] + 0.3 * smooth_noise(rng, len(g), marks['mesh_cells'])
     g += 0.7 * _mask(marks, cells, 'cyto') * (0.2 + 0.8 * np.clip(1 - np.abs(mesh - 0.5) * 7, 0, 1))
 
+# %% ../nbs/02_synth.ipynb #03e81b65
 @pattern('Golgi apparatus')
 def _golgi(g, rng, cells, marks, s):
     for cl in cells:                              # 8 dots bunched around one side, just outside the nucleus
         side = rng.uniform(0, 2*np.pi); t = side + rng.normal(0, 0.35, 8)
         for p in cl['c'] + _on_ellipse(cl['nuc'] * 1.25, cl['ang'], t): _dot(g, p, 3 * s, float(rng.uniform(0.6, 1)))
 
+# %% ../nbs/02_synth.ipynb #fdecd0be
 def _cyto_puncta(r, n, perinuclear=False, ring=False):
     "Puncta of radius `r`, `n[0]`–`n[1]` per cell off the nucleus: only near it if `perinuclear`, hollow if `ring`"
     reach = 0.55 if perinuclear else 0.95         # how far out, as a share of the cell's half-axes
     def draw(g, rng, cells, marks, s):
         for cl in cells:
-            pts = cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), reach)
+            pts = (
+                cl['c'] + cl['off'] + _in_ellipse(rng, cl['cell'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), reach)
+            )
             for p in pts:
-                if marks['nuc'][int(np.clip(p[1], 0, len(g)-1)), int(np.clip(p[0], 0, len(g)-1))] > 0: continue   # over the nucleus
-                _dot(g, p, r * s * rng.uniform(0.8, 1.3), float(rng.uniform(0.5, 1)), thick=max(1, int(s)) if ring else -1)
+                # over the nucleus
+                if marks['nuc'][int(np.clip(p[1], 0, len(g)-1)), int(np.clip(p[0], 0, len(g)-1))] > 0: continue
+                _dot(
+                    g,
+                    p,
+                    r * s * rng.uniform(0.8, 1.3),
+                    float(rng.uniform(0.5, 1)),
+                    thick=max(1, int(s)) if ring else -1,
+                )
     return draw
 
+# %% ../nbs/02_synth.ipynb #f26fd08a
 _peroxisomes = pattern('Peroxisomes', _cyto_puncta(r=1.2, n=(20, 35)))
 _endosomes = pattern('Endosomes', _cyto_puncta(r=2.0, n=(10, 18)))
 _lysosomes = pattern('Lysosomes', _cyto_puncta(r=3.0, n=(6, 10), perinuclear=True))
@@ -292,15 +380,19 @@ def _mitochondria(g, rng, cells, marks, s):
         _segments(g, p - d, p + d, 0.7, max(1, int(1.5 * s)))
     g *= (marks['nuc'] < 0.5)                     # none over the nucleus
 
+# %% ../nbs/02_synth.ipynb #01a83c11
 @pattern('Aggresome')
 def _aggresome(g, rng, cells, marks, s):
     for cl in cells:
         p = cl['c'] + _on_ellipse(cl['nuc'] * 1.3, cl['ang'], rng.uniform(0, 2*np.pi, 1))[0]
         _dot(g, p, 7 * s, 1.0)
 
+# %% ../nbs/02_synth.ipynb #effa41b6
 @pattern('Cytosol')
-def _cytosol(g, rng, cells, marks, s): g += 0.45 * _mask(marks, cells, 'cyto') * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
+def _cytosol(g, rng, cells, marks, s):
+    g += 0.45 * _mask(marks, cells, 'cyto') * (0.7 + 0.3 * smooth_noise(rng, len(g), 32))
 
+# %% ../nbs/02_synth.ipynb #70c87845
 @pattern('Rods & rings')
 def _rods_rings(g, rng, cells, marks, s):
     for cl in cells:
@@ -317,20 +409,30 @@ def _int_filaments(g, rng, cells, marks, s):
             pts = cl['c'] + cl['off'] * 0.5 + _on_ellipse(cl['cell'] * rng.uniform(0.45, 0.8), cl['ang'], t)
             cv2.polylines(g, [pts.astype(np.int32)], False, 0.6, 1, cv2.LINE_AA)
 
+# %% ../nbs/02_synth.ipynb #624b51d0
 @pattern('Actin filaments')
 def _actin(g, rng, cells, marks, s):
     for cl in cells:
         cc = cl['c'] + cl['off']; _ell(g, cc, cl['cell'], cl['ang'], 0.8, max(1, int(2 * s)))   # cortical ring
         a = np.deg2rad(cl['ang'] + rng.uniform(-20, 20)); d = np.array([np.cos(a), np.sin(a)]) * cl['cell'][0] * 0.8
-        for o in np.linspace(-0.6, 0.6, 5) * cl['cell'][1]:                                      # 5 parallel stress fibres
+        # 5 parallel stress fibres
+        for o in np.linspace(-0.6, 0.6, 5) * cl['cell'][1]:
             n = np.array([-np.sin(a), np.cos(a)]) * o; _line(g, cc + n - d, cc + n + d, 0.5, 1)
 
+# %% ../nbs/02_synth.ipynb #91ac3eea
 @pattern('Focal adhesion sites')
 def _focal_adhesions(g, rng, cells, marks, s):
     for cl in cells:                              # 10 dashes from 80% to 93% of the cell's half-axes
         t = rng.uniform(0, 2*np.pi, 10); cc = cl['c'] + cl['off']
-        _segments(g, cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t), cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t), 0.9, max(1, int(2 * s)))
+        _segments(
+            g,
+            cc + _on_ellipse(cl['cell'] * 0.93, cl['ang'], t),
+            cc + _on_ellipse(cl['cell'] * 0.8, cl['ang'], t),
+            0.9,
+            max(1, int(2 * s)),
+        )
 
+# %% ../nbs/02_synth.ipynb #c3683e9e
 @pattern('Microtubules')
 def _microtubules(g, rng, cells, marks, s):
     "Most of the red stain's filaments (a random 60%), each slightly displaced, plus a few of its own"
@@ -339,6 +441,7 @@ def _microtubules(g, rng, cells, marks, s):
     a, b = np.concatenate([a[k], a[j]]), np.concatenate([b[k], b[j] + rng.normal(0, 8 * s, (len(j), 2))])
     _segments(g, a + rng.normal(0, 1.5 * s, a.shape), b + rng.normal(0, 1.5 * s, b.shape), 0.7)
 
+# %% ../nbs/02_synth.ipynb #d7c9ef40
 @pattern('Microtubule ends')
 def _mt_ends(g, rng, cells, marks, s):
     for cl in cells:
@@ -349,15 +452,19 @@ def _kids(cl):
     "Where a dividing cell's two daughter nuclei sit, along its long axis"
     d, _ = _axis(cl); return [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]
 
+# %% ../nbs/02_synth.ipynb #f8d9657b
 @pattern('Cytokinetic bridge')
 def _bridge(g, rng, cells, marks, s):
     for cl in cells:
-        k = _kids(cl); _line(g, k[0], k[1], 1.0, max(1, int(2 * s))); _dot(g, cl['c'], 3 * s, 1.0)   # the bridge and its midbody
+        # the bridge and its midbody
+        k = _kids(cl); _line(g, k[0], k[1], 1.0, max(1, int(2 * s))); _dot(g, cl['c'], 3 * s, 1.0)
 
+# %% ../nbs/02_synth.ipynb #bdfaa3bb
 @pattern('Mitotic spindle')
 def _spindle(g, rng, cells, marks, s):
     for cl in cells: _segments(g, *_spindle_fibres(cl), 0.9)
 
+# %% ../nbs/02_synth.ipynb #0f1475af
 def _centrosome(n_dots):
     "`n_dots` dots 3 px apart at one random place just outside each nucleus"
     def draw(g, rng, cells, marks, s):
@@ -366,22 +473,25 @@ def _centrosome(n_dots):
             for k in range(n_dots): _dot(g, p + k * 3 * s, 2.2 * s, 1.0)
     return draw
 
+# %% ../nbs/02_synth.ipynb #fa7cc2d2
 _mtoc = pattern('Microtubule organizing center', _centrosome(n_dots=1))
 _centrosome_pair = pattern('Centrosome', _centrosome(n_dots=2))
 
 # %% ../nbs/02_synth.ipynb #0ad38c38
 @pattern('Plasma membrane')
 def _plasma_membrane(g, rng, cells, marks, s):
-    edge = cv2.morphologyEx((_mask(marks, cells, 'body') > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    edge = cv2.morphologyEx(
+        (_mask(marks, cells, 'body') > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)
+    )
     g += 0.8 * edge
 
+# %% ../nbs/02_synth.ipynb #8df84fee
 @pattern('Cell junctions')
 def _junctions(g, rng, cells, marks, s):
     lab = marks['body_lab'].astype(np.float32); k = np.ones((3, 3), np.uint8)
     hi, lo = cv2.dilate(lab, k), cv2.erode(np.where(lab > 0, lab, np.float32(1e9)), k)
     touch = (hi != lo) & (lo < 1e9) & (lab > 0)   # pixels where two different cells meet
     g += 0.9 * touch * cv2.dilate(_mask(marks, cells, 'body'), k)
-
 
 # %% ../nbs/02_synth.ipynb #a1013885
 for _name in HPA_CLASSES: CLASS_PATTERNS[_name] = CLASS_PATTERNS.pop(_name)
@@ -390,11 +500,13 @@ for _name in HPA_CLASSES: CLASS_PATTERNS[_name] = CLASS_PATTERNS.pop(_name)
 _K = np.array(list(LABELS_PER_IMAGE)); _KP = np.array(list(LABELS_PER_IMAGE.values()), float) / N_TRAIN
 
 def _draw(rng, n, w):
-    "Successive sampling without replacement, vectorised (Gumbel top-k): the same law as `rng.choice(replace=False, p=w)`"
+    """Successive sampling without replacement, vectorised (Gumbel top-k): the same law as `rng.choice(replace=False,
+    p=w)`"""
     ks = rng.choice(_K, n, p=_KP)
     order = np.argsort(-(np.log(w) + rng.gumbel(size=(n, N_CLASSES))), axis=1)
     return [sorted(o[:k].tolist()) for o, k in zip(order, ks)]
 
+# %% ../nbs/02_synth.ipynb #61b76d97
 @functools.lru_cache(maxsize=8)
 def class_weights(freq_power:float=1.0, # target class frequencies are `TRAIN_COUNTS ** freq_power`, normalised
                   steps:int=6, # fixed-point calibration steps
@@ -409,9 +521,11 @@ def class_weights(freq_power:float=1.0, # target class frequencies are `TRAIN_CO
         w = w * (target / np.maximum(freq, 1e-4)) ** 0.8; w /= w.sum()
     return tuple(w)
 
+# %% ../nbs/02_synth.ipynb #7122ec22
 def sample_label_sets(n:int, # how many label sets to draw
                       seed=0, # seed of the draw
-                      freq_power:float=1.0, # class frequencies follow `TRAIN_COUNTS ** freq_power`; 0 makes all classes alike
+                      # class frequencies follow `TRAIN_COUNTS ** freq_power`; 0 makes all classes alike
+                      freq_power:float=1.0,
                      ) -> list[list[int]]:
     "`n` label sets drawn with the real labels-per-image distribution and class frequencies"
     return _draw(np.random.default_rng(seed), n, np.array(class_weights(float(freq_power))))
@@ -424,6 +538,7 @@ def _write_one(args):
     write_rgby(folder, id_, x)
     return [dict(Id=id_, cell=r['cell'], x=r['x'], y=r['y'], Target=' '.join(map(str, r['labels']))) for r in cells]
 
+# %% ../nbs/02_synth.ipynb #0898a393
 def make_synthetic_hpa(dest, # folder to write to; created if missing
                        n_train:int=200, # samples in `train/` and `train.csv`
                        n_test:int=50, # samples in `test/`, `sample_submission.csv` and `test_labels.csv`
@@ -434,7 +549,8 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
                        n_workers:int=0, # worker processes drawing the samples; 0 draws them in this process
                        progress:bool|None=None, # show a progress bar (default: in a terminal or notebook, not in a log)
                       ) -> Path:
-    "Write a synthetic HPA data set in the Kaggle layout to `dest`, with the hidden per-cell truth in `{split}_cells.csv`"
+    """Write a synthetic HPA data set in the Kaggle layout to `dest`, with the hidden per-cell truth in
+    `{split}_cells.csv`"""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise FileExistsError(f'{dest} is not empty; pass overwrite=True to write into it')
@@ -445,7 +561,13 @@ def make_synthetic_hpa(dest, # folder to write to; created if missing
     folders = [dest/'train'] * n_train + [dest/'test'] * n_test
     (dest/'train').mkdir(parents=True, exist_ok=True); (dest/'test').mkdir(exist_ok=True)
     jobs = list(zip(folders, ids, sets, [size] * len(ids), seeds))
-    cells = parallel(_write_one, jobs, n_workers=n_workers, progress=show_progress() if progress is None else progress, threadpool=False)
+    cells = parallel(
+        _write_one,
+        jobs,
+        n_workers=n_workers,
+        progress=show_progress() if progress is None else progress,
+        threadpool=False,
+    )
     tgt = [' '.join(map(str, t)) for t in sets]
     csv = lambda df: df.to_csv(index=False, lineterminator='\n')
     write_text(dest/'train.csv', csv(pd.DataFrame({'Id': ids[:n_train], 'Target': tgt[:n_train]})))
@@ -468,6 +590,7 @@ def hf_share(img, # a 2-D image
     total = p.sum()
     return float(p[f > 1 / period].sum() / total) if total > 0 else 0.
 
+# %% ../nbs/02_synth.ipynb #eeb59f3c
 def count_nuclei(blue, # a 2-D uint8 blue (DAPI) channel
                 ) -> int:
     "Number of nuclei `segment_nuclei` finds in `blue`"
@@ -479,7 +602,8 @@ def channel_stats(img, # a 2-D uint8 channel image
                  ) -> dict:
     "Realism statistics of one channel image: mean, p99, max, zero and 255 shares, fine-texture share (and nuclei)"
     x = np.asarray(img)
-    if x.ndim != 2 or x.dtype != np.uint8: raise ValueError(f'channel_stats wants a 2-D uint8 image, got {x.dtype} {x.shape}')
+    if x.ndim != 2 or x.dtype != np.uint8:
+        raise ValueError(f'channel_stats wants a 2-D uint8 image, got {x.dtype} {x.shape}')
     d = dict(mean=float(x.mean()), p99=float(np.percentile(x, 99)), max=int(x.max()), zero_frac=float((x == 0).mean()),
              sat_frac=float((x == 255).mean()), hf_share=hf_share(x))
     if count_nuclei is not None: d['nuclei'] = int(count_nuclei(x))
@@ -500,7 +624,9 @@ def realism_table(real_files, # real channel images, named `{Id}_{channel}.png` 
         rows.append(dict(src='real', channel=ch, **channel_stats(x, count_nuclei if ch == 'blue' else None)))
     for x in synth_samples:
         for i, ch in enumerate(CHANNELS):
-            rows.append(dict(src='synth', channel=ch, **channel_stats(x[..., i], count_nuclei if ch == 'blue' else None)))
+            rows.append(
+                dict(src='synth', channel=ch, **channel_stats(x[..., i], count_nuclei if ch == 'blue' else None))
+            )
     df, out = pd.DataFrame(rows), []
     for ch in CHANNELS:
         r, s = df[(df.src == 'real') & (df.channel == ch)], df[(df.src == 'synth') & (df.channel == ch)]

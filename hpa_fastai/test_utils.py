@@ -37,6 +37,7 @@ def fake_hpa(dest, # Folder to write (created if missing)
 REAL_SAMPLE_ID = '837e738c-bba8-11e8-b2ba-ac1f6b6435d0'   # the complete real sample: Nuclear bodies (class 5)
 NO_REAL_DATA = 'real HPA files not found: ../shared/hpa is absent (set HPA_REAL_DATA to use them)'
 
+# %% ../nbs/09_test_utils.ipynb #181ffd97
 def real_data(start=None, # Where to start looking (default: the working directory)
               quiet:bool=False, # Don't print the skip message
              ) -> Path|None:
@@ -45,11 +46,13 @@ def real_data(start=None, # Where to start looking (default: the working directo
     if real is None and not quiet: print(f'skipped: {NO_REAL_DATA}')
     return real
 
+# %% ../nbs/09_test_utils.ipynb #f7c3ecc9
 def real_sample(real:Path, # The real HPA folder, from `real_data`
                ) -> Path:
     "The stem (`folder/Id`) of the complete real 4-channel sample in `real`"
     return Path(real)/'sample_4ch'/REAL_SAMPLE_ID
 
+# %% ../nbs/09_test_utils.ipynb #175036aa
 def needs_real(start=None, # Where to start looking for the real files
                ):
     "A pytest mark that skips a test when the real HPA files are absent"
@@ -59,9 +62,19 @@ def needs_real(start=None, # Where to start looking for the real files
 # %% ../nbs/09_test_utils.ipynb #e2131180
 def _ellipse(shape, centre, axes, angle) -> np.ndarray:
     m = np.zeros(shape, np.uint8)
-    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), angle, 0, 360, 1, -1)
+    cv2.ellipse(
+        m,
+        (int(round(centre[0])), int(round(centre[1]))),
+        (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
+        angle,
+        0,
+        360,
+        1,
+        -1,
+    )
     return m.astype(bool)
 
+# %% ../nbs/09_test_utils.ipynb #c5b70227
 def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
                  n:int=24, # Nuclei to place (fewer if they do not fit)
                  size=None, # Side, or (height, width), of the field (default: from `diameter` and `n`)
@@ -71,7 +84,8 @@ def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
                  noise:float=0.02, # Standard deviation of the noise, a share of the full range
                  seed:int=0, # Random seed
                 ) -> tuple: # (the blue channel, its true label image)
-    "A drawn blue field of elliptic nuclei `diameter` px across, some in touching pairs, at a bit depth, and its true masks"
+    """A drawn blue field of elliptic nuclei `diameter` px across, some in touching pairs, at a bit depth, and its true
+    masks"""
     rng = np.random.default_rng(seed)
     if size is None: size = int(np.clip(diameter * np.sqrt(n * np.pi) * 1.1, 96, 1024))
     shape = (size, size) if np.isscalar(size) else tuple(size)
@@ -85,7 +99,8 @@ def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
             t = rng.uniform(0, 2 * np.pi); cs.append((c[0] + 1.75 * bx * np.cos(t), c[1] + 1.75 * bx * np.sin(t)))
         ms = [_ellipse(shape, p, (ax, bx), ang) for p in cs]
         near = cv2.dilate((truth > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        if any((m & near).any() or m.sum() < 0.6 * np.pi * ax * bx for m in ms): continue      # apart from the others, inside
+        # apart from the others, inside
+        if any((m & near).any() or m.sum() < 0.6 * np.pi * ax * bx for m in ms): continue
         for j, m in enumerate(ms):
             m = m & (truth == 0); k += 1; truth[m] = k
             img[m] = rng.uniform(0.35, 1.0) * (1 - 0.3 * rng.random(int(m.sum())))
