@@ -15,11 +15,11 @@ from fastai.vision.all import *
 from .core import *
 from .files import *
 from .data import *
-from .store import _fingerprints, _check_space, _targets, store_batch_tfms, StoreDataLoader
+from .store import source_fingerprints, check_space, df_targets, store_batch_tfms, StoreDataLoader
 from .segment import segment_nuclei, segment_cells, label_outlines
 from .features import extract_features, FEATURE_NAMES
-from .cli import HpaConfigError, cli_errors, _log, plain_logger
-from .learner import hpa_body, as_numpy, macro_f1, F1Macro, _body_features
+from .cli import plain_logger
+from .learner import hpa_body, as_numpy, macro_f1, F1Macro, body_channels
 
 # %% auto #0
 __all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'POOLS', 'CELL_COLORS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field',
@@ -375,7 +375,7 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     if not ids: raise HpaDataError(f'{folder}: no samples to pack')
     if len(set(ids)) != len(ids): raise HpaDataError(f'{folder}: an image Id is asked for more than once')
     dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir)
-    fps = _fingerprints(folder, ids, CHANNELS)
+    fps = source_fingerprints(folder, ids, CHANNELS)
     plan = dict(
         format=CELL_STORE_FORMAT,
         folder=str(folder.absolute()),
@@ -406,7 +406,7 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
         if not same:
             print(f'{dest}: discarding an interrupted pack of other images or settings')
             for f in (dest/'chunks').glob('*'): f.unlink()
-    _check_space(dest, len(ids) * 40 * (5 * size * size + 200))               # ~40 cells an image, crop + mask + row
+    check_space(dest, len(ids) * 40 * (5 * size * size + 200))               # ~40 cells an image, crop + mask + row
     (dest/'chunks').mkdir(parents=True, exist_ok=True); write_json(dest/'pack.json', plan)
     starts = list(range(0, len(ids), chunk_size))
     fns = [dest/'chunks'/f'{k:06d}.npz' for k in range(len(starts))]
@@ -564,7 +564,7 @@ def open_cells(path, # The cell store folder (from `pack_cells`)
     fps = None
     if folder is not None:
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        fps = dict(zip(ids, _fingerprints(Path(folder), ids, CHANNELS)))
+        fps = dict(zip(ids, source_fingerprints(Path(folder), ids, CHANNELS)))
     p = _cells_problem(index, ids, size, fps)
     if p is not None:
         raise HpaDataError(f'{path}: refusing this cell store: {p}; repack it (`pack_cells(..., repack=True)`)')
@@ -678,7 +678,7 @@ def cell_dataloaders(store, # A `CellStore` (from `open_cells`) or the path of o
     dup = pd.Series(ids)[pd.Series(ids).duplicated()]
     if len(dup): raise HpaDataError(f'cell_dataloaders: image Id {dup.iat[0]!r} is on rows {[k for k, i in enumerate(ids) if i == dup.iat[0]][:5]} of df; '
                                     'one row per image')
-    y = _targets(df)
+    y = df_targets(df)
     bs = bs or (8 if bags else 128)
     def ds(idx, split):
         return CellDataset(
@@ -746,7 +746,7 @@ class CellModel(nn.Module):
         super().__init__()
         if pool is not None and pool not in POOLS:
             raise ValueError(f'pool must be one of {POOLS} or None, got {pool!r}')
-        nf = _body_features(body) * 2
+        nf = body_channels(body) * 2
         self.body, self.pool = body, pool
         self.embed = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(dropout),
                                    nn.Linear(nf, n_hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(n_hidden))
@@ -1145,7 +1145,7 @@ def _pack(folder, a, ids=None) -> CellStore:
         diameter=a.diameter,
         channel_order=a.channel_order,
     )
-    st = open_cells(d); _log(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
+    st = open_cells(d); log_line(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
     return st
 
 # %% ../nbs/10_cells.ipynb #6bc4b1c3
@@ -1164,7 +1164,7 @@ def _train(a):
     learn = cell_learner(dls, a.arch, a.pool, n_hidden=a.n_hidden)
     plain = not show_progress()
     if plain: learn.logger = plain_logger(learn)
-    _log(f'training {a.mode}{" (" + a.pool + " pooling)" if a.mode == "mil" else ""} on {len(dls.train_ds)} '
+    log_line(f'training {a.mode}{" (" + a.pool + " pooling)" if a.mode == "mil" else ""} on {len(dls.train_ds)} '
          f'{"images" if a.mode == "mil" else "cells"}, {a.epochs} epochs')
     with (learn.no_bar() if plain else contextlib.nullcontext()): learn.fit_one_cycle(a.epochs, a.lr)
     run.mkdir(parents=True, exist_ok=True)
@@ -1194,9 +1194,9 @@ def _train(a):
         pos = {c: j for j, c in enumerate(cells.cell_id)}
         if len(mc): m['cell'] = cell_scores(cp[[pos[c] for c in mc.cell_id]], encode_targets(mc.Target))
     write_json(run/'metrics.json', m)
-    _log(f'validation images: macro-F1 {m["image"]["macro_f1"]:.4f}, mAP {m["image"]["mAP"]:.4f}'
+    log_line(f'validation images: macro-F1 {m["image"]["macro_f1"]:.4f}, mAP {m["image"]["mAP"]:.4f}'
          + (f'; cells: macro-F1 {m["cell"]["macro_f1"]:.4f}, mAP {m["cell"]["mAP"]:.4f}' if 'cell' in m else ''))
-    _log(f'run: {run}')
+    log_line(f'run: {run}')
 
 # %% ../nbs/10_cells.ipynb #73aaff8a
 def _predict(a):
@@ -1208,7 +1208,7 @@ def _predict(a):
             ' --size out'
         )
     if a.seg_size is not None and a.seg_size != cfg['seg_size']:
-        _log(f'segmenting at {a.seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
+        log_line(f'segmenting at {a.seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
     a.size, a.seg_size = cfg['size'], cfg['seg_size'] if a.seg_size is None else a.seg_size
     st = _pack(Path(a.test_folder), a)
     cells, cp, _ = cell_predictions(model, st, st.ids, bs=a.bs, masked=cfg['masked'])
@@ -1220,11 +1220,11 @@ def _predict(a):
     )
     empty = [i for i in st.ids if i in st.index.get('no_cells', [])]
     if empty:
-        _log(
+        log_line(
             f'warning: no cell found in {len(empty)} image(s), e.g. {empty[:3]}: pass --diameter if their nuclei are'
             ' another size'
         )
-    _log(f'{len(cells)} cells of {len(st.ids)} images → {out}, per-cell table {table}')
+    log_line(f'{len(cells)} cells of {len(st.ids)} images → {out}, per-cell table {table}')
 
 # %% ../nbs/10_cells.ipynb #cc04f969
 def hpa_cells(argv=None, # Arguments (default: the command line)

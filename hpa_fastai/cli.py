@@ -28,14 +28,13 @@ from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RECIPES', 'LR_RULES', 'RUN_FILES',
-           'SEEDS_FILES', 'DEMO_SET', 'HpaConfigError', 'fixed_threshold', 'TrainConfig', 'check_data',
-           'data_fingerprint', 'build_data', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger',
-           'use_gpu_speedups', 'build_learner', 'find_lr', 'training_stages', 'rng_states', 'set_rng_states',
-           'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'constant_loss',
-           'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure',
-           'distributed_state', 'broadcast', 'baselines_line', 'run_training', 'check_seeds', 'seeds_summary',
-           'train_seeds', 'find_data', 'cli_errors', 'hpa_train', 'store_test_dl', 'write_predictions', 'hpa_synth',
-           'hpa_features', 'hpa_predict', 'hpa_pack']
+           'SEEDS_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data',
+           'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger', 'use_gpu_speedups', 'build_learner',
+           'find_lr', 'training_stages', 'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom',
+           'load_checkpoint', 'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
+           'predict_test', 'read_submission_ids', 'prepare_run', 'save_figure', 'distributed_state', 'broadcast',
+           'baselines_line', 'run_training', 'check_seeds', 'seeds_summary', 'train_seeds', 'find_data', 'hpa_train',
+           'store_test_dl', 'write_predictions', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack']
 
 # %% ../nbs/06_cli.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -45,10 +44,6 @@ TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
     ('bce', 'focal'),
 )
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
-
-# %% ../nbs/06_cli.ipynb #8c0e87ca
-class HpaConfigError(ValueError):
-    "Bad training or prediction settings; the message says what to change"
 
 # %% ../nbs/06_cli.ipynb #f4373804
 def fixed_threshold(method, # A threshold method name, or a number such as '0.4'
@@ -151,11 +146,6 @@ class TrainConfig:
         if errs: raise HpaConfigError('bad settings:\n  ' + '\n  '.join(errs))
         return self
 
-# %% ../nbs/06_cli.ipynb #8da4dacf
-def _log(msg):
-    "Print a plain progress line (on the first process only, under multi-process training)"
-    if rank_distrib() == 0: print(f'[hpa] {msg}', flush=True)
-
 # %% ../nbs/06_cli.ipynb #687a11ef
 def check_data(path, # Data folder in the Kaggle layout
                cfg:TrainConfig, # The run's settings
@@ -232,7 +222,7 @@ def build_data(path, # Data folder in the Kaggle layout
     return dls
 
 # %% ../nbs/06_cli.ipynb #fb32a12b
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(HpaRunError):
     "Training produced a non-finite loss or prediction: nothing is exported or submitted"
 
 # %% ../nbs/06_cli.ipynb #82716ba8
@@ -267,7 +257,7 @@ def plain_logger(learn:Learner, # The learner whose epochs to print
         names = learn.recorder.metric_names
         if vals and isinstance(vals[0], str): return                     # the header row
         parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names[1:], vals[1:])]
-        _log(f'epoch {vals[0] + 1}: ' + '  '.join(parts))
+        log_line(f'epoch {vals[0] + 1}: ' + '  '.join(parts))
     return log
 
 # %% ../nbs/06_cli.ipynb #e54a425b
@@ -279,7 +269,7 @@ def use_gpu_speedups(learn:Learner, # The learner to adapt
     prec = 'fp16' if cfg.fp16 else cfg.precision
     if not torch.cuda.is_available():
         if prec not in ('auto', 'fp32') or cfg.compile:
-            _log(
+            log_line(
                 f'no CUDA device: training in fp32 on the CPU (--precision {prec}'
                 + (', --compile' if cfg.compile else '')
                 + ' ignored)'
@@ -287,13 +277,13 @@ def use_gpu_speedups(learn:Learner, # The learner to adapt
         return 'fp32'
     if prec == 'auto': prec = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
     if prec == 'bf16' and not torch.cuda.is_bf16_supported():
-        _log('bf16 not supported by this GPU: fp16 instead'); prec = 'fp16'
+        log_line('bf16 not supported by this GPU: fp16 instead'); prec = 'fp16'
     if prec == 'bf16': learn.to_bf16()
     elif prec == 'fp16': learn.to_fp16()
     # fastai's ChannelsLast: the model's weights; inputs follow
     if cfg.channels_last: learn.to_channelslast(use_amp=False)
     if cfg.compile: learn.model.compile()              # in place: the state dict keeps its keys (no `_orig_mod.`)
-    _log(f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else ''))
+    log_line(f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else ''))
     return prec
 
 # %% ../nbs/06_cli.ipynb #2d8be862
@@ -365,7 +355,7 @@ def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
             f'lr_find: the {suggestion} {lr:.2e} lies at the edge of the {len(lrs)} rates tried (or too few were'
             f' tried); using the default learning rate {default:.0e} instead. Pass --lr to choose one.'
         )
-        _log(
+        log_line(
             f'lr_find: suggestion {lr:.2e} at the edge of the range: using the default {default:.0e} (pass --lr to'
             ' choose)'
         )
@@ -494,7 +484,7 @@ def train_learner(learn:Learner, # From `build_learner`
     elif cfg.lr is None:
         rule, fallback, steps = LR_RULES[cfg.recipe]
         lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, num_it=steps, suggestion=rule)
-        _log(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
+        log_line(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
     else: lr = cfg.lr
     for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
         prepare()
@@ -660,7 +650,7 @@ def predict_test(learn:Learner, # A trained learner
     tp = check_finite(dihedral_tta(learn, tdl, agg=cfg.tta)[0], 'test TTA predictions') if cfg.tta != 'none' else plain
     if submission is not None:
         write_submission(tp, ids, submission, thresholds['tta'] if cfg.tta != 'none' else thresholds['plain'], ss)
-        _log(f'submission: {submission} ({len(ids)} rows)')
+        log_line(f'submission: {submission} ({len(ids)} rows)')
     if not (path/'test_labels.csv').exists(): return None
     tt = encode_targets(read_labels(path/'test_labels.csv').set_index('Id').loc[ids].Target)
     res = score(
@@ -799,7 +789,7 @@ def run_training(path, # Data folder in the Kaggle layout
     run = prepare_run(out, name, overwrite, resume) if main else Path(out)/name
     if resume:
         saved = read_json(run/'config.json', 'run configuration')
-        if config: _log(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
+        if config: log_line(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
         cfg, path, state = (
             TrainConfig(**saved['config']).check(),
             Path(saved['data']['path']),
@@ -809,7 +799,7 @@ def run_training(path, # Data folder in the Kaggle layout
             external, external_csv = saved['data']['external']['path'], saved['data']['external']['csv_path']
     else: cfg, state = TrainConfig(**config).check(), None
     set_seed(cfg.seed, reproducible=True)
-    _log(f'data: {path}  →  run folder {run}')
+    log_line(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
         # features computed once, by rank 0; the others read its cache
         dls = build_data(path, cfg, cache_dir, store, external, external_csv)
@@ -825,20 +815,20 @@ def run_training(path, # Data folder in the Kaggle layout
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
     if isinstance(dls.train, StoreDataLoader):
         st = dls.train_ds.store
-        _log(
+        log_line(
             'batches read whole from the packed store'
             + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}')
         )
-    _log(
+    log_line(
         f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels},'
         f' features {"on" if cfg.features else "off"}'
     )
-    _log('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
+    log_line('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                         'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
     learn = build_learner(dls, cfg, run)
-    _log(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
+    log_line(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
     base = fit_baselines(learn, cfg)
-    _log(
+    log_line(
         f'data ready in {time.time() - t0:.0f} s'
         + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else '')
     )
@@ -854,7 +844,7 @@ def run_training(path, # Data folder in the Kaggle layout
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         # ... alone: fastai's get_preds would otherwise gather from the finished ranks
         os.environ['WORLD_SIZE'] = '1'
-    _log(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
+    log_line(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
     th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
     imp = (
         permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed)
@@ -863,7 +853,7 @@ def run_training(path, # Data folder in the Kaggle layout
     )
     if imp is not None:
         with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
-        _log(
+        log_line(
             'feature importance (macro-F1 drop when shuffled, validation): '
             + ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples())
             + ' (all: feature_importance.csv)'
@@ -919,25 +909,25 @@ def run_training(path, # Data folder in the Kaggle layout
                     else ' (thresholds fitted on validation)'
                 )
             )
-            _log(
+            log_line(
                 f'{split} macro-F1 on {m["n"]} samples{note}: '
                 + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
                 + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}'
             )
             if m.get('baselines'):
-                _log(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
+                log_line(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
             if m.get('threshold_fallbacks'):
-                _log(
+                log_line(
                     f'{split}: fewer than 3 validation positives, frequency-matching cut used for'
                     f' {len(m["threshold_fallbacks"])} classes: '
                     + ', '.join(m['threshold_fallbacks'])
                 )
     if metrics['history'] and metrics['constant_loss'] is not None:
-        _log(
+        log_line(
             f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over'
             f' {len(metrics["history"])} epochs (predicting the class frequencies: {metrics["constant_loss"]:.3f})'
         )
-    _log(
+    log_line(
         f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json,'
         ' figures'
         + (', submission.csv' if test is not None or (run / 'submission.csv').exists() else '')
@@ -1019,21 +1009,21 @@ def train_seeds(path, # Data folder in the Kaggle layout
     write_json(run/'seeds.json', state)
     metrics = {}
     for k, s in enumerate(seeds):
-        _log(f'seed {s} ({k + 1} of {len(seeds)}) → {run/f"seed-{s}"}')
+        log_line(f'seed {s} ({k + 1} of {len(seeds)}) → {run/f"seed-{s}"}')
         try: metrics[s] = run_training(path, out=run, name=f'seed-{s}', seed=s, **kwargs)
         except BaseException as e:                       # diverged, bad data, interrupted: recorded, nothing summarised
             write_json(
                 run / 'seeds.json', dict(state, status='failed', failed=dict(seed=s, error=f'{type(e).__name__}: {e}'))
             )
-            _log(f'seed {s} failed: no mean or SD written ({run/"seeds.json"} says which seed and why)')
+            log_line(f'seed {s} failed: no mean or SD written ({run/"seeds.json"} says which seed and why)')
             raise
         state['runs'][str(s)] = f'seed-{s}'; write_json(run/'seeds.json', state)
     table = seeds_summary(metrics)
     with atomic_write(run/'seeds.csv') as f: table.to_csv(f, index=False)
     write_json(run/'seeds.json', dict(state, status='done', scores=table.to_dict('records')))
     for r in table.itertuples():
-        _log(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
-    _log(
+        log_line(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
+    log_line(
         f'seeds.csv and seeds.json in {run}; no submission for the series: each seed-S/ holds its own model and'
         ' submission.csv'
     )
@@ -1054,25 +1044,8 @@ def find_data(path=None, # A data folder, or None to look in data/ and build the
     for p in (Path('data'), Path('data')/'synthetic'):
         if (p/'train.csv').exists(): return p
     dest = Path('data')/'synthetic'
-    _log(f'no data set in data/: building the synthetic demo set in {dest}')
+    log_line(f'no data set in data/: building the synthetic demo set in {dest}')
     return make_synthetic_hpa(dest, **DEMO_SET, n_workers=defaults.cpus)
-
-# %% ../nbs/06_cli.ipynb #7a3cf306
-@contextlib.contextmanager
-def cli_errors(prog:str, # The command's name, for messages
-               ):
-    """Turn the library's errors into one clear line on stderr and a non-zero exit (2: settings, 1: data or training,
-    130: interrupted)"""
-    try: yield
-    except HpaConfigError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
-    except (HpaDataError, TrainingDiverged, PretrainedWeightsError) as e:
-        print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(1)
-    except KeyboardInterrupt:
-        print(
-            f'{prog}: interrupted; files written so far are whole (a training run resumes with --resume)',
-            file=sys.stderr,
-        )
-        sys.exit(130)
 
 # %% ../nbs/06_cli.ipynb #eadc5ee6
 @call_parse
@@ -1245,7 +1218,7 @@ def hpa_synth(
             overwrite=overwrite,
             n_workers=n_workers if n_workers is not None else defaults.cpus,
         )
-        _log(f'wrote {n_train} train + {n_test} test samples to {d}')
+        log_line(f'wrote {n_train} train + {n_test} test samples to {d}')
 
 # %% ../nbs/06_cli.ipynb #b35bdd8a
 @call_parse
@@ -1278,7 +1251,7 @@ def hpa_features(
         with atomic_write(out, mode=None) as tmp:
             ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
         failed = ft.attrs.get('failed')
-        _log(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
+        log_line(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
 
 # %% ../nbs/06_cli.ipynb #6e0bccd9
 @call_parse
@@ -1325,7 +1298,7 @@ def hpa_predict(
         if sample_submission: write_submission(probs, ids, out, learn.thresholds, sample_submission)
         # no Kaggle CSV: labels and the 28 probabilities
         else: write_predictions(probs, ids, out, learn.thresholds)
-        _log(f'{len(ids)} predictions → {out}')
+        log_line(f'{len(ids)} predictions → {out}')
 
 # %% ../nbs/06_cli.ipynb #cc6fc6a9
 @call_parse
@@ -1361,4 +1334,4 @@ def hpa_pack(
             n_workers=n_workers,
             repack=repack,
         )
-        _log(f'store: {d}')
+        log_line(f'store: {d}')

@@ -6,13 +6,14 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #f194f232
 from __future__ import annotations
-import os, numpy as np, pandas as pd
+import contextlib, os, sys, numpy as np, pandas as pd
 from pathlib import Path
 from fastcore.basics import listify
 
 # %% auto #0
-__all__ = ['HPA_CLASSES', 'N_CLASSES', 'CHANNELS', 'TRAIN_COUNTS', 'N_TRAIN', 'LABELS_PER_IMAGE', 'HpaDataError', 'parse_target',
-           'encode_targets', 'decode_targets', 'read_labels', 'label_counts', 'real_hpa_path']
+__all__ = ['HPA_CLASSES', 'N_CLASSES', 'CHANNELS', 'TRAIN_COUNTS', 'N_TRAIN', 'LABELS_PER_IMAGE', 'HpaDataError',
+           'HpaConfigError', 'HpaRunError', 'parse_target', 'encode_targets', 'decode_targets', 'read_labels',
+           'label_counts', 'real_hpa_path', 'log_line', 'cli_errors']
 
 # %% ../nbs/00_core.ipynb #734cd684
 HPA_CLASSES = ['Nucleoplasm', 'Nuclear membrane', 'Nucleoli', 'Nucleoli fibrillar center', 'Nuclear speckles',
@@ -32,6 +33,14 @@ LABELS_PER_IMAGE = {1: 15126, 2: 12485, 3: 3160, 4: 299, 5: 2}
 # %% ../nbs/00_core.ipynb #db7cd558
 class HpaDataError(ValueError):
     "A problem with HPA input data; the message names the file, row or Id at fault"
+
+# %% ../nbs/00_core.ipynb #df97acc7
+class HpaConfigError(ValueError):
+    "Bad training or prediction settings; the message says what to change"
+
+# %% ../nbs/00_core.ipynb #c166f000
+class HpaRunError(RuntimeError):
+    "A run that cannot go on (training diverged, pretrained weights missing); the message says what to do"
 
 # %% ../nbs/00_core.ipynb #120d40b4
 def parse_target(
@@ -117,3 +126,21 @@ def real_hpa_path(
         for cand in (p/'shared'/'hpa', p.parent/'shared'/'hpa'):
             if (cand/'train.csv').exists(): return cand
     return None
+
+# %% ../nbs/00_core.ipynb #e40cf5ba
+def log_line(msg):
+    "Print a plain progress line, `[hpa] msg` (on the first process only, under multi-process training)"
+    if int(os.environ.get('RANK', 0)) == 0: print(f'[hpa] {msg}', flush=True)
+
+# %% ../nbs/00_core.ipynb #71e012c1
+@contextlib.contextmanager
+def cli_errors(prog:str, # The command's name, for messages
+               ):
+    "Turn the library's errors into one line on stderr and an exit code (2: settings, 1: data or run, 130: interrupted)"
+    try: yield
+    except HpaConfigError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
+    except (HpaDataError, HpaRunError) as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(1)
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted; files written so far are whole (a training run resumes with --resume)',
+              file=sys.stderr)
+        sys.exit(130)

@@ -17,7 +17,7 @@ from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
 from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter
-from .segment import HPA_DIAMETER, _work_shape, _default_diameter
+from .segment import HPA_DIAMETER, work_shape, default_diameter
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
@@ -141,9 +141,9 @@ def _prep(rgby, params):
     x = as_uint8(x)
     d = params.get('diameter') or estimate_diameter(np.ascontiguousarray(x[..., 2]))
     # no foreground: a Kaggle field of view
-    if not np.isfinite(d): d = _default_diameter(x.shape)
+    if not np.isfinite(d): d = default_diameter(x.shape)
     x0 = x
-    ws = _work_shape(x.shape, d, params['work_diameter'])
+    ws = work_shape(x.shape, d, params['work_diameter'])
     if ws != x.shape[:2]:
         x = cv2.resize(
             x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR

@@ -20,7 +20,7 @@ from .features import FEATURE_NAMES
 
 # %% auto #0
 __all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
-           'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
+           'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'body_channels',
            'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'decode_probs', 'BCEWithLogitsLossMulti',
            'SigmoidFocalLoss', 'hpa_loss', 'as_numpy', 'f1_per_class', 'macro_f1', 'F1Macro', 'SchedTriangular',
            'F1History', 'MonitorNames', 'dataset_targets', 'prior_bias', 'hpa_learner']
@@ -125,7 +125,7 @@ def resolve_arch(
     raise ValueError(_unknown_arch(name))
 
 # %% ../nbs/04_learner.ipynb #dd577dd8
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(HpaRunError):
     "ImageNet weights were asked for but could not be loaded"
 
 # %% ../nbs/04_learner.ipynb #1e80d27c
@@ -260,7 +260,7 @@ def hpa_body(
     return cut_body(adapt_stem(load_arch(arch, pretrained, weights), channels, fourth_channel), arch)
 
 # %% ../nbs/04_learner.ipynb #407cbebf
-def _body_features(body):
+def body_channels(body):
     """Channels of the feature map `body` gives, from one dummy forward as fastai's `num_features_model`; a clear error
     if it gives none"""
     was, err = body.training, None
@@ -320,7 +320,7 @@ class HpaModel(nn.Module):
         if dropout_at not in DROPOUT_PLACES:
             raise ValueError(f'dropout_at must be one of {DROPOUT_PLACES}, got {dropout_at!r}')
         self.body, self.n_features, self.feature_scale = body, n_features, feature_scale
-        nf = _body_features(body) * 2
+        nf = body_channels(body) * 2
         p_concat, p_last = (
             (extra_dropout, dropout) if dropout_at == 'concat' else (0.0, effective_dropout(dropout, extra_dropout))
         )

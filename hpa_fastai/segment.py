@@ -12,8 +12,9 @@ from skimage.segmentation import watershed
 from .data import rgby_composite, as_uint8
 
 # %% auto #0
-__all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'percentile_uint8', 'label_diameter', 'estimate_diameter', 'segment_nuclei',
-           'segmentation_f1', 'segment_cells', 'label_outlines', 'show_segmentation']
+__all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'percentile_uint8', 'work_shape', 'label_diameter', 'estimate_diameter',
+           'default_diameter', 'segment_nuclei', 'segmentation_f1', 'segment_cells', 'label_outlines',
+           'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
 # Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
@@ -66,7 +67,7 @@ def _resize(img:np.ndarray, shape, nearest:bool=False) -> np.ndarray:
     )
 
 # %% ../nbs/01c_segment.ipynb #6034cbba
-def _work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
+def work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
     "The (h, w) at which nuclei `diameter` px across in an image of `shape` span `work` px (unchanged within 5 %)"
     f = work / diameter
     return (
@@ -169,7 +170,7 @@ def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size a
 def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None, work:float=WORK_DIAMETER) -> np.ndarray:
     """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
     `u`'s size"""
-    ws = _work_shape(u.shape, diameter, work)
+    ws = work_shape(u.shape, diameter, work)
     f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1]))
     k = work / HPA_DIAMETER
     x = _resize(u, ws)
@@ -181,7 +182,7 @@ def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_a
     return _relabel(_resize(_split(fg, sig, r, floor, ma), u.shape, nearest=True), 1)
 
 # %% ../nbs/01c_segment.ipynb #fa9e653f
-def _default_diameter(shape) -> float:
+def default_diameter(shape) -> float:
     "The diameter assumed when none can be measured: a Kaggle field of view (`HPA_DIAMETER` at 512 px)"
     return HPA_DIAMETER * float(np.sqrt(shape[0] * shape[1])) / 512
 
@@ -203,7 +204,7 @@ def segment_nuclei(blue, # The blue (DAPI) channel: a 2-D image of any size and 
     if u.max() == 0 and (not b.size or b.max() == b.min()): return np.zeros(b.shape, np.int32)       # an empty field
     d = estimate_diameter(b) if diameter is None else float(diameter)
     how = 'given' if diameter is not None else 'estimated'
-    if not np.isfinite(d): d, how = _default_diameter(b.shape), 'assumed: a Kaggle field of view'
+    if not np.isfinite(d): d, how = default_diameter(b.shape), 'assumed: a Kaggle field of view'
     lab = _nuclei(u, d, dim, seed_radius, min_area)
     if lab.max() == 0:
         warnings.warn(
@@ -250,7 +251,7 @@ def segment_cells(rgby, # One H×W×4 sample (red, green, blue, yellow), any bit
     if nuc.shape != x.shape[:2]: raise ValueError(f'nuclei of shape {nuc.shape} for an image of {x.shape[:2]}')
     if nuc.max() == 0: return nuc.copy()
     d = label_diameter(nuc) if diameter is None else float(diameter)
-    ws = _work_shape(x.shape, d)
+    ws = work_shape(x.shape, d)
     c = _resize(percentile_uint8(x[..., 0].astype(np.float32) + x[..., 3]), ws)
     c = cv2.GaussianBlur(c, (0, 0), max(1., 2 * _K))
     t, _ = cv2.threshold(c, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

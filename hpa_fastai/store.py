@@ -16,9 +16,9 @@ from .files import *
 from .data import *
 
 # %% auto #0
-__all__ = ['STORE_FORMAT', 'INDEX', 'PLAN', 'IMAGES', 'PARTIAL', 'DONE', 'store_path', 'pack_rgby', 'RGBYStore', 'open_store',
-           'list_stores', 'prune_stores', 'StoreUnion', 'StoreFeatures', 'StoreDataset', 'StoreDataLoader',
-           'store_batch_tfms', 'store_dataloaders']
+__all__ = ['STORE_FORMAT', 'INDEX', 'PLAN', 'IMAGES', 'PARTIAL', 'DONE', 'store_path', 'source_fingerprints', 'check_space',
+           'pack_rgby', 'RGBYStore', 'open_store', 'list_stores', 'prune_stores', 'StoreUnion', 'StoreFeatures',
+           'StoreDataset', 'StoreDataLoader', 'store_batch_tfms', 'df_targets', 'store_dataloaders']
 
 # %% ../nbs/01b_store.ipynb #bd5f28cc
 STORE_FORMAT = 'hpa_fastai.store/1'
@@ -53,7 +53,7 @@ def _source_files(folder:Path, ids, channels) -> dict:
     return res
 
 # %% ../nbs/01b_store.ipynb #bb6e8521
-def _fingerprints(folder:Path, ids, channels) -> list:
+def source_fingerprints(folder:Path, ids, channels) -> list:
     "Per-Id `files_fingerprint` of its channel files (None where a file is missing)"
     files, res = _source_files(folder, ids, channels), []
     for i in ids:
@@ -88,7 +88,7 @@ def _read_marker(fn:Path, start:int, n:int) -> dict|None:
 def _gb(n): return f'{n / 1e9:.1f} GB' if n >= 1e8 else f'{n / 1e6:.1f} MB'
 
 # %% ../nbs/01b_store.ipynb #77d8d33e
-def _check_space(dest:Path, need:int):
+def check_space(dest:Path, need:int):
     "Refuse, with the numbers, when the disk holding `dest` has less than `need` bytes (plus 1 %) free"
     p = dest.absolute()
     while not p.exists() and p != p.parent: p = p.parent
@@ -177,7 +177,7 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     dup = pd.Index(ids).duplicated()
     if dup.any(): raise HpaDataError(f'Id {ids[int(np.flatnonzero(dup)[0])]!r} is asked for more than once')
     dest = Path(dest) if dest is not None else store_path(folder, size, chans, cache_dir)
-    fps = _fingerprints(folder, ids, chans)
+    fps = source_fingerprints(folder, ids, chans)
     if (dest/INDEX).exists():
         if repack: _remove_store(dest)
         else:
@@ -200,7 +200,7 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     markers = [dest/DONE/f'{k:06d}.json' for k in range(len(starts))]
     done = {k: _read_marker(markers[k], s, len(ids[s:s + chunk_size])) for k, s in enumerate(starts)}
     todo = [k for k in done if done[k] is None]
-    _check_space(dest, sum(len(ids[starts[k]:starts[k] + chunk_size]) for k in todo) * len(chans) * size * size)
+    check_space(dest, sum(len(ids[starts[k]:starts[k] + chunk_size]) for k in todo) * len(chans) * size * size)
     if not (dest/PLAN).exists():
         dest.mkdir(parents=True, exist_ok=True); (dest/DONE).mkdir(exist_ok=True)
         write_json(dest/PLAN, plan)
@@ -345,7 +345,7 @@ def open_store(path, # The store folder (from `pack_rgby`)
     if folder is not None:
         folder = Path(folder)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        fps = dict(zip(ids, _fingerprints(folder, ids, index['channels'])))
+        fps = dict(zip(ids, source_fingerprints(folder, ids, index['channels'])))
     p = _problem(index, ids, size, chans, fps)
     if p is not None:
         raise HpaDataError(
@@ -416,7 +416,7 @@ def prune_stores(root, # Folder searched (recursively) for stores
             if not drop and stale and Path(m['folder']).is_dir():
                 good = [i for i in m['ids'] if i not in m.get('failed', {})]
                 drop = (
-                    _problem(m, good, fps=dict(zip(good, _fingerprints(Path(m['folder']), good, m['channels']))))
+                    _problem(m, good, fps=dict(zip(good, source_fingerprints(Path(m['folder']), good, m['channels']))))
                     is not None
                 )
         if drop:
@@ -626,7 +626,7 @@ def store_batch_tfms(aug:bool=True, # Add the paper's flip + affine augmentation
     return [IntToFloatTensor(), *(hpa_aug() if aug else []), Normalize.from_stats(*channel_stats(channels, stats))]
 
 # %% ../nbs/01b_store.ipynb #8a168ace
-def _targets(df:pd.DataFrame) -> np.ndarray:
+def df_targets(df:pd.DataFrame) -> np.ndarray:
     t = list(df['Target'])
     return encode_targets([parse_target(s, f'Id {i}') if isinstance(s, str) else s for i, s in zip(df['Id'], t)])
 
@@ -670,7 +670,7 @@ def store_dataloaders(store, # An `RGBYStore` (`open_store`), a `StoreUnion`, or
         raise HpaDataError(f'{store.path}: {len(missing)} labelled Id(s) are not in the store (e.g. {missing[:3]})'
                            + (f'; {len(bad)} could not be read when packed: {store.failed[bad[0]]}' if bad else
                               f'; {_repack_hint(store.path, store.folder, store.size)} with these Ids'))
-    y, rows = _targets(df), store.rows(ids)
+    y, rows = df_targets(df), store.rows(ids)
     feats = None
     if features is not None:
         tab = features.set_index('Id')
