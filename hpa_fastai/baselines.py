@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from fastai.vision.all import DataLoaders
 from .core import *
-from .features import feature_lookup
-from .learner import macro_f1, f1_per_class, as_numpy, dataset_targets
+from .dataloaders import feature_lookup
+from .metrics import macro_f1, f1_per_class, as_numpy
+from .learner import dataset_targets
 from .inference import fit_thresholds, crossfit_thresholds, predict_labels
 
 # %% auto #0

@@ -18,8 +18,9 @@ from .data import *
 from .store import source_fingerprints, check_space, df_targets, store_batch_tfms, StoreDataLoader
 from .segment import segment_nuclei, segment_cells, label_outlines
 from .features import extract_features, FEATURE_NAMES
-from .cli import plain_logger
-from .learner import hpa_body, as_numpy, macro_f1, F1Macro, body_channels
+from .callbacks import plain_logger
+from .learner import hpa_body, body_channels
+from .metrics import as_numpy, macro_f1, F1Macro
 
 # %% auto #0
 __all__ = ['CELL_STORE_FORMAT', 'CELL_COLS', 'POOLS', 'CELL_COLORS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field',

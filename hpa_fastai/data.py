@@ -624,14 +624,6 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
     if num_workers is None: num_workers = min(8, defaults.cpus) if torch.cuda.is_available() or defaults.cpus > 4 else 0
     return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 
-# %% ../nbs/01_data.ipynb #71b7a493
-def __getattr__(name):
-    "Lazy re-export of `hpa_fastai.features.hpa_dataloaders` (imports stay one-way: features → data)"
-    if name == 'hpa_dataloaders':
-        from hpa_fastai.features import hpa_dataloaders
-        return hpa_dataloaders
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
 # %% ../nbs/01_data.ipynb #44258030
 def rgby_opener(dls:DataLoaders, # DataLoaders (or a learner's `dls`)
                ) -> OpenRGBY:

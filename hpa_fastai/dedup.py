@@ -22,7 +22,7 @@ from .data import *
 __all__ = ['DEDUP_PARAMS', 'DIHEDRAL', 'dihedral', 'crop_windows', 'hash_bits', 'channel_hashes', 'sample_hashes',
            'dedup_params_key', 'dedup_cache', 'read_small', 'hash_samples', 'near_pairs', 'group_labels',
            'find_duplicates', 'grouping_fingerprint', 'stem_duplicates', 'stem_groups', 'show_duplicates',
-           'split_groups', 'drop_leaks', 'dedup_report', 'hpa_dedup']
+           'split_groups', 'drop_leaks', 'dedup_report', 'dedup_data']
 
 # %% ../nbs/01d_dedup.ipynb #8330a439
 DEDUP_PARAMS = dict(thumb=128, side=32, dct=8, core=0.7, blur=1.2, min_spread=2.,
@@ -537,9 +537,8 @@ def dedup_report(g:pd.DataFrame, # `find_duplicates` with a `split` column
     return lines
 
 # %% ../nbs/01d_dedup.ipynb #e19b6de0
-@call_parse
-def hpa_dedup(
-    data:str, # A data folder in the Kaggle layout (its train/, train.csv, test/), or any image folder
+def dedup_data(
+    data, # A data folder in the Kaggle layout (its train/, train.csv, test/), or any image folder
     external:str=None, # A folder of external samples (e.g. HPAv18 colour JPEGs) to compare too
     test:str=None, # The test image folder (default: DATA/test when present)
     out:str='groups.csv', # The Id,group CSV; the pairs CSV, report and figure are written beside it
@@ -549,44 +548,43 @@ def hpa_dedup(
     seed:int=42, # Seed of that split
     n_workers:int=None, # Hashing processes (default: all cores)
     cache_dir:str=None, # Hash cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
-    no_figure:store_true=False, # Do not draw groups.png
-):
+    figure:bool=True, # Draw the largest groups to `{out stem}.png`
+) -> list[Path]:
     "Find the near-duplicate samples of a data set: write the Id,group CSV, the near pairs, a report and a figure"
-    from hpa_fastai.cli import cli_errors, save_figure
-    with cli_errors('hpa-dedup'):
-        data = Path(data)
-        if not data.is_dir(): raise HpaDataError(f'{data}: folder not found')
-        train_dir = data/'train' if (data/'train').is_dir() else data
-        test_dir = Path(test) if test else data/'test' if train_dir != data and (data/'test').is_dir() else None
-        parts = (
-            [(train_dir, 'train')]
-            + ([(test_dir, 'test')] if test_dir else [])
-            + ([(Path(external), 'external')] if external else [])
-        )
-        for f, _ in parts:
-            if not f.is_dir(): raise HpaDataError(f'{f}: image folder not found')
-        out = Path(out); stem = out.with_suffix('')
-        t0 = time.time()
-        g = find_duplicates(
-            [f for f, _ in parts],
-            channels=channels,
-            max_dist=max_dist,
-            n_workers=n_workers,
-            cache_dir=cache_dir,
-            pairs_csv=f'{stem}_pairs.csv',
-            progress=False,
-        )
-        g['source'] = g.folder.map({str(f): s for f, s in parts})
-        labels = read_labels(data/'train.csv') if train_dir != data and (data/'train.csv').exists() else None
-        g['split'], cut = _split_column(g, train_dir, labels, valid_pct, seed)
-        with atomic_write(out) as f: g[['Id', 'group', 'split', 'folder']].to_csv(f, index=False)
-        lines = dedup_report(g, cut) + [
-            f'found in {time.time() - t0:.1f} s ({len(g) / max(time.time() - t0, 1e-9):.0f} samples/s; the hashes are'
-            ' cached for the next run)'
-        ]
-        write_text(f'{stem}_report.txt', '\n'.join(lines) + '\n')
-        written = [out, Path(f'{stem}_pairs.csv'), Path(f'{stem}_report.txt')]
-        if not no_figure and (g.group.value_counts() > 1).any():
-            written.append(save_figure(f'{stem}.png', lambda: show_duplicates(g, n=4, label_col='split')))
-        for l in lines: print(l)
-        print('written: ' + ', '.join(map(str, written)))
+    data = Path(data)
+    if not data.is_dir(): raise HpaDataError(f'{data}: folder not found')
+    train_dir = data/'train' if (data/'train').is_dir() else data
+    test_dir = Path(test) if test else data/'test' if train_dir != data and (data/'test').is_dir() else None
+    parts = (
+        [(train_dir, 'train')]
+        + ([(test_dir, 'test')] if test_dir else [])
+        + ([(Path(external), 'external')] if external else [])
+    )
+    for f, _ in parts:
+        if not f.is_dir(): raise HpaDataError(f'{f}: image folder not found')
+    out = Path(out); stem = out.with_suffix('')
+    t0 = time.time()
+    g = find_duplicates(
+        [f for f, _ in parts],
+        channels=channels,
+        max_dist=max_dist,
+        n_workers=n_workers,
+        cache_dir=cache_dir,
+        pairs_csv=f'{stem}_pairs.csv',
+        progress=False,
+    )
+    g['source'] = g.folder.map({str(f): s for f, s in parts})
+    labels = read_labels(data/'train.csv') if train_dir != data and (data/'train.csv').exists() else None
+    g['split'], cut = _split_column(g, train_dir, labels, valid_pct, seed)
+    with atomic_write(out) as f: g[['Id', 'group', 'split', 'folder']].to_csv(f, index=False)
+    lines = dedup_report(g, cut) + [
+        f'found in {time.time() - t0:.1f} s ({len(g) / max(time.time() - t0, 1e-9):.0f} samples/s; the hashes are'
+        ' cached for the next run)'
+    ]
+    write_text(f'{stem}_report.txt', '\n'.join(lines) + '\n')
+    written = [out, Path(f'{stem}_pairs.csv'), Path(f'{stem}_report.txt')]
+    if figure and (g.group.value_counts() > 1).any():
+        written.append(save_figure(f'{stem}.png', lambda: show_duplicates(g, n=4, label_col='split')))
+    for l in lines: print(l)
+    print('written: ' + ', '.join(map(str, written)))
+    return written

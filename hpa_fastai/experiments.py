@@ -11,14 +11,19 @@ from pathlib import Path
 from datetime import datetime
 from .core import *
 from .files import atomic_write
-from .features import FEATURE_NAMES, feature_lookup
-from .learner import macro_f1
+from .features import FEATURE_NAMES
+from .dataloaders import feature_lookup
+from .metrics import macro_f1
 from .inference import fit_thresholds, predict_labels, crossfit_thresholds, permutation_importance
-from .cli import run_training, find_data
+from .train import *
+from .files import write_json
+from dataclasses import fields
+from fastai.vision.all import num_distrib
 from fastai.vision.all import Learner, to_np, torch
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'run_experiment', 'summarise_seeds', 'run_seeds', 'seeds_table', 'vs_spread']
+__all__ = ['EXPERIMENTS', 'SCALES', 'SCORES', 'SEEDS_FILES', 'run_experiment', 'mean_sd', 'summarise_seeds', 'run_seeds',
+           'seeds_table', 'vs_spread', 'check_seeds', 'seeds_summary', 'train_seeds']
 
 # %% ../nbs/07_experiments.ipynb #84a3e9d4
 _CLR = dict(schedule='clr', cycle_len=2.)           # the paper's cyclical learning rate (§6.2), as it trained
@@ -145,6 +150,13 @@ def run_experiment(name:str, # A key of `EXPERIMENTS`
     with atomic_write(fn) as f: table.to_csv(f, index=False)      # the whole table, renamed into place
     return row
 
+# %% ../nbs/07_experiments.ipynb #3020fe57
+def mean_sd(values, # Scores, one per seed
+           ) -> tuple:
+    "Mean and sample standard deviation (ddof=1: the spread of one more run; NaN for a single value) of `values`"
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else float('nan'))
+
 # %% ../nbs/07_experiments.ipynb #8dc53407
 def summarise_seeds(rows:list, # Result rows of one configuration, one per seed (from `run_experiment`)
                    ) -> dict:
@@ -155,9 +167,7 @@ def summarise_seeds(rows:list, # Result rows of one configuration, one per seed 
     res = {k: df[k].iloc[0] for k in ('experiment', 'scale', 'scored_on') if k in df}
     res.update(seeds=' '.join(map(str, df.seed)), n_seeds=len(df))
     for c in scores:
-        res[f'{c}_mean'], res[f'{c}_sd'] = float(df[c].mean()), (
-            float(df[c].std(ddof=1)) if len(df) > 1 else float('nan')
-        )
+        res[f'{c}_mean'], res[f'{c}_sd'] = mean_sd(df[c])
     return res
 
 # %% ../nbs/07_experiments.ipynb #2f883a69
@@ -204,3 +214,92 @@ def vs_spread(a:dict, # A row from `run_seeds` (means and SDs)
         se=round(se, 4),
         exceeds_spread=bool(abs(d) > 2 * se),
     )
+
+# %% ../nbs/07_experiments.ipynb #fd2e6e70
+SEEDS_FILES = ('seeds.json', 'seeds.csv')
+
+# %% ../nbs/07_experiments.ipynb #052e45a3
+def check_seeds(seeds, # The seeds asked for (`--seeds`)
+                seed=None, # A single `--seed`, which excludes `seeds`
+               ) -> list[int]:
+    """The seeds of a several-seed run, after checking them: two or more, all different, each valid; `HpaConfigError`
+    otherwise"""
+    seeds, errs = list(seeds), []
+    if seed is not None: errs.append('--seed and --seeds contradict each other: give one')
+    if len(seeds) < 2:
+        errs.append(f'--seeds needs two or more seeds for a mean and SD (got {seeds}); use --seed for one run')
+    if len(set(seeds)) < len(seeds): errs.append(f'--seeds must all differ (got {seeds})')
+    errs += [f'--seeds: {s} is not between 0 and 2**32 - 1' for s in seeds if not 0 <= s < 2**32]
+    if num_distrib() > 1:
+        errs.append('--seeds runs its trainings one after another in one process: start it without `accelerate launch`')
+    if errs: raise HpaConfigError('bad settings:\n  ' + '\n  '.join(errs))
+    return [int(s) for s in seeds]
+
+# %% ../nbs/07_experiments.ipynb #4776c6de
+def _scored_on(split:str, m:dict) -> str:
+    if split == 'test': return f'test_labels.csv, {m["n"]} samples, thresholds fitted on validation'
+    return (f'validation, {m["n"]} samples (each seed its own split), thresholds ' +
+            ('fitted on the samples scored (in-sample)' if m['in_sample'] else 'cross-fitted'))
+
+# %% ../nbs/07_experiments.ipynb #1725a8cd
+def seeds_summary(metrics:dict, # Seed → the metrics of its run (from `run_training`)
+                 ) -> pd.DataFrame:
+    "One row per score: what it was scored on, the mean and sample SD (ddof=1) across the seeds, and each seed's value"
+    seeds, rows = list(metrics), []
+    def row(score, on, vals):
+        mean, sd = mean_sd(vals)
+        return dict(score=score, scored_on=on, n_seeds=len(vals), mean=mean, sd=sd,
+                    **{f'seed_{s}': float(x) for s, x in zip(seeds, vals)})
+    for split in ('valid', 'test'):
+        ms = [metrics[s].get(split) for s in seeds]
+        if ms[0] is None: continue
+        for k, v in ms[0].items():                       # the 95 % intervals are one seed's: not averaged
+            if k.startswith('f1') and isinstance(v, (int, float)):
+                rows.append(row(f'{split}.{k}', _scored_on(split, ms[0]), [m[k] for m in ms]))
+        for k, v in ms[0].get('baselines', {}).items():   # each seed's own split: the baselines move with it
+            if v is not None:
+                rows.append(row(f'{split}.baseline_{k}', _scored_on(split, ms[0]), [m['baselines'][k] for m in ms]))
+    rows.append(row('wall_s', 'seconds each run took', [metrics[s]['wall_s'] for s in seeds]))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/07_experiments.ipynb #95ae8c9c
+def train_seeds(path, # Data folder in the Kaggle layout
+                seeds, # Two or more different seeds: one complete run each
+                out='runs', # Folder for run folders
+                name=None, # Run folder name (default: a time stamp); the seeds' runs go in its `seed-{s}` sub-folders
+                overwrite:bool=False, # Replace an existing run folder of that name
+                **kwargs, # Passed to every `run_training` (settings, `store`, `external`, `cache_dir`, `cbs`)
+               ) -> pd.DataFrame:
+    """One `run_training` per seed in `out/name/seed-{s}`, then `seeds.csv` and `seeds.json`: mean and SD of every
+    score, labelled with what it was scored on"""
+    seeds = check_seeds(seeds, kwargs.pop('seed', None))
+    TrainConfig(**{k: v for k, v in kwargs.items() if k in {f.name for f in fields(TrainConfig)}}).check()
+    run = prepare_run(out, name, overwrite)
+    state = dict(
+        seeds=seeds,
+        status='running',
+        runs={},
+        submission='none: each seed-S/ folder holds its own model and submission.csv',
+    )
+    write_json(run/'seeds.json', state)
+    metrics = {}
+    for k, s in enumerate(seeds):
+        log_line(f'seed {s} ({k + 1} of {len(seeds)}) → {run/f"seed-{s}"}')
+        try: metrics[s] = run_training(path, out=run, name=f'seed-{s}', seed=s, **kwargs)
+        except BaseException as e:                       # diverged, bad data, interrupted: recorded, nothing summarised
+            write_json(
+                run / 'seeds.json', dict(state, status='failed', failed=dict(seed=s, error=f'{type(e).__name__}: {e}'))
+            )
+            log_line(f'seed {s} failed: no mean or SD written ({run/"seeds.json"} says which seed and why)')
+            raise
+        state['runs'][str(s)] = f'seed-{s}'; write_json(run/'seeds.json', state)
+    table = seeds_summary(metrics)
+    with atomic_write(run/'seeds.csv') as f: table.to_csv(f, index=False)
+    write_json(run/'seeds.json', dict(state, status='done', scores=table.to_dict('records')))
+    for r in table.itertuples():
+        log_line(f'{r.score}: {r.mean:.4f} ± {r.sd:.4f} (mean ± SD over {r.n_seeds} seeds; {r.scored_on})')
+    log_line(
+        f'seeds.csv and seeds.json in {run}; no submission for the series: each seed-S/ holds its own model and'
+        ' submission.csv'
+    )
+    return table

@@ -16,6 +16,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import *
 from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
+from .show import *
 from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter
 from .segment import HPA_DIAMETER, work_shape, default_diameter
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
@@ -23,9 +24,7 @@ from .files import atomic_write, cache_root, files_fingerprint, show_progress
 # %% auto #0
 __all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'EXTENDED_NAMES', 'feature_params', 'feature_params_key', 'ssim',
            'blob_shapes', 'extract_features', 'extended_features', 'feature_masks', 'show_feature_masks',
-           'feature_table', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock', 'short_titles',
-           'show_batch', 'show_results', 'folder_diameter', 'feature_blocks', 'hpa_dataloaders', 'feature_lookup',
-           'add_features', 'FeatureMixUp']
+           'feature_table', 'nonfinite_rows', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -474,7 +473,7 @@ def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
 # %% ../nbs/03_features.ipynb #b8deba9f
 _F32_MAX = float(np.finfo(np.float32).max)
 
-def _nonfinite_rows(X, A) -> str|None:
+def nonfinite_rows(X, A) -> str|None:
     "Up to five of the rows of `A` (the values of `X`) with NaN or inf: by Id for a table, else by row number"
     bad = np.flatnonzero(~np.isfinite(A).all(1))
     if not len(bad): return None
@@ -502,7 +501,7 @@ class FeatureNorm:
         "Fit on a (n, 10) array or a feature table's training rows; rows with NaN or inf raise `HpaDataError`"
         A = np.asarray(X[FEATURE_NAMES] if isinstance(X, pd.DataFrame) else X, np.float64)
         if len(A) == 0: raise ValueError('FeatureNorm.fit: no training rows')
-        A = A.reshape(len(A), -1); bad = _nonfinite_rows(X, A)
+        A = A.reshape(len(A), -1); bad = nonfinite_rows(X, A)
         if bad: raise HpaDataError(f'FeatureNorm.fit: {bad}; fix or drop them before fitting')
         return cls(np.quantile(A, q, axis=0), np.quantile(A, 1 - q, axis=0), weights)
     def __call__(self, X) -> np.ndarray:
@@ -562,201 +561,3 @@ def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples n
     if norm is None: warnings.warn('FeatureBlock without a normaliser: raw features (scales from 0-1 to hundreds) go to the network; '
                                    'pass `norm=FeatureNorm.fit(<training rows of the table>)`')
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))
-
-# %% ../nbs/03_features.ipynb #f0fbe7fa
-def short_titles(ctxs, # Axes whose titles to shorten
-                 max_names:int=3, # Class names kept per title line
-                 fontsize:int=7, # Font size of the new titles
-                ):
-    "Shorten each axis title to `max_names` class names per line (`+n` for the rest)"
-    def short(line):
-        names = line.split(';')
-        return line if len(names) <= max_names else ';'.join(names[:max_names]) + f' +{len(names) - max_names}'
-    for ax in ctxs:
-        if hasattr(ax, 'get_title') and ax.get_title():
-            ax.set_title('\n'.join(short(l) for l in ax.get_title().split('\n')), fontsize=fontsize)
-    return ctxs
-
-# %% ../nbs/03_features.ipynb #ec2ee443
-@dispatch
-def show_batch(x:tuple, y, samples, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
-    if ctxs is None and isinstance(x[0], TensorImage):
-        ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    return short_titles(get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs))
-
-# %% ../nbs/03_features.ipynb #adb4fbde
-def _show_results_object(*args, **kwargs):
-    return show_results._resolve_method_with_cache((object, object, object, object))[0](*args, **kwargs)
-
-# %% ../nbs/03_features.ipynb #f3811679
-@dispatch
-def show_results(x:tuple, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
-    if ctxs is None and isinstance(x[0], TensorImage):
-        ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
-
-# %% ../nbs/03_features.ipynb #1f87290c
-@dispatch
-def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
-    if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
-    return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
-
-# %% ../nbs/03_features.ipynb #6c20aa8a
-def folder_diameter(folder, # Image folder of the samples
-                    ids, # Their Ids
-                    n:int=16, # Samples measured (evenly spaced through `ids`)
-                    channel_order:str='rgby', # Channel order of multi-channel stacks
-                   ) -> float|None:
-    "The median `estimate_diameter` of `n` samples' blue channels: one nucleus scale for a folder from one microscope"
-    ids = list(ids); pick = ids[::max(1, len(ids) // n)][:n]
-    ds = [
-        estimate_diameter(np.ascontiguousarray(open_rgby(folder, i, channel_order=channel_order)[..., 2])) for i in pick
-    ]
-    ds = [d for d in ds if np.isfinite(d)]
-    return float(np.median(ds)) if ds else None
-
-# %% ../nbs/03_features.ipynb #598cd5d2
-def _check_table(table:pd.DataFrame, ids, folder):
-    "Raise `HpaDataError` unless `table` has the feature columns and finite features for every one of `ids`"
-    cols = [c for c in ['Id', *FEATURE_NAMES] if c not in table.columns]
-    if cols: raise HpaDataError(f'{folder}: the feature table lacks column(s) {cols}')
-    missing = set(ids) - set(table.Id)
-    if missing: raise HpaDataError(f'{folder}: no features for {len(missing)} sample(s), e.g. {sorted(missing)[:3]}')
-    rows = table[table.Id.isin(set(ids))]
-    try: bad = _nonfinite_rows(rows, rows[FEATURE_NAMES].to_numpy(np.float64))
-    except (TypeError, ValueError) as e:
-        raise HpaDataError(f'{folder}: the feature table has non-numeric features ({e})') from None
-    if bad: raise HpaDataError(f'{folder}: the feature table has {bad}')
-
-# %% ../nbs/03_features.ipynb #76e9bc00
-def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
-                   folder, # Their image folder
-                   train_idx, # Positions of the training rows in `df`: the normaliser is fitted on these only
-                   features=True, # True to compute (or read cached) features, or a ready feature table
-                   n_workers=None, # Processes for computing features (default: all cores)
-                   params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                   cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-                  ):
-    "The `FeatureBlock` for `hpa_dataloaders`: table computed or given, checked, norm fitted on `train_idx`"
-    if not isinstance(features, pd.DataFrame) and 'folder' not in df and feature_params(params).get('diameter') is None:
-        # one scale for the folder, kept with the model
-        params = feature_params(params, folder_diameter(folder, df.Id))
-    if isinstance(features, pd.DataFrame): table = features
-    # samples from several folders (e.g. Kaggle + HPAv18): one cached table each
-    elif 'folder' in df:
-        table = pd.concat([feature_table(fo, g.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
-                           for fo, g in df.groupby('folder', sort=False)], ignore_index=True)
-    else: table = feature_table(folder, df.Id, n_workers=n_workers, params=params, cache_dir=cache_dir)
-    _check_table(table, df.Id, folder)
-    tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
-    return FeatureBlock(table, FeatureNorm.fit(tr), params)
-
-# %% ../nbs/03_features.ipynb #055000b4
-def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', external=None, **kwargs) -> list|None:
-    """The packed stores `hpa_dataloaders` should read, one per image folder (Kaggle, then `external`): given, default
-    (packed when `store=True`), or None"""
-    if store is False or size is None: return None
-    folders = [Path(path)/folder] + ([Path(external)] if external is not None else [])
-    default = [store_path(f, size, channels, cache_dir=cache_dir) for f in folders]
-    if len(set(default)) < len(default):
-        raise HpaDataError(
-            f'{folders[0]} and {folders[1]} have the same name: their default stores would both be {default[0]}; '
-            'pass `store=(kaggle_store, external_store)`, or another `feature_cache_dir`'
-        )
-    # auto-use complete stores
-    if store is None: return default if all((d/'index.json').exists() for d in default) else None
-    if store is True: return [pack_rgby(f, d, size=size, channels=channels) for f, d in zip(folders, default)]
-    given = [Path(s) for s in (store if isinstance(store, (list, tuple)) else [store])]
-    if len(given) > len(folders): raise ValueError(f'{len(given)} stores given for {len(folders)} image folder(s)')
-    return given + default[len(given):]               # a given Kaggle store; the external folder's default one
-
-# %% ../nbs/03_features.ipynb #aa13e304
-def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
-                       channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None, external=None, external_csv=None, dedup=True, cache_dir=None):
-    """`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and
-    normalisation, batches read whole"""
-    df, img_dir, train_idx, valid_idx = labelled_split(
-        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
-    )
-    ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
-    sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
-    if external is not None:
-        sts.append(open_store(sp[1], folder=external, ids=df.Id[ext], size=size, channels=channels))
-    table = norm = None
-    if extra is not None:
-        lk = extra(df, img_dir, train_idx)[0].type_tfms[0]
-        table = pd.DataFrame([[i, *lk.table[i]] for i in df.Id], columns=['Id', *FEATURE_NAMES]); norm = lk.norm
-    return store_dataloaders(
-        sts if len(sts) > 1 else sts[0],
-        df,
-        train_idx,
-        valid_idx,
-        bs=bs,
-        aug=aug,
-        stats=stats,
-        features=table,
-        feature_norm=norm,
-        feature_type=FeatureTensor,
-        item_tfms=item_tfms,
-        num_workers=num_workers or 0,
-    )
-
-# %% ../nbs/03_features.ipynb #fa8fc076
-@delegates(rgby_dataloaders, but=['extra_blocks'])
-def hpa_dataloaders(path, # Data folder in the Kaggle layout
-                    features=False, # Add the ten biological features as a second input: True, or a ready feature table
-                    feature_workers:int|None=None, # Processes for computing features (default: all cores)
-                    feature_params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                    # Feature cache folder (default: beside the images if writable, else per-user)
-                    feature_cache_dir=None,
-                    # Packed stores (`pack_rgby`) to read batches from: a path, True for the default ones (packed if
-                    # missing), or False for the per-item path (default: used when complete). With `external`, that
-                    # folder has its own store: pass (kaggle, external) paths, or one path and its default
-                    store=None,
-                    **kwargs):
-    "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
-    use = features is not False and features is not None
-    def extra(df, folder, train_idx):
-        return [feature_blocks(df, folder, train_idx, features, feature_workers, feature_params, feature_cache_dir)]
-    sp = _store_for(path, store, feature_cache_dir, **kwargs)
-    # the duplicate search's hashes go where the features' cache does
-    kwargs.setdefault('cache_dir', feature_cache_dir)
-    if sp is None: return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
-    return _store_dataloaders(path, sp, extra if use else None, **kwargs)
-
-# %% ../nbs/03_features.ipynb #aeadef75
-def feature_lookup(dls, # DataLoaders (or a learner's `dls`)
-                  ) -> FeatureLookup|None:
-    "The `FeatureLookup` of `dls`, or None for image-only `DataLoaders`"
-    found = L(dls.train_ds.tls).map(lambda tl: tl.tfms.fs.filter(risinstance(FeatureLookup))).concat()
-    return found[0] if found else None
-
-# %% ../nbs/03_features.ipynb #12952299
-def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
-                 folder, # Image folder of the new samples
-                 ids=None, # Their Ids (default: every sample in `folder`)
-                 n_workers=None, # Processes (default: all cores)
-                 cache_dir=None, # Feature cache folder (default: beside `folder` if writable, else per-user)
-                 channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
-                ):
-    "Compute (or read from the cache) the features of `ids` in `folder` and add them to `dls`' lookup"
-    lk = feature_lookup(dls)
-    if lk is None: return None
-    ft = feature_table(
-        folder, ids, n_workers=n_workers, params=lk.params, cache_dir=cache_dir, channel_order=channel_order
-    )
-    lk.add(ft)
-    return ft
-
-# %% ../nbs/03_features.ipynb #e46cff3a
-class FeatureMixUp(MixUp):
-    "fastai's `MixUp` for batches of several inputs of different ranks (images and features): one λ per sample for all"
-    def before_batch(self):
-        dev = self.xb[0].device
-        lam = self.distrib.sample((self.y.size(0),)).squeeze(-1).to(dev)
-        self.lam = torch.stack([lam, 1 - lam], 1).max(1)[0]
-        shuffle = torch.randperm(self.y.size(0)).to(dev)
-        mix = lambda a, b: torch.lerp(b, a, self.lam.view(-1, *[1] * (a.ndim - 1)).to(a.dtype))
-        self.learn.xb = tuple(mix(x, x[shuffle]) for x in self.xb)
-        self.yb1 = tuple(y[shuffle] for y in self.yb)
-        if not self.stack_y: self.learn.yb = tuple(mix(y.float(), y1.float()) for y, y1 in zip(self.yb, self.yb1))

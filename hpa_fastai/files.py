@@ -7,12 +7,13 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/files.html.md"""
 # %% ../nbs/00a_files.ipynb #9faa1148
 from __future__ import annotations
 import contextlib, hashlib, json, os, subprocess, tempfile, sys
+import matplotlib.pyplot as plt
 from pathlib import Path
 from .core import HpaDataError
 
 # %% auto #0
 __all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'is_writable', 'user_cache_root', 'cache_root',
-           'files_fingerprint', 'git_commit', 'run_info', 'show_progress']
+           'files_fingerprint', 'git_commit', 'run_info', 'show_progress', 'save_figure']
 
 # %% ../nbs/00a_files.ipynb #ad04b568
 @contextlib.contextmanager
@@ -138,3 +139,12 @@ def show_progress() -> bool:
     try: from fastcore.imports import IN_NOTEBOOK
     except ImportError: IN_NOTEBOOK = False
     return bool(IN_NOTEBOOK or (hasattr(sys.stdout, 'isatty') and sys.stdout.isatty()))
+
+# %% ../nbs/00a_files.ipynb #9239fd65
+def save_figure(fname, # The PNG to write
+                plot, # A function drawing on a new figure
+               ) -> Path:
+    "Draw with `plot` and save the figure to `fname` atomically"
+    plot(); plt.tight_layout()
+    with atomic_write(fname, mode=None) as tmp: plt.savefig(tmp, dpi=80)
+    plt.close('all'); return Path(fname)

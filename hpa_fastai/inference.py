@@ -14,9 +14,12 @@ from .core import *
 from .data import *
 from .files import atomic_write, write_json, read_json
 from .features import FEATURE_NAMES, FeatureBlock, FeatureLookup, FeatureNorm
-from .features import FeatureTensor, feature_lookup, feature_params
-from .learner import HpaModel, BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss, hpa_learner, resolve_arch
-from .learner import decode_probs, f1_per_class, macro_f1, as_numpy
+from .features import FeatureTensor, feature_params
+from .dataloaders import feature_lookup
+from .learner import HpaModel, hpa_learner, resolve_arch
+from .losses import BCEWithLogitsLossMulti, SigmoidFocalLoss, hpa_loss
+from .losses import decode_probs
+from .metrics import f1_per_class, macro_f1, as_numpy
 
 # %% auto #0
 __all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresholds', 'predict_labels', 'set_thresholds',

@@ -11,123 +11,13 @@ from pathlib import Path
 from fastai.vision.all import *
 from .core import *
 from .data import RGBYImage, rgby_composite
-from .learner import f1_per_class, as_numpy
+from .metrics import f1_per_class, as_numpy
 from .inference import hpa_report, predict_labels
+from .show import *
 
 # %% auto #0
-__all__ = ['SHORT_NAMES', 'short_name', 'short_names', 'plot_top_losses', 'class_confusion', 'plot_class_confusion',
-           'confusion_pairs', 'most_confused_pairs', 'learner_thresholds', 'MultiLabelInterpretation', 'model_inputs',
-           'class_index', 'grad_cam', 'show_grad_cam']
-
-# %% ../nbs/08_interpret.ipynb #fa41c0d4
-SHORT_NAMES = {
-    'Nucleoplasm': 'Nucleoplasm',
-    'Nuclear membrane': 'Nuc. membrane',
-    'Nucleoli': 'Nucleoli',
-    'Nucleoli fibrillar center': 'Nucleoli FC',
-    'Nuclear speckles': 'Nuc. speckles',
-    'Nuclear bodies': 'Nuc. bodies',
-    'Endoplasmic reticulum': 'ER',
-    'Golgi apparatus': 'Golgi',
-    'Peroxisomes': 'Peroxisomes',
-    'Endosomes': 'Endosomes',
-    'Lysosomes': 'Lysosomes',
-    'Intermediate filaments': 'Interm. fil.',
-    'Actin filaments': 'Actin fil.',
-    'Focal adhesion sites': 'Focal adhesion',
-    'Microtubules': 'Microtubules',
-    'Microtubule ends': 'MT ends',
-    'Cytokinetic bridge': 'Cytok. bridge',
-    'Mitotic spindle': 'Mit. spindle',
-    'Microtubule organizing center': 'MTOC',
-    'Centrosome': 'Centrosome',
-    'Lipid droplets': 'Lipid droplets',
-    'Plasma membrane': 'Plasma membr.',
-    'Cell junctions': 'Cell junctions',
-    'Mitochondria': 'Mitochondria',
-    'Aggresome': 'Aggresome',
-    'Cytosol': 'Cytosol',
-    'Cytoplasmic bodies': 'Cyto. bodies',
-    'Rods & rings': 'Rods & rings',
-}
-
-# %% ../nbs/08_interpret.ipynb #9fdfe6f8
-def short_name(name, # A class name
-               max_len:int=14, # Longer names (not in `SHORT_NAMES`) are cut to this many characters
-              ) -> str:
-    "The short form of class `name`: from `SHORT_NAMES`, else cut to `max_len` characters with '…'"
-    s = SHORT_NAMES.get(str(name), str(name))
-    return s if len(s) <= max_len else s[:max_len - 1] + '…'
-
-# %% ../nbs/08_interpret.ipynb #7fe4fc21
-def short_names(names, # Class names
-                max_names:int=3, # Names shown; the rest is counted as `+n`
-                sep:str='; ', # Separator
-               ) -> str:
-    "At most `max_names` short names joined by `sep`, then `+n` for the rest; '–' for none"
-    names = [short_name(n) for n in names]
-    if not names: return '–'
-    return sep.join(names[:max_names]) + (f' +{len(names) - max_names}' if len(names) > max_names else '')
-
-# %% ../nbs/08_interpret.ipynb #f28c4c90
-def _with_probs(names, probs, vocab, max_names:int=2) -> str:
-    "`names`, most probable first, each with its probability: at most `max_names`, then `+n`"
-    names = sorted(names, key=lambda n: -probs[list(vocab).index(n)])
-    if not names: return '–'
-    s = '; '.join(f'{short_name(n)} {probs[list(vocab).index(n)]:.2f}' for n in names[:max_names])
-    return s + (f' +{len(names) - max_names}' if len(names) > max_names else '')
-
-# %% ../nbs/08_interpret.ipynb #dc0c63c1
-def _top_loss_title(targ, pred, raw, loss, vocab, max_names:int=2) -> str:
-    "Three lines: the loss; the true classes and the predicted ones, each with its probability"
-    probs = torch.as_tensor(raw).float().flatten().tolist()
-    return (f'loss {float(loss):.2f}\ntrue: {_with_probs(list(targ), probs, vocab, max_names)}\n'
-            f'pred: {_with_probs(list(pred), probs, vocab, max_names)}')
-
-# %% ../nbs/08_interpret.ipynb #866e1250
-def _plot_top_losses(samples, outs, raws, losses, nrows=None, ncols=None, figsize=None, vocab=None,
-                     max_names:int=2, fontsize:int=7, **kwargs):
-    "One panel per sample: the image (and the features' `show`), titled by `_top_loss_title`"
-    vocab = HPA_CLASSES if vocab is None else vocab
-    n = len(samples)
-    if figsize is None:
-        nr = nrows or (int(np.ceil(n / ncols)) if ncols else int(np.sqrt(n))); nc = ncols or int(np.ceil(n / nr))
-        figsize = (nc * 3., nr * 3.3)
-    axs = get_grid(n, nrows=nrows, ncols=ncols, figsize=figsize, layout='constrained')
-    for ax, s, o, r, l in zip(axs, samples, outs, raws, losses):
-        s[0].show(ctx=ax, **kwargs)
-        for part in s[1:-1]:
-            if hasattr(part, 'show'): part.show(ctx=ax)          # the feature bars
-        ax.set_title(_top_loss_title(s[-1], o[0], r, l, vocab, max_names), fontsize=fontsize, loc='left')
-    return axs
-
-# %% ../nbs/08_interpret.ipynb #e2bff7db
-@dispatch
-def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
-                    y:TensorMultiCategory, # The decoded multi-hot targets
-                    samples, # Per sample: (image, features, true class names)
-                    outs, # Per sample: (predicted class names,)
-                    raws, # Per sample: the probabilities of the classes
-                    losses, # Per sample: its loss
-                    nrows=None, # Rows of the grid
-                    ncols=None, # Columns of the grid
-                    figsize=None, # Figure size (default 3 × 3.3 inches a panel)
-                    **kwargs, # `vocab`, `max_names` (class names a line), `fontsize`; the rest to the image's `show`
-                   ):
-    """Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes with their
-    probabilities"""
-    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, **kwargs)
-
-# %% ../nbs/08_interpret.ipynb #2b4b66f0
-@dispatch
-def plot_top_losses(x:RGBYImage, # The decoded image batch
-                    y:TensorMultiCategory, # The decoded multi-hot targets
-                    *args, # `samples` (image, true class names), then as for an image + features learner
-                    **kwargs, # As for an image + features learner
-                   ):
-    "Top losses of an image-only HPA learner: composite, loss, true and predicted classes with their probabilities"
-    # one method per type: plum finds `tuple | RGBYImage` ambiguous against fastai's `TensorImage`
-    return _plot_top_losses(*args, **kwargs)
+__all__ = ['class_confusion', 'plot_class_confusion', 'confusion_pairs', 'most_confused_pairs', 'learner_thresholds',
+           'MultiLabelInterpretation', 'model_inputs', 'class_index', 'grad_cam', 'show_grad_cam']
 
 # %% ../nbs/08_interpret.ipynb #2b70bbc6
 def _f32(x) -> np.ndarray: return as_numpy(x).astype(np.float32)

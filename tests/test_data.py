@@ -3,7 +3,7 @@ import numpy as np, pandas as pd, pytest, cv2, torch
 from pathlib import Path
 from hpa_fastai.core import *
 from hpa_fastai.data import *
-from hpa_fastai.data import hpa_dataloaders
+from hpa_fastai.dataloaders import hpa_dataloaders
 from conftest import make_fake, needs_real, REAL, REAL_SAMPLE_ID
 
 def test_missing_channel(fake):

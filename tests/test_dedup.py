@@ -148,7 +148,7 @@ def test_cli(tmp_path):
     assert bad.returncode == 1 and 'hpa-dedup: error: nowhere: folder not found' in bad.stderr
 
 def test_fingerprint_records_grouping(tmp_path):
-    from hpa_fastai.cli import data_fingerprint, TrainConfig
+    from hpa_fastai.train import data_fingerprint, TrainConfig
     from hpa_fastai.dedup import stem_duplicates
     data = _planted(tmp_path, n=12, n_copies=2)
     df = read_labels(data/'train.csv'); stems = [data/'train'/i for i in df.Id]

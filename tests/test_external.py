@@ -2,8 +2,8 @@
 import json, os, shutil, subprocess, cv2, numpy as np, pandas as pd, pytest
 from pathlib import Path
 from hpa_fastai.core import HpaDataError
-from hpa_fastai.features import hpa_dataloaders
-from hpa_fastai.cli import run_training
+from hpa_fastai.dataloaders import hpa_dataloaders
+from hpa_fastai.train import run_training
 from hpa_fastai.test_utils import fake_hpa
 
 PLANE = dict(red=2, green=1, blue=0)          # OpenCV's B, G, R planes; yellow is R + G

@@ -3,14 +3,14 @@ import json, warnings, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
 from types import SimpleNamespace
 from fastai.vision.all import resnet18
-from hpa_fastai.features import hpa_dataloaders, add_features
+from hpa_fastai.dataloaders import hpa_dataloaders, add_features
 from hpa_fastai.learner import hpa_learner
 from hpa_fastai.data import hpa_test_dl, find_ids
 from hpa_fastai.test_utils import fake_hpa
 from sklearn.metrics import f1_score
 from hpa_fastai.core import *
 from hpa_fastai.inference import *
-from hpa_fastai.learner import macro_f1
+from hpa_fastai.metrics import macro_f1
 from conftest import needs_real, REAL
 
 def test_f1_thresholds_are_optimal():
@@ -222,7 +222,7 @@ def test_crossfit_never_sees_the_scored_fold():
 
 def test_keep_top_separated():
     "f1_thresholds never includes keep-top; f1_thresholds_keep_top does"
-    from hpa_fastai.cli import score
+    from hpa_fastai.train import score
     T = np.zeros((4, 28), np.float32); T[:, 3] = 1
     P = np.full((4, 28), 0.1, np.float32); P[:, 3] = 0.4                 # below 0.5: only keep-top predicts class 3
     s = score(P, T, np.full(28, 0.5))

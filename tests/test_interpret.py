@@ -6,8 +6,9 @@ from types import SimpleNamespace
 from fastai.vision.all import Interpretation, resnet18
 from hpa_fastai.core import HPA_CLASSES
 from hpa_fastai.data import find_ids
-from hpa_fastai.features import hpa_dataloaders
-from hpa_fastai.learner import hpa_learner, f1_per_class
+from hpa_fastai.dataloaders import hpa_dataloaders
+from hpa_fastai.learner import hpa_learner
+from hpa_fastai.metrics import f1_per_class
 from hpa_fastai.inference import set_thresholds
 from hpa_fastai.test_utils import fake_hpa
 from hpa_fastai.interpret import *

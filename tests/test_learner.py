@@ -4,7 +4,8 @@ from pathlib import Path
 from fastai.vision.all import resnet18, resnet34, load_learner
 import hpa_fastai.learner as L_
 from hpa_fastai.core import HPA_CLASSES
-from hpa_fastai.data import hpa_dataloaders, hpa_test_dl, find_ids, open_rgby
+from hpa_fastai.dataloaders import hpa_dataloaders
+from hpa_fastai.data import hpa_test_dl, find_ids, open_rgby
 from hpa_fastai.learner import *
 from hpa_fastai.synth import make_synthetic_hpa
 
@@ -72,7 +73,7 @@ def test_f1_matches_sklearn():
 # --- Other architectures: torchvision constructors and names, timm names -------------------------------------------
 import sys, types, torchvision
 from hpa_fastai.test_utils import fake_hpa
-from hpa_fastai.features import hpa_dataloaders as hpa_dataloaders_features
+from hpa_fastai.dataloaders import hpa_dataloaders as hpa_dataloaders_features
 from fastai.vision.all import TimmBody
 
 FOUR = ['resnet18', 'densenet121', 'efficientnet_b0', 'convnext_tiny']

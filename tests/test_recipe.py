@@ -2,12 +2,12 @@
 import json, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
 from fastai.vision.all import resnet18, BCEWithLogitsLossFlat, set_seed
-from hpa_fastai.features import hpa_dataloaders
+from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.learner import hpa_learner, dataset_targets, prior_bias, FeatureSkip
 from hpa_fastai.inference import fit_thresholds, threshold_fallbacks, load_hpa_weights
 from hpa_fastai.baselines import split_baselines, all_positive_f1, FeaturesOnly, dataset_features
 from hpa_fastai.synth import make_synthetic_hpa
-from hpa_fastai.cli import TrainConfig, run_training, LR_RULES, RECIPES
+from hpa_fastai.train import TrainConfig, run_training, LR_RULES, RECIPES
 
 @pytest.fixture(scope='module')
 def syn(tmp_path_factory):

@@ -1,10 +1,12 @@
 "The synthetic generator writes the Kaggle layout (and the hidden per-cell truth), deterministically, refuses to clobber, and stays close to real statistics."
 import numpy as np, pandas as pd, pytest, cv2
 from hpa_fastai.core import *
-from hpa_fastai.data import hpa_dataloaders, find_ids, open_rgby
+from hpa_fastai.dataloaders import hpa_dataloaders
+from hpa_fastai.data import find_ids, open_rgby
 from hpa_fastai.synth import *
 from hpa_fastai.synth import _cells, _landmarks, _n_cells
-from hpa_fastai.test_utils import needs_real, real_hpa_path
+from hpa_fastai.test_utils import needs_real
+from hpa_fastai.core import real_hpa_path
 
 def test_layout_and_determinism(tmp_path):
     a = make_synthetic_hpa(tmp_path/'a', n_train=8, n_test=3, size=64, seed=5)
