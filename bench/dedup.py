@@ -19,7 +19,7 @@ from pathlib import Path
 from fastcore.parallel import parallel
 from hpa_fastai.data import write_rgby
 from hpa_fastai.synth import synth_sample
-from hpa_fastai.dedup import (DIHEDRAL, dihedral, sample_hashes, hash_samples, near_pairs, group_labels, _pair_distances,
+from hpa_fastai.dedup import (DIHEDRAL, dihedral_image, sample_hashes, hash_samples, near_pairs, group_labels, _pair_distances,
                               _entry_pairs, _table_keys)
 
 N_DISTINCT = int(os.environ.get('N_DISTINCT', 3000))
@@ -38,7 +38,7 @@ def transforms(rng):
     def rcrop(side, flip=None, q=None):
         def f(x):
             ox, oy = rng.uniform(0, 1 - side, 2); y = crop(x, side, ox, oy)
-            if flip: y = dihedral(y, flip)
+            if flip: y = dihedral_image(y, flip)
             return jpeg(y, q) if q else y
         return f
     return {
@@ -49,7 +49,7 @@ def transforms(rng):
         'downscale_half': lambda x: cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA),
         'brightness_contrast': lambda x: np.clip(x * rng.uniform(0.6, 1.6) + rng.uniform(-10, 25), 0, 255).astype(np.uint8),
         'gamma_0.7': lambda x: (255 * (x / 255.) ** 0.7).astype(np.uint8),
-        **{t: (lambda t: lambda x: dihedral(x, t))(t) for t in DIHEDRAL[1:]},
+        **{t: (lambda t: lambda x: dihedral_image(x, t))(t) for t in DIHEDRAL[1:]},
         'crop_95pct_side': rcrop(0.95),
         'crop_90pct_side (81% area)': rcrop(0.90),
         'crop_90pct_rot90_jpeg': rcrop(0.90, 'rot90', 75),

@@ -6,7 +6,9 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #913c9ccc
 from __future__ import annotations
-import sys, numpy as np, pandas as pd
+import inspect, sys, typing, numpy as np, pandas as pd
+from functools import partial
+from fastcore.docments import docments
 from typing import Annotated
 from pathlib import Path
 from fastcore.script import call_parse, store_true
@@ -26,10 +28,74 @@ from .train import *
 from .experiments import train_seeds, check_seeds
 
 # %% auto #0
-__all__ = ['hpa_train', 'hpa_synth', 'hpa_features', 'hpa_predict', 'hpa_pack', 'hpa_dedup']
+__all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'hpa_train', 'hpa_synth', 'hpa_features',
+           'hpa_predict', 'hpa_pack', 'hpa_dedup']
+
+# %% ../nbs/11_cli.ipynb #a64f16c2
+def _not_none(anno):
+    "`X` for `X | None`, else `anno`"
+    args = [a for a in typing.get_args(anno) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(anno) else anno
+
+# %% ../nbs/11_cli.ipynb #b39c4cad
+OPTION_NAMES = {'threshold_method': 'thresholds'}     # TrainConfig fields whose command-line option has another name
+
+# %% ../nbs/11_cli.ipynb #a731dbfd
+def config_options(cls=None, # A dataclass of settings (default `TrainConfig`)
+                   rename:dict|None=None, # Field → option name (default `OPTION_NAMES`)
+                   defaults:dict|None=None, # Field → the option's default, where it differs from the field's
+                  ) -> list:
+    "Keyword-only parameters, one per field of `cls`, typed and documented from it; `bool` fields as flags"
+    cls, rename, defaults = cls or TrainConfig, OPTION_NAMES if rename is None else rename, defaults or {}
+    hints, docs, res = typing.get_type_hints(cls), docments(cls), []
+    for f in fields(cls):
+        name, anno, doc, default = rename.get(f.name, f.name), hints[f.name], docs.get(f.name) or '', f.default
+        if anno is bool and default: name, anno, default, doc = 'no_' + name, store_true, False, f'Turn off (on by default): {doc}'
+        elif anno is bool: anno = store_true
+        else:
+            if f.name in defaults: doc, default = f'{doc} (default: {default})', defaults[f.name]
+            anno = _not_none(anno)
+        res.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                     annotation=Annotated[anno, doc]))
+    return res
+
+# %% ../nbs/11_cli.ipynb #e6b779bf
+def options_config(options:dict, # Option name → value, as `config_options` named them
+                   cls=None, # The dataclass (default `TrainConfig`)
+                   rename:dict|None=None, # As for `config_options`
+                  ) -> dict:
+    "The field values of `cls` that command-line `options` stand for (flags `--no-x` turned back into `x=False`)"
+    cls, rename = cls or TrainConfig, OPTION_NAMES if rename is None else rename
+    res = {}
+    for f in fields(cls):
+        name = rename.get(f.name, f.name)
+        if 'no_' + name in options and f.default is True: res[f.name] = not options['no_' + name]
+        elif name in options: res[f.name] = options[name]
+    known = {rename.get(f.name, f.name) for f in fields(cls)} | {'no_' + rename.get(f.name, f.name) for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown: raise HpaConfigError(f'unknown option(s) {unknown}: see --help for the settings')
+    return res
+
+# %% ../nbs/11_cli.ipynb #f14263b0
+def with_config_options(f=None, # The command: its own options, then `**options` for the generated ones
+                        **kwargs, # `cls`, `rename`, `defaults` of `config_options`
+                       ):
+    "Give command `f` a signature ending in `config_options(**kwargs)`, for `call_parse` (a decorator)"
+    if f is None: return partial(with_config_options, **kwargs)
+    own = [p for p in inspect.signature(f, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    f.__signature__ = inspect.Signature(own + config_options(**kwargs))
+    return f
+
+# %% ../nbs/11_cli.ipynb #c0b087ea
+def _resume(path, out, name, overwrite, cache_dir, config:dict):
+    "`hpa-train --resume`: continue the run OUT/NAME with its saved settings (the ones given are ignored, with a warning)"
+    if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
+    changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | ({'path': path} if path else {})
+    return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
 
 # %% ../nbs/11_cli.ipynb #eadc5ee6
 @call_parse
+@with_config_options(defaults={'seed': None})
 def hpa_train(
     # Data folder in the Kaggle layout (default: data/, else a synthetic demo set built in data/synthetic)
     path:str=None,
@@ -44,75 +110,30 @@ def hpa_train(
     no_store:store_true=False, # Read PNGs per item even when a packed store exists
     external:str=None, # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
     external_csv:str=None, # Their labels (e.g. HPAv18RBGY_wodpl.csv)
-    # Split without looking for near-duplicate samples (copies may then straddle train and validation)
-    no_dedup:store_true=False,
-    size:int=64, # Image size the network sees
-    bs:int=16, # Batch size
-    epochs:int=5, # Epochs
-    lr:float=None, # Learning rate (default: lr_find's valley)
-    arch:str='resnet34', # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ...) or timm/<name>
-    pretrained:store_true=False, # Start from ImageNet weights (torchvision's cache or download)
-    weights:str=None, # Start from this local ImageNet state-dict file
-    fourth_channel:str='blue', # Yellow filter init: zero, blue, red or mean
-    channels:str='rgby', # Channels: rgby, or rgb to drop yellow (paper §6.3)
-    no_features:store_true=False, # Image-only baseline: no biological features
-    loss:str='bce', # bce or focal
-    schedule:str='one_cycle', # one_cycle, or clr for the paper's triangular cyclical rate
-    cycle_len:float=2., # Cycle length in epochs for --schedule clr
-    extra_dropout:float=0., # The paper's additional dropout (e.g. 0.5)
-    dropout_at:str='last', # Where --extra-dropout acts: last (before the last FC layer, as the paper says) or concat
-    thresholds:str='f1', # Threshold method: f1, freq, global, or a fixed value such as 0.4
-    tta:str='mean', # Dihedral TTA: mean, max or none
-    fp16:store_true=False, # Alias of --precision fp16
-    precision:str='auto', # On CUDA: bf16, fp16, fp32, or auto (bf16 where supported, else fp16); fp32 on the CPU
-    no_channels_last:store_true=False, # On CUDA: keep the default memory format
-    compile:store_true=False, # On CUDA: torch.compile the model
-    valid_pct:float=0.2, # Validation share (0: train on everything, with --thresholds freq or a value)
-    seed:int=None, # Random seed (default 42)
     # Several seeds, e.g. 0 1 2: one run each in NAME/seed-S, then seeds.csv / seeds.json with the mean and SD of every
     # score (no submission of their own)
     seeds:Annotated[int, {'nargs': '+'}]=None,
-    n:int=None, # Use only the first n labelled samples
-    num_workers:int=None, # DataLoader workers
+    **options, # The settings of `TrainConfig`, one option each (see `config_options`)
 ):
     "Train the fused ResNet34 on HPA data, fit thresholds, run TTA, report, and write a submission"
     with cli_errors('hpa-train'):
-        args = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)}}
-        config = dict(args, features=not no_features, threshold_method=thresholds, channels_last=not no_channels_last,
-                      seed=TrainConfig.seed if seed is None else seed, dedup=not no_dedup)
+        config = options_config(options)
         if seeds and resume:
             raise HpaConfigError(
                 "--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)"
             )
-        if seeds: check_seeds(seeds, seed)
+        if seeds: check_seeds(seeds, config.get('seed'))
+        if config.get('seed') is None: config['seed'] = TrainConfig.seed
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
         if (external is None) != (external_csv is None):
             raise HpaConfigError('--external and --external-csv go together: give both')
-        if resume:
-            if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
-            changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | (
-                {'path': path} if path else {}
-            )
-            # warns that these are ignored
-            return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
+        if resume: return _resume(path, out, name, overwrite, cache_dir, config)
         TrainConfig(**config).check()                             # every setting checked before any work
-        data = None if resume else find_data(path)
-        store = True if pack else False if no_store else None
-        if seeds:
-            return train_seeds(
-                data,
-                seeds,
-                out=out,
-                name=name,
-                overwrite=overwrite,
-                cache_dir=cache_dir,
-                store=store,
-                external=external,
-                external_csv=external_csv,
-                **{k: v for k, v in config.items() if k != 'seed'}
-            )
-        return run_training(data, out=out, name=name, overwrite=overwrite, resume=resume, cache_dir=cache_dir,
-                            store=store, external=external, external_csv=external_csv, **config)
+        data, store = find_data(path), True if pack else False if no_store else None
+        run = dict(out=out, name=name, overwrite=overwrite, cache_dir=cache_dir, store=store, external=external,
+                   external_csv=external_csv)
+        if seeds: return train_seeds(data, seeds, **run, **{k: v for k, v in config.items() if k != 'seed'})
+        return run_training(data, resume=False, **run, **config)
 
 # %% ../nbs/11_cli.ipynb #e18a451e
 def _check_scale(diameter, channel_order):

@@ -19,7 +19,7 @@ from .files import *
 from .data import *
 
 # %% auto #0
-__all__ = ['DEDUP_PARAMS', 'DIHEDRAL', 'dihedral', 'crop_windows', 'hash_bits', 'channel_hashes', 'sample_hashes',
+__all__ = ['DEDUP_PARAMS', 'DIHEDRAL', 'dihedral_image', 'crop_windows', 'hash_bits', 'channel_hashes', 'sample_hashes',
            'dedup_params_key', 'dedup_cache', 'read_small', 'hash_samples', 'near_pairs', 'group_labels',
            'find_duplicates', 'grouping_fingerprint', 'stem_duplicates', 'stem_groups', 'show_duplicates',
            'split_groups', 'drop_leaks', 'dedup_report', 'dedup_data']
@@ -30,7 +30,7 @@ DEDUP_PARAMS = dict(thumb=128, side=32, dct=8, core=0.7, blur=1.2, min_spread=2.
 DIHEDRAL = ('none', 'flip_lr', 'flip_ud', 'rot180', 'transpose', 'rot270', 'rot90', 'anti_transpose')
 
 # %% ../nbs/01d_dedup.ipynb #ccecb1ee
-def dihedral(x:np.ndarray, # An H×W(×C) array
+def dihedral_image(x:np.ndarray, # An H×W(×C) array
              t:str, # One of `DIHEDRAL`
             ) -> np.ndarray:
     "`x` under the dihedral transform `t` (`rot90` as `np.rot90`: counter-clockwise)"

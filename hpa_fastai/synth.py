@@ -17,7 +17,7 @@ from .segment import segment_nuclei
 
 # %% auto #0
 __all__ = ['CLASS_PATTERNS', 'smooth_noise', 'pattern', 'synth_sample', 'class_weights', 'sample_label_sets',
-           'make_synthetic_hpa', 'hf_share', 'count_nuclei', 'channel_stats', 'realism_table', 'split_real_files']
+           'make_synthetic_hpa', 'hf_share', 'count_nuclei', 'realism_stats', 'realism_table', 'split_real_files']
 
 # %% ../nbs/02_synth.ipynb #b3c49408
 def smooth_noise(rng, # a numpy random `Generator`
@@ -597,13 +597,13 @@ def count_nuclei(blue, # a 2-D uint8 blue (DAPI) channel
     return int(segment_nuclei(blue).max())
 
 # %% ../nbs/02_synth.ipynb #016a7faf
-def channel_stats(img, # a 2-D uint8 channel image
+def realism_stats(img, # a 2-D uint8 channel image
                   count_nuclei=None, # a function (blue image -> int) counting its nuclei; None leaves `nuclei` out
                  ) -> dict:
     "Realism statistics of one channel image: mean, p99, max, zero and 255 shares, fine-texture share (and nuclei)"
     x = np.asarray(img)
     if x.ndim != 2 or x.dtype != np.uint8:
-        raise ValueError(f'channel_stats wants a 2-D uint8 image, got {x.dtype} {x.shape}')
+        raise ValueError(f'realism_stats wants a 2-D uint8 image, got {x.dtype} {x.shape}')
     d = dict(mean=float(x.mean()), p99=float(np.percentile(x, 99)), max=int(x.max()), zero_frac=float((x == 0).mean()),
              sat_frac=float((x == 255).mean()), hf_share=hf_share(x))
     if count_nuclei is not None: d['nuclei'] = int(count_nuclei(x))
@@ -621,11 +621,11 @@ def realism_table(real_files, # real channel images, named `{Id}_{channel}.png` 
         if ch not in CHANNELS: raise ValueError(f'{f}: the name does not end in _red, _green, _blue or _yellow')
         x = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         if x is None or x.ndim != 2: raise ValueError(f'{f}: not a readable grayscale image')
-        rows.append(dict(src='real', channel=ch, **channel_stats(x, count_nuclei if ch == 'blue' else None)))
+        rows.append(dict(src='real', channel=ch, **realism_stats(x, count_nuclei if ch == 'blue' else None)))
     for x in synth_samples:
         for i, ch in enumerate(CHANNELS):
             rows.append(
-                dict(src='synth', channel=ch, **channel_stats(x[..., i], count_nuclei if ch == 'blue' else None))
+                dict(src='synth', channel=ch, **realism_stats(x[..., i], count_nuclei if ch == 'blue' else None))
             )
     df, out = pd.DataFrame(rows), []
     for ch in CHANNELS:

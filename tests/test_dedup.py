@@ -4,7 +4,7 @@ from pathlib import Path
 from hpa_fastai.core import HpaDataError, read_labels
 from hpa_fastai.data import write_rgby, open_rgby, find_ids, labelled_split, multilabel_kfold, multilabel_split
 from hpa_fastai.synth import synth_sample, make_synthetic_hpa
-from hpa_fastai.dedup import DIHEDRAL, dihedral, find_duplicates, hash_samples, dedup_cache, stem_groups, grouping_fingerprint
+from hpa_fastai.dedup import DIHEDRAL, dihedral_image, find_duplicates, hash_samples, dedup_cache, stem_groups, grouping_fingerprint
 
 SIZE = 128
 
@@ -22,7 +22,7 @@ TRANSFORMS = {
     'rescale_half': lambda x: cv2.resize(x, (SIZE // 2, SIZE // 2), interpolation=cv2.INTER_AREA),
     'brightness_contrast': lambda x: np.clip(x * 1.5 + 20, 0, 255).astype(np.uint8),
     'darker': lambda x: (x * 0.6).astype(np.uint8),
-    **{t: (lambda t: lambda x: dihedral(x, t))(t) for t in DIHEDRAL[1:]},
+    **{t: (lambda t: lambda x: dihedral_image(x, t))(t) for t in DIHEDRAL[1:]},
     'crop_90_corner': lambda x: crop(x, 0.9, 0., 0.),
     'crop_90_far_corner': lambda x: crop(x, 0.9, 0.1, 0.1),
     'crop_95_flip_jpeg': None,
@@ -34,7 +34,7 @@ def test_each_transform_found(tmp_path, name):
     write_rgby(tmp_path, 'orig', x)
     for k in range(4): write_rgby(tmp_path, f'other{k}', field(100 + k))
     if name == 'png_to_jpeg_q75': jpeg_file(tmp_path, 'copy', x)
-    elif name == 'crop_95_flip_jpeg': jpeg_file(tmp_path, 'copy', dihedral(crop(x, 0.95, 0.03, 0.05), 'flip_lr'))
+    elif name == 'crop_95_flip_jpeg': jpeg_file(tmp_path, 'copy', dihedral_image(crop(x, 0.95, 0.03, 0.05), 'flip_lr'))
     else: write_rgby(tmp_path, 'copy', TRANSFORMS[name](x))
     g = find_duplicates(tmp_path, n_workers=0, cache=False).set_index('Id').group
     assert g['copy'] == g['orig'], name
@@ -60,7 +60,7 @@ def _planted(tmp_path, n=40, n_copies=12):
     df = read_labels(data/'train.csv'); rows = []
     for k in range(n_copies):
         i = df.Id[k]; x = open_rgby(data/'train', i)
-        jpeg_file(data/'train', f'copy-{k}', dihedral(x, DIHEDRAL[1 + k % 7]))
+        jpeg_file(data/'train', f'copy-{k}', dihedral_image(x, DIHEDRAL[1 + k % 7]))
         rows.append(dict(Id=f'copy-{k}', Target=' '.join(map(str, df.Target[k]))))
     pd.concat([pd.read_csv(data/'train.csv'), pd.DataFrame(rows)]).to_csv(data/'train.csv', index=False)
     return data
@@ -93,7 +93,7 @@ def test_external_copies_of_valid_and_test_dropped(tmp_path, capsys):
     data = make_synthetic_hpa(tmp_path/'data', n_train=30, n_test=4, size=64, seed=5, freq_power=0.3, progress=False)
     df0, img_dir, tr, va = labelled_split(data, valid_pct=0.3, seed=0)
     ext = tmp_path/'ext'; te = find_ids(data/'test')
-    jpeg_file(ext, 'e-valid', dihedral(open_rgby(img_dir, df0.Id[va[0]]), 'rot90'))
+    jpeg_file(ext, 'e-valid', dihedral_image(open_rgby(img_dir, df0.Id[va[0]]), 'rot90'))
     jpeg_file(ext, 'e-test', open_rgby(data/'test', te[0]))
     jpeg_file(ext, 'e-train', open_rgby(img_dir, df0.Id[tr[0]]))
     write_rgby(ext, 'e-new', synth_sample([3], size=64, seed=77))
@@ -111,7 +111,7 @@ def test_cache_reused_and_refreshed(tmp_path):
     cdir = dedup_cache(tmp_path/'imgs'); n0 = len(list(cdir.glob('chunk-*.npz')))
     hash_samples(tmp_path/'imgs', ids=['s1'], n_workers=0)
     assert len(list(cdir.glob('chunk-*.npz'))) == n0                     # a subset: nothing hashed again
-    write_rgby(tmp_path/'imgs', 's1', dihedral(field(1), 'rot90'))      # a changed file is hashed again
+    write_rgby(tmp_path/'imgs', 's1', dihedral_image(field(1), 'rot90'))      # a changed file is hashed again
     h2 = hash_samples(tmp_path/'imgs', n_workers=0)
     assert len(list(cdir.glob('chunk-*.npz'))) == n0 + 1 and (h2.q[1] != h.q[1]).any() and (h2.q[0] == h.q[0]).all()
 

@@ -92,22 +92,22 @@ def test_no_label_count_cue_and_no_copies():
         assert np.corrcoef(x[..., 1].ravel(), x[..., ch].ravel())[0, 1] < 0.8, name
 
 def test_stats_known_answers(tmp_path):
-    "hf_share, channel_stats and realism_table on drawn images whose answers are known"
+    "hf_share, realism_stats and realism_table on drawn images whose answers are known"
     xx = np.arange(64)[None].repeat(64, 0)
     assert hf_share(np.ones((64, 64))) == 0 and np.isclose(hf_share((xx + xx.T) % 2), 1)
     assert np.isclose(hf_share(np.cos(2 * np.pi * xx / 32)), 0) and np.isclose(hf_share(np.cos(2 * np.pi * xx / 4)), 1)
     x = np.zeros((64, 64), np.uint8); x[:16, :16] = 255
-    st = channel_stats(x)
+    st = realism_stats(x)
     assert st['mean'] == 255 / 16 and st['max'] == 255 and st['zero_frac'] == 15 / 16 and st['sat_frac'] == 1 / 16
     b = np.zeros((256, 256), np.uint8)
     for c in [(50, 50), (200, 60), (60, 200), (190, 190)]: cv2.circle(b, c, 18, 180, -1)
-    assert channel_stats(b, count_nuclei)['nuclei'] == 4 and channel_stats(b, lambda im: 7)['nuclei'] == 7
+    assert realism_stats(b, count_nuclei)['nuclei'] == 4 and realism_stats(b, lambda im: 7)['nuclei'] == 7
     for k, v in enumerate([0, 10, 20, 30, 40]): cv2.imwrite(str(tmp_path/f'r{k}_green.png'), np.full((16, 16), v, np.uint8))
     t = realism_table(sorted(tmp_path.glob('*.png')), [np.full((16, 16, 4), v, np.uint8) for v in (25, 45)], None).set_index('stat')
     assert list(t.channel.unique()) == ['green'] and t.loc['mean', 'real_median'] == 20 and t.loc['mean', 'synth_median'] == 35
     assert (t.loc['mean', 'real_q25'], t.loc['mean', 'real_q75']) == (10, 30) and not t.loc['mean', 'inside']
     assert t.loc['zero_frac', 'inside']                             # real zero shares 1, 0, 0, 0, 0: IQR 0-0; synthetic 0
-    with pytest.raises(ValueError, match='2-D uint8'): channel_stats(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match='2-D uint8'): realism_stats(np.zeros((4, 4, 2), np.uint8))
 
 @needs_real()
 def test_realism_on_held_out_real_fields():
