@@ -14,7 +14,8 @@ from .metrics import *
 
 # %% auto #0
 __all__ = ['SchedTriangular', 'F1History', 'MonitorNames', 'TrainingDiverged', 'DivergenceGuard', 'check_finite', 'plain_logger',
-           'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'FeatureMixUp']
+           'rng_states', 'set_rng_states', 'Checkpoint', 'RestoreRandom', 'load_checkpoint', 'FeatureMixUp',
+           'MixInputsCheck']
 
 # %% ../nbs/04b_callbacks.ipynb #aabdd826
 class SchedTriangular:
@@ -199,6 +200,7 @@ def load_checkpoint(fname, # The checkpoint file
 # %% ../nbs/04b_callbacks.ipynb #e46cff3a
 class FeatureMixUp(MixUp):
     "fastai's `MixUp` for batches of several inputs of different ranks (images and features): one λ per sample for all"
+    mixes_all_inputs = True                 # what `MixInputsCheck` looks for
     def before_batch(self):
         dev = self.xb[0].device
         lam = self.distrib.sample((self.y.size(0),)).squeeze(-1).to(dev)
@@ -208,3 +210,15 @@ class FeatureMixUp(MixUp):
         self.learn.xb = tuple(mix(x, x[shuffle]) for x in self.xb)
         self.yb1 = tuple(y[shuffle] for y in self.yb)
         if not self.stack_y: self.learn.yb = tuple(mix(y.float(), y1.float()) for y, y1 in zip(self.yb, self.yb1))
+
+# %% ../nbs/04b_callbacks.ipynb #177935a3
+class MixInputsCheck(Callback):
+    """Refuse fastai's one-input `MixUp`/`CutMix` on batches of several inputs, naming `FeatureMixUp` (a mixer that
+    handles them says so with `mixes_all_inputs = True`)"""
+    def before_fit(self):
+        if getattr(self.dls, 'n_inp', 1) < 2: return
+        for cb in self.learn.cbs:
+            if isinstance(cb, MixHandler) and not getattr(cb, 'mixes_all_inputs', False):
+                raise HpaConfigError(
+                    f"fastai's {type(cb).__name__} mixes one input, but this learner's batches are (image, features): "
+                    'use FeatureMixUp (hpa_fastai.callbacks), which mixes both with the same λ')

@@ -50,7 +50,8 @@ def config_options(cls=None, # A dataclass of settings (default `TrainConfig`)
     hints, docs, res = typing.get_type_hints(cls), docments(cls), []
     for f in fields(cls):
         name, anno, doc, default = rename.get(f.name, f.name), hints[f.name], docs.get(f.name) or '', f.default
-        if anno is bool and default: name, anno, default, doc = 'no_' + name, store_true, False, f'Turn off (on by default): {doc}'
+        if anno is bool and default:
+            name, anno, default, doc = 'no_' + name, store_true, False, f'Turn off (on by default): {doc}'
         elif anno is bool: anno = store_true
         else:
             if f.name in defaults: doc, default = f'{doc} (default: {default})', defaults[f.name]
@@ -71,7 +72,9 @@ def options_config(options:dict, # Option name → value, as `config_options` na
         name = rename.get(f.name, f.name)
         if 'no_' + name in options and f.default is True: res[f.name] = not options['no_' + name]
         elif name in options: res[f.name] = options[name]
-    known = {rename.get(f.name, f.name) for f in fields(cls)} | {'no_' + rename.get(f.name, f.name) for f in fields(cls)}
+    known = {rename.get(f.name, f.name) for f in fields(cls)} | {
+        'no_' + rename.get(f.name, f.name) for f in fields(cls)
+    }
     unknown = sorted(set(options) - known)
     if unknown: raise HpaConfigError(f'unknown option(s) {unknown}: see --help for the settings')
     return res
@@ -82,13 +85,18 @@ def with_config_options(f=None, # The command: its own options, then `**options`
                        ):
     "Give command `f` a signature ending in `config_options(**kwargs)`, for `call_parse` (a decorator)"
     if f is None: return partial(with_config_options, **kwargs)
-    own = [p for p in inspect.signature(f, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    own = [
+        p
+        for p in inspect.signature(f, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
     f.__signature__ = inspect.Signature(own + config_options(**kwargs))
     return f
 
 # %% ../nbs/11_cli.ipynb #c0b087ea
 def _resume(path, out, name, overwrite, cache_dir, config:dict):
-    "`hpa-train --resume`: continue the run OUT/NAME with its saved settings (the ones given are ignored, with a warning)"
+    """`hpa-train --resume`: continue the run OUT/NAME with its saved settings (the ones given are ignored, with a
+    warning)"""
     if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
     changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | ({'path': path} if path else {})
     return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
@@ -305,4 +313,6 @@ def hpa_dedup(
 ):
     "Find the near-duplicate samples of a data set: write the Id,group CSV, the near pairs, a report and a figure"
     with cli_errors('hpa-dedup'):
-        dedup_data(data, external, test, out, channels, max_dist, valid_pct, seed, n_workers, cache_dir, figure=not no_figure)
+        dedup_data(
+            data, external, test, out, channels, max_dist, valid_pct, seed, n_workers, cache_dir, figure=not no_figure
+        )

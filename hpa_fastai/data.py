@@ -17,8 +17,8 @@ from .core import *
 __all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
            'read_channel', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage',
            'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
-           'multilabel_kfold', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'labelled_split',
-           'sample_stems', 'rgby_dataloaders', 'rgby_opener', 'hpa_test_dl']
+           'multilabel_kfold', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'rgby_opener',
+           'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -511,118 +511,6 @@ def hpa_datablock(df:pd.DataFrame, # Labels: `Id`, and `Target` as lists of clas
         splitter=IndexSplitter(valid_idx if valid_idx is not None else []),
         batch_tfms=batch_tfms,
     )
-
-# %% ../nbs/01_data.ipynb #ef47f30c
-def _labels_from(path, csv, df):
-    if df is not None:
-        return (
-            df
-            if isinstance(df.Target.iloc[0], list)
-            else df.assign(Target=[parse_target(t, f'Id {i}') for i, t in zip(df.Id, df.Target)])
-        )
-    return read_labels(Path(path)/csv)            # `csv` is relative to `path` (an absolute path wins)
-
-# %% ../nbs/01_data.ipynb #74b30b98
-def labelled_split(path, # Data folder in the Kaggle layout
-                   csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
-                   folder='train', # Image folder, relative to `path`
-                   valid_pct:float=0.2, # Validation share, stratified (`0`: train on everything)
-                   seed:int=42, # Seed of the split
-                   channels='rgby', # Channels whose files must exist
-                   df=None, # Labels as a DataFrame instead of `csv`
-                   n:int|None=None, # Use only the first `n` labelled samples
-                   # A folder of extra training samples (e.g. HPAv18 colour JPEGs): added to the training split only
-                   external=None,
-                   external_csv=None, # Their labels (`Id,Target`, e.g. HPAv18RBGY_wodpl.csv)
-                   # Keep near-duplicates (`hpa_fastai.dedup`, cached) on one side and external copies of validation /
-                   # test fields out: True, False, or a ready `Id,group` table
-                   dedup=True,
-                   # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
-                   cache_dir=None,
-                  ) -> tuple:
-    """The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+
-    external training samples), every file checked"""
-    path = Path(path); df = _labels_from(path, csv, df)
-    if n is not None: df = df.iloc[:n].reset_index(drop=True)
-    img_dir = path/folder
-    check_samples(img_dir, df.Id, parse_channels(channels))
-    ext = None
-    if external is not None:
-        if external_csv is None:
-            raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
-        ext = read_labels(external_csv); check_samples(external, ext.Id, parse_channels(channels))
-        dup = sorted(set(ext.Id) & set(df.Id))
-        if dup: raise HpaDataError(f'{external_csv}: {len(dup)} Id(s) also in the training labels, e.g. {dup[:3]}')
-    groups = None
-    if dedup is not False and (valid_pct or ext is not None):
-        from hpa_fastai.dedup import split_groups                          # imports stay one-way: dedup → data
-        groups = split_groups(
-            img_dir,
-            df.Id,
-            channels,
-            external,
-            None if ext is None else ext.Id,
-            path / 'test',
-            table=dedup,
-            cache_dir=cache_dir,
-        )
-    train_idx, valid_idx = (
-        multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0])
-        if valid_pct
-        else (np.arange(len(df)), np.zeros(0, int))
-    )
-    if ext is not None:
-        if groups is not None:
-            from hpa_fastai.dedup import drop_leaks
-            ext = drop_leaks(ext, groups, valid_idx, external)
-        n0 = len(df)
-        df = pd.concat([df.assign(folder=str(img_dir)), ext.assign(folder=str(Path(external)))], ignore_index=True)
-        train_idx = np.concatenate([train_idx, np.arange(n0, len(df))])      # never in validation: it stays Kaggle-only
-    return df, img_dir, train_idx, valid_idx
-
-# %% ../nbs/01_data.ipynb #ec91abb7
-def sample_stems(df:pd.DataFrame, # Labels, with a `folder` column when samples come from several folders
-                 img_dir, # The folder of rows without one
-                ) -> list:
-    "The stem `folder/Id` of every row of `df`"
-    if 'folder' not in df: return [Path(img_dir)/i for i in df.Id]
-    return [Path(f)/i for f, i in zip(df.folder, df.Id)]
-
-# %% ../nbs/01_data.ipynb #6f3068b6
-def rgby_dataloaders(path, # Data folder in the Kaggle layout
-                     csv='train.csv', # Labels CSV (`Id,Target`), relative to `path` unless absolute
-                     folder='train', # Image folder, relative to `path`
-                     size:int|None=256, # Side the images are resized to (`None`: as stored)
-                     bs:int=16, # Batch size
-                     valid_pct:float=0.2, # Validation share, stratified (`0`: train on everything)
-                     seed:int=42, # Seed of the split
-                     channels='rgby', # Channels to read: letters ('rgby', 'rgb') or names
-                     stats=None, # Per-channel (mean, std); default `HPA_STATS`
-                     aug:bool=True, # Apply the paper's flip + affine augmentation (`hpa_aug`)
-                     df=None, # Labels as a DataFrame instead of `csv`
-                     n:int|None=None, # Use only the first `n` labelled samples
-                     external=None, # A folder of extra training samples (e.g. HPAv18): training split only
-                     external_csv=None, # Their labels CSV
-                     # Callable `(df, image_folder, train_idx)` → blocks added as inputs after the image
-                     extra_blocks=None,
-                     # DataLoader workers (default: up to 8; none on a CPU-only machine of ≤ 4 cores)
-                     num_workers:int|None=None,
-                     dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
-                     # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
-                     cache_dir=None,
-                    ) -> DataLoaders:
-    """fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`,
-    `path/folder/{Id}_{channel}.png`)"""
-    df, img_dir, train_idx, valid_idx = labelled_split(
-        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
-    )
-    chans = parse_channels(channels)
-    extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
-    dblock = hpa_datablock(df, size, chans, valid_idx, aug, stats, extra)
-    stems = sample_stems(df, img_dir)
-    # see below
-    if num_workers is None: num_workers = min(8, defaults.cpus) if torch.cuda.is_available() or defaults.cpus > 4 else 0
-    return dblock.dataloaders(stems, bs=bs, num_workers=num_workers)
 
 # %% ../nbs/01_data.ipynb #44258030
 def rgby_opener(dls:DataLoaders, # DataLoaders (or a learner's `dls`)

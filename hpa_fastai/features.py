@@ -556,8 +556,10 @@ def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples n
                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
                 ):
     "A `TransformBlock` of the ten biological features of a sample"
-    if table is None: warnings.warn('FeatureBlock without a feature table: the ten features are computed from every image each time '
-                                    'it is loaded (every epoch); compute them once with `feature_table` and pass `table=`')
-    if norm is None: warnings.warn('FeatureBlock without a normaliser: raw features (scales from 0-1 to hundreds) go to the network; '
-                                   'pass `norm=FeatureNorm.fit(<training rows of the table>)`')
+    if table is None:
+        warnings.warn('FeatureBlock without a feature table: the ten features are computed from every image each time '
+                      'it is loaded (every epoch); compute them once with `feature_table` and pass `table=`')
+    if norm is None:
+        warnings.warn('FeatureBlock without a normaliser: raw features (scales from 0-1 to hundreds) go to the '
+                      'network; pass `norm=FeatureNorm.fit(<training rows of the table>)`')
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))

@@ -128,7 +128,8 @@ def run_info() -> dict:
     "Versions of Python and the main packages, and the git commit of this code"
     import importlib.metadata as md
     vers = {}
-    for p in ('hpa_fastai', 'fastai', 'fastcore', 'torch', 'torchvision', 'numpy', 'pandas', 'opencv-python-headless', 'scikit-image'):
+    for p in ('hpa_fastai', 'fastai', 'fastcore', 'torch', 'torchvision', 'numpy', 'pandas', 'opencv-python-headless',
+              'scikit-image'):
         try: vers[p] = md.version(p)
         except md.PackageNotFoundError: vers[p] = None
     return dict(python=sys.version.split()[0], packages=vers, git_commit=git_commit())

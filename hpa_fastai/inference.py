@@ -45,8 +45,9 @@ def check_probs(probs, # Probabilities (samples × classes): an array or a tenso
         row = f'row {r}' + (f' (Id {ids[r]!r})' if ids is not None and r < len(ids) else '')
         return f'{int(bad.sum())} value(s), the first {p[r, c]} at {row}, {_cls(c, p.shape[1])}'
     bad = ~np.isfinite(p)
-    if bad.any(): raise HpaDataError(f'{what}: NaN or infinite: {first(bad)}. The model diverged? Lower the learning rate '
-                                     '(or train in fp32) and retrain; these cannot make a submission')
+    if bad.any():
+        raise HpaDataError(f'{what}: NaN or infinite: {first(bad)}. The model diverged? Lower the learning rate '
+                           '(or train in fp32) and retrain; these cannot make a submission')
     bad = (p < 0) | (p > 1)
     if bad.any(): raise HpaDataError(f'{what}: outside [0, 1]: {first(bad)}. Logits? Apply a sigmoid first')
     return p
@@ -189,7 +190,8 @@ def load_thresholds(fname, # A JSON file written by `save_thresholds`
     d = read_json(fname, 'thresholds file')
     if not isinstance(d, dict) or 'thresholds' not in d:
         raise HpaDataError(f'{fname}: no "thresholds" entry: not a thresholds file written by `save_thresholds`')
-    if d.get('classes', HPA_CLASSES) != HPA_CLASSES or not isinstance(d['thresholds'], list) or len(d['thresholds']) != N_CLASSES:
+    th = d['thresholds']
+    if d.get('classes', HPA_CLASSES) != HPA_CLASSES or not isinstance(th, list) or len(th) != N_CLASSES:
         raise HpaDataError(f'{fname}: thresholds are not for the 28 HPA classes in order')
     return check_thresholds(d['thresholds'], str(fname)).astype(np.float32)
 
@@ -489,8 +491,8 @@ def load_hpa(fname, # `model.pth`/`model.json` (weights-only, safe) or `model.pk
              num_workers:int|None=None, # DataLoader workers of a weights-only learner (default: up to 8)
             ) -> Learner:
     """Load an exported HPA learner, by file type, and apply the thresholds saved beside it.
-    `.pth`/`.json`: rebuilt from weights and JSON, no stored code runs: the form to share. `.pkl`: fastai's pickled learner;
-    **unpickling runs code stored in the file**, so load only a `.pkl` you trust (a warning says so)."""
+    `.pth`/`.json`: rebuilt from weights and JSON, no stored code runs: the form to share. `.pkl`: fastai's pickled
+    learner; **unpickling runs code stored in the file**, so load only a `.pkl` you trust (a warning says so)."""
     fname = Path(fname)
     if not fname.exists(): raise HpaDataError(f'{fname}: model file not found')
     if fname.suffix in ('.pth', '.json'): learn = load_hpa_weights(fname, cpu, num_workers=num_workers)

@@ -112,8 +112,9 @@ def most_confused_pairs(probs, # Probabilities, (n_samples, n_classes)
 # %% ../nbs/08_interpret.ipynb #fede4ebe
 def _row_losses(loss_func, logits, targs):
     "The loss of each sample: `loss_func` on its row alone"
-    with torch.no_grad(): return torch.stack([loss_func(logits[i:i+1], targs[i:i+1]).float().mean() for i in range(len(logits))]) \
-                                 if len(logits) else torch.zeros(0)
+    if not len(logits): return torch.zeros(0)
+    with torch.no_grad():
+        return torch.stack([loss_func(logits[i:i+1], targs[i:i+1]).float().mean() for i in range(len(logits))])
 
 # %% ../nbs/08_interpret.ipynb #912e7836
 def learner_thresholds(learn, # A learner

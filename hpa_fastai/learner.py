@@ -441,7 +441,7 @@ def hpa_learner(
             " to silence)"
         )
     if metrics is None: metrics = [F1Macro(thresh)]
-    cbs = [F1History(), MonitorNames(), *L(kwargs.pop('cbs', None))]
+    cbs = [F1History(), MonitorNames(), MixInputsCheck(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)
     if pretrained or weights is not None: learn.freeze()
     return learn

@@ -167,7 +167,8 @@ def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size a
     return float(np.clip(d if np.isfinite(d) else d0, lo, hi))
 
 # %% ../nbs/01c_segment.ipynb #1836484a
-def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None, work:float=WORK_DIAMETER) -> np.ndarray:
+def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None,
+            work:float=WORK_DIAMETER) -> np.ndarray:
     """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
     `u`'s size"""
     ws = work_shape(u.shape, diameter, work)

@@ -6,13 +6,14 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/show.html.md"""
 
 # %% ../nbs/01a_show.ipynb #eb15c2f5
 from __future__ import annotations
-import numpy as np, torch
+import warnings, numpy as np, torch
 from fastai.vision.all import *
 from .core import *
 from .data import RGBYImage
 
 # %% auto #0
-__all__ = ['SHORT_NAMES', 'short_name', 'short_names', 'plot_top_losses', 'short_titles', 'show_batch', 'show_results']
+__all__ = ['SHORT_NAMES', 'short_name', 'short_names', 'plot_top_losses', 'short_titles', 'show_batch', 'show_results',
+           'is_multilabel']
 
 # %% ../nbs/01a_show.ipynb #fa41c0d4
 SHORT_NAMES = {
@@ -161,3 +162,25 @@ def show_results(x:tuple, y, samples, outs, ctxs=None, max_n=10, nrows=None, nco
 def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
     if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
+
+# %% ../nbs/01a_show.ipynb #d8e52575
+def is_multilabel(learn:Learner, # A fastai learner
+                 ) -> bool:
+    "Whether `learn` scores each class on its own (a sigmoid loss with a threshold), as the HPA learners do"
+    lf = learn.loss_func
+    return isinstance(lf, BCEWithLogitsLossFlat) or getattr(lf, 'thresh', None) is not None
+
+# %% ../nbs/01a_show.ipynb #0c841b82
+_single_label_init = ClassificationInterpretation.__init__
+
+# %% ../nbs/01a_show.ipynb #139efba2
+@patch
+def __init__(self:ClassificationInterpretation, learn, dl, losses, act=None):
+    _single_label_init(self, learn, dl, losses, act)
+    if is_multilabel(learn):
+        warnings.warn(
+            'ClassificationInterpretation treats this multi-label learner as single-label (its confusion matrix '
+            'is argmax against argmax): use MultiLabelInterpretation (hpa_fastai.interpret) for per-class '
+            'confusion at the thresholds and the most-confused pairs',
+            stacklevel=3,
+        )

@@ -212,7 +212,8 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
         (folder, dest / PARTIAL, markers[k], starts[k], ids[starts[k] : starts[k] + chunk_size], int(size), chans)
         for k in todo
     ]
-    for k, f in zip(todo, parallel(_pack_chunk, jobs, n_workers=n_workers, progress=progress and len(todo) > 1, threadpool=False)):
+    chunks = parallel(_pack_chunk, jobs, n_workers=n_workers, progress=progress and len(todo) > 1, threadpool=False)
+    for k, f in zip(todo, chunks):
         done[k] = f
     failed = {i: e for k in range(len(starts)) for i, e in done[k].items()}
     os.replace(dest/PARTIAL, dest/IMAGES)
@@ -443,8 +444,9 @@ class StoreUnion:
         self.row, self.failed, self._store = {}, {}, {}
         for k, (s, off) in enumerate(zip(self.stores, self.offsets)):
             both = [i for i in s.row if i in self.row]
-            if both: raise HpaDataError(f'{s.path}: {len(both)} Id(s) are also in {self.stores[self._store[both[0]]].path} '
-                                        f'(e.g. {both[:3]}); a sample must come from one store')
+            if both:
+                raise HpaDataError(f'{s.path}: {len(both)} Id(s) are also in {self.stores[self._store[both[0]]].path} '
+                                   f'(e.g. {both[:3]}); a sample must come from one store')
             self.row.update({i: off + r for i, r in s.row.items()}); self._store.update(dict.fromkeys(s.row, k))
             self.failed.update(s.failed)
         self.ids = list(self.row)
@@ -610,8 +612,8 @@ def _device_cache(store, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|N
     if device.type == 'cuda':
         free = torch.cuda.mem_get_info(device)[0]
         if need > max_frac * free:
-            print(f'device_cache: the {len(uniq)} images take {_gb(need)}, more than half of the {_gb(free)} free on {device}; '
-                  'reading batches from the memory-mapped store'); return None
+            print(f'device_cache: the {len(uniq)} images take {_gb(need)}, more than half of the {_gb(free)} free on '
+                  f'{device}; reading batches from the memory-mapped store'); return None
     cache = torch.empty((len(uniq), *store.item_shape), dtype=torch.uint8, device=device)
     for s in range(0, len(uniq), 256): cache[s:s + 256] = torch.from_numpy(store.read_rows(uniq[s:s + 256])).to(device)
     return cache, np.searchsorted(uniq, rows)
@@ -631,7 +633,8 @@ def df_targets(df:pd.DataFrame) -> np.ndarray:
     return encode_targets([parse_target(s, f'Id {i}') if isinstance(s, str) else s for i, s in zip(df['Id'], t)])
 
 # %% ../nbs/01b_store.ipynb #9b6e316c
-def store_dataloaders(store, # An `RGBYStore` (`open_store`), a `StoreUnion`, or a packed store's path (a list: several, as one)
+# An `RGBYStore` (`open_store`), a `StoreUnion`, or a packed store's path (a list: several, as one)
+def store_dataloaders(store,
                       df:pd.DataFrame, # Labels: `Id` and `Target` (lists of class indices, or strings like '0 16')
                       train_idx, # Positions in `df` of the training rows
                       valid_idx, # Positions in `df` of the validation rows (may be empty)

@@ -246,7 +246,9 @@ def use_gpu_speedups(learn:Learner, # The learner to adapt
     # fastai's ChannelsLast: the model's weights; inputs follow
     if cfg.channels_last: learn.to_channelslast(use_amp=False)
     if cfg.compile: learn.model.compile()              # in place: the state dict keeps its keys (no `_orig_mod.`)
-    log_line(f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else ''))
+    log_line(
+        f'GPU: {prec}' + (', channels-last' if cfg.channels_last else '') + (', torch.compile' if cfg.compile else '')
+    )
     return prec
 
 # %% ../nbs/06a_train.ipynb #2d8be862
@@ -653,8 +655,11 @@ def run_training(path, # Data folder in the Kaggle layout
         [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
         groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None,
     )
-    if external is not None: data['external'] = dict(path=str(Path(external).absolute()), csv_path=str(Path(external_csv).absolute()), csv=files_fingerprint([external_csv]),
-                                                     n_samples=sum(Path(s).parent.absolute() == Path(external).absolute() for s in dls.train_ds.items))
+    if external is not None:
+        ext = Path(external).absolute()
+        data['external'] = dict(path=str(ext), csv_path=str(Path(external_csv).absolute()),
+                                csv=files_fingerprint([external_csv]),
+                                n_samples=sum(Path(s).parent.absolute() == ext for s in dls.train_ds.items))
     if resume and data != saved['data']:
         raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
     if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
@@ -689,7 +694,9 @@ def run_training(path, # Data folder in the Kaggle layout
         if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
         # ... alone: fastai's get_preds would otherwise gather from the finished ranks
         os.environ['WORLD_SIZE'] = '1'
-    log_line(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else ''))
+    log_line(
+        f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else '')
+    )
     th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
     imp = (
         permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed)
@@ -760,7 +767,9 @@ def run_training(path, # Data folder in the Kaggle layout
                 + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}'
             )
             if m.get('baselines'):
-                log_line(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
+                log_line(
+                    f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines'])
+                )
             if m.get('threshold_fallbacks'):
                 log_line(
                     f'{split}: fewer than 3 validation positives, frequency-matching cut used for'

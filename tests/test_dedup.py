@@ -2,7 +2,8 @@
 import subprocess, sys, numpy as np, pandas as pd, cv2, pytest
 from pathlib import Path
 from hpa_fastai.core import HpaDataError, read_labels
-from hpa_fastai.data import write_rgby, open_rgby, find_ids, labelled_split, multilabel_kfold, multilabel_split
+from hpa_fastai.data import write_rgby, open_rgby, find_ids, multilabel_kfold, multilabel_split
+from hpa_fastai.dataloaders import labelled_split
 from hpa_fastai.synth import synth_sample, make_synthetic_hpa
 from hpa_fastai.dedup import DIHEDRAL, dihedral_image, find_duplicates, hash_samples, dedup_cache, stem_groups, grouping_fingerprint
 

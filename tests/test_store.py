@@ -7,7 +7,8 @@ from fastai.vision.all import Learner, BCEWithLogitsLossFlat, Resize, TensorMult
 import hpa_fastai.store as S
 from hpa_fastai.store import *
 from hpa_fastai.core import HpaDataError, CHANNELS, HPA_CLASSES, read_labels, encode_targets
-from hpa_fastai.data import open_rgby, read_channel, find_ids, rgby_dataloaders, multilabel_split, RGBYImage, rgby_opener, write_rgby
+from hpa_fastai.data import open_rgby, read_channel, find_ids, multilabel_split, RGBYImage, rgby_opener, write_rgby
+from hpa_fastai.dataloaders import rgby_dataloaders
 from conftest import needs_real, REAL, REAL_SAMPLE_ID, make_fake
 
 def _pack(folder, dest, **kw): return pack_rgby(folder, dest, **{'n_workers': 0, **kw})
