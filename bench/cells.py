@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.all import defaults
 from hpa_fastai.core import read_labels, encode_targets
-from hpa_fastai.data import labelled_split, open_rgby
+from hpa_fastai.dataloaders import labelled_split
+from hpa_fastai.data import open_rgby
 from hpa_fastai.files import write_json
 from hpa_fastai.cells import *
 
@@ -62,7 +63,7 @@ for name, bags, pool in [('inherit', False, None)] + [(f'MIL {p}', True, p) for 
     print(name, r, flush=True)
 
 # whole-image model on the same split (image-only, ResNet18 from random weights, as the cell models)
-from hpa_fastai.features import hpa_dataloaders
+from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.learner import hpa_learner
 torch.manual_seed(a.seed)
 wd = hpa_dataloaders(path, size=a.whole_size, bs=16, valid_pct=0.25, seed=42, n=a.n, store=False, num_workers=0)

@@ -13,8 +13,8 @@ from fastai.vision.all import resnet34, resnet18, Callback, defaults
 from hpa_fastai.learner import HpaModel, hpa_body, hpa_learner
 from hpa_fastai.synth import make_synthetic_hpa
 from hpa_fastai.store import pack_rgby, store_path
-from hpa_fastai.features import hpa_dataloaders
-from hpa_fastai.cli import TrainConfig, use_gpu_speedups
+from hpa_fastai.dataloaders import hpa_dataloaders
+from hpa_fastai.train import TrainConfig, use_gpu_speedups
 
 def sync(dev):
     if dev == 'cuda': torch.cuda.synchronize()

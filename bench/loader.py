@@ -10,7 +10,7 @@ Target: packed >= 10x PNG at 512² for uint8 delivery (best PNG configuration)."
 import json, os, platform, shutil, sys, tempfile, time, datetime, numpy as np, torch
 from pathlib import Path
 from hpa_fastai.core import read_labels, N_TRAIN
-from hpa_fastai.data import rgby_dataloaders
+from hpa_fastai.dataloaders import rgby_dataloaders
 from hpa_fastai.store import pack_rgby, open_store, store_dataloaders, IMAGES
 from hpa_fastai.synth import make_synthetic_hpa
 

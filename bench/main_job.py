@@ -15,7 +15,8 @@ OLD_DEMO = dict(n_train=500, n_test=100, size=256, freq_power=0.5)     # the dem
 
 def demo_sizes(repo: Path, env) -> dict:
     "The demo set's sizes in `repo` (its `DEMO_SET`, else the earlier fixed sizes)"
-    code = "import json\ntry:\n from hpa_fastai.cli import DEMO_SET as d\nexcept ImportError: d = None\nprint(json.dumps(d))"
+    code = ("import json\ntry:\n from hpa_fastai.train import DEMO_SET as d\nexcept ImportError:\n try: from hpa_fastai.cli import DEMO_SET as d\n"
+            " except ImportError: d = None\nprint(json.dumps(d))")
     d = json.loads(subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout)
     return {k: v for k, v in (d or OLD_DEMO).items() if k != 'seed'}
 

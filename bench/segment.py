@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np, cv2
 from hpa_fastai.data import as_uint8
 from hpa_fastai.files import write_json
-from hpa_fastai.segment import segment_nuclei, estimate_diameter, segmentation_f1, _nuclei, _default_diameter
+from hpa_fastai.segment import segment_nuclei, estimate_diameter, segmentation_f1, _nuclei, default_diameter
 from hpa_fastai.test_utils import drawn_nuclei, real_data, real_sample
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -20,7 +20,7 @@ cv2.setNumThreads(1); warnings.simplefilter('ignore')
 def former(b):
     "The former behaviour: lengths from the side (a Kaggle field of view), 16-bit ÷ 257 (as in nbs/01c_segment.ipynb)"
     b = ((b.astype(np.uint32) + 128) // 257).astype(np.uint8) if b.dtype == np.uint16 else as_uint8(b)
-    return _nuclei(b, _default_diameter(b.shape))
+    return _nuclei(b, default_diameter(b.shape))
 
 def timed(f, *args, **kw):
     t = time.perf_counter(); r = f(*args, **kw); return r, (time.perf_counter() - t) * 1000

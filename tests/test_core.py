@@ -1,6 +1,6 @@
 "Bad label files: every error names the file and the row."
 import pytest
-from hpa_fastai.core import *
+from hpa_fastai.all import *
 from conftest import needs_real, REAL
 
 def write(tmp_path, txt, name='t.csv'):

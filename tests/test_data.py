@@ -1,7 +1,7 @@
 "Bad images and folders: clear errors naming the Id, channel or file; the DataLoaders' shapes."
 import numpy as np, pandas as pd, pytest, cv2, torch
 from pathlib import Path
-from hpa_fastai.core import *
+from hpa_fastai.all import *
 from hpa_fastai.data import *
 from hpa_fastai.dataloaders import hpa_dataloaders
 from conftest import make_fake, needs_real, REAL, REAL_SAMPLE_ID

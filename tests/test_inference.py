@@ -8,8 +8,7 @@ from hpa_fastai.learner import hpa_learner
 from hpa_fastai.data import hpa_test_dl, find_ids
 from hpa_fastai.test_utils import fake_hpa
 from sklearn.metrics import f1_score
-from hpa_fastai.core import *
-from hpa_fastai.inference import *
+from hpa_fastai.all import *
 from hpa_fastai.metrics import macro_f1
 from conftest import needs_real, REAL
 

@@ -11,7 +11,7 @@ from hpa_fastai.learner import hpa_learner
 from hpa_fastai.metrics import f1_per_class
 from hpa_fastai.inference import set_thresholds
 from hpa_fastai.test_utils import fake_hpa
-from hpa_fastai.interpret import *
+from hpa_fastai.all import *
 
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):

@@ -6,7 +6,7 @@ import hpa_fastai.learner as L_
 from hpa_fastai.core import HPA_CLASSES
 from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.data import hpa_test_dl, find_ids, open_rgby
-from hpa_fastai.learner import *
+from hpa_fastai.all import *
 from hpa_fastai.synth import make_synthetic_hpa
 
 @pytest.fixture(scope='module')

@@ -2,6 +2,7 @@
 import json, subprocess, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
 from fastai.vision.all import Callback, load_learner, resnet18
+from hpa_fastai.all import *
 from hpa_fastai.cli import *
 from hpa_fastai.test_utils import fake_hpa
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from torch import nn
 from fastai.vision.all import Learner, BCEWithLogitsLossFlat, Resize, TensorMultiCategory, IntToFloatTensor
 import hpa_fastai.store as S
-from hpa_fastai.store import *
+from hpa_fastai.all import *
 from hpa_fastai.core import HpaDataError, CHANNELS, HPA_CLASSES, read_labels, encode_targets
 from hpa_fastai.data import open_rgby, read_channel, find_ids, multilabel_split, RGBYImage, rgby_opener, write_rgby
 from hpa_fastai.dataloaders import rgby_dataloaders

@@ -1,9 +1,8 @@
 "The synthetic generator writes the Kaggle layout (and the hidden per-cell truth), deterministically, refuses to clobber, and stays close to real statistics."
 import numpy as np, pandas as pd, pytest, cv2
-from hpa_fastai.core import *
+from hpa_fastai.all import *
 from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.data import find_ids, open_rgby
-from hpa_fastai.synth import *
 from hpa_fastai.synth import _cells, _landmarks, _n_cells
 from hpa_fastai.test_utils import needs_real
 from hpa_fastai.core import real_hpa_path
