@@ -6,14 +6,14 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/files.html.md"""
 
 # %% ../nbs/00a_files.ipynb #9faa1148
 from __future__ import annotations
-import contextlib, hashlib, json, os, subprocess, tempfile, sys
+import contextlib, hashlib, json, os, re, subprocess, tempfile, sys
 import matplotlib.pyplot as plt
 from pathlib import Path
 from .core import HpaDataError
 
 # %% auto #0
-__all__ = ['atomic_write', 'write_text', 'write_json', 'read_json', 'is_writable', 'user_cache_root', 'cache_root',
-           'files_fingerprint', 'git_commit', 'run_info', 'show_progress', 'save_figure']
+__all__ = ['atomic_write', 'write_text', 'write_json', 'clear_partial', 'read_json', 'is_writable', 'user_cache_root',
+           'cache_root', 'files_fingerprint', 'git_commit', 'run_info', 'show_progress', 'save_figure']
 
 # %% ../nbs/00a_files.ipynb #ad04b568
 @contextlib.contextmanager
@@ -51,6 +51,15 @@ def write_json(fname, # The file to write
               ) -> Path:
     "Write `obj` as indented JSON to `fname` atomically"
     return write_text(fname, json.dumps(obj, indent=1))
+
+# %% ../nbs/00a_files.ipynb #f362e7fc
+def clear_partial(folder, # The folder an interrupted process wrote to
+                 ) -> list[Path]:
+    "Remove the temporary files `atomic_write` leaves when its process is killed mid-write; return what was removed"
+    folder, res = Path(folder), []
+    for f in sorted(folder.glob('.tmp-*')) if folder.is_dir() else []:
+        if f.is_file() and re.match(r'^\.tmp-.+\.[A-Za-z0-9_]{8}', f.name): f.unlink(); res.append(f)
+    return res
 
 # %% ../nbs/00a_files.ipynb #279cf507
 def read_json(fname, # The JSON file to read

@@ -580,13 +580,21 @@ class StoreDataset:
 # %% ../nbs/01b_store.ipynb #7833859b
 def _n_tfms(o) -> int: return 0 if o is None else len(o.fs) if isinstance(o, Pipeline) else len(listify(o))
 
+# %% ../nbs/01b_store.ipynb #0d2fb20a
+def _in_process(num_workers) -> int:
+    "0, warning when process workers were asked for: store batches are read whole, in this process"
+    if num_workers:
+        warnings.warn(f'num_workers={num_workers} ignored: a packed store reads each batch whole, in this process '
+                      '(process workers would copy every batch through a pipe: 10x slower at 512² on 2 cores)')
+    return 0
+
 # %% ../nbs/01b_store.ipynb #c58ecde8
 class StoreDataLoader(TfmdDL):
     "A `TfmdDL` over a `StoreDataset` that reads whole batches (sorted rows, one read each); batch transforms only"
     def __init__(self, dataset:StoreDataset, # The split to load
                  bs:int=64, # Batch size
                  shuffle:bool=False, # Shuffle the items every epoch
-                 num_workers:int=0, # Worker processes reading batches (0: read in this process)
+                 num_workers:int=0, # Ignored, with a warning when > 0: batches are read whole, in this process
                  **kwargs, # Passed to `TfmdDL` (`after_batch`, `drop_last`, `device`, ...)
                 ):
         for k in ('item_tfms', 'after_item', 'before_batch'):
@@ -596,7 +604,7 @@ class StoreDataLoader(TfmdDL):
                     '`pack_rgby(size=...)` and pass image transforms as batch transforms (`after_batch`)'
                 )
         kwargs.pop('item_tfms', None)
-        super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=num_workers, **kwargs)
+        super().__init__(dataset, bs=bs, shuffle=shuffle, num_workers=_in_process(num_workers), **kwargs)
 
     def create_batches(self, samps # The sampled item indices (this worker's share of them)
                       ):
@@ -652,10 +660,11 @@ def store_dataloaders(store,
                       item_tfms=None, # Not supported (batches are never items): anything here raises `ValueError`
                       device_cache:bool=False, # Put the used rows of the store on the GPU when they fit
                       device=None, # Device batches go to (default: fastai's `default_device()`)
-                      num_workers:int=0, # Worker processes reading batches (0 reads in the main process)
+                      num_workers:int=0, # Ignored (a warning when > 0): batches are read whole, in this process
                       val_bs:int|None=None, # Validation batch size (default `bs`)
                      ) -> DataLoaders:
     "fastai `DataLoaders` over a packed store: whole `uint8` batches read at once, batch transforms on the device"
+    num_workers = _in_process(num_workers)
     if _n_tfms(item_tfms):
         raise ValueError(
             '`item_tfms` cannot run on a packed store: batches are read whole, never as items. Resize with '

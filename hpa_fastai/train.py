@@ -36,7 +36,8 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'use_gpu_speedups',
            'build_learner', 'find_lr', 'training_stages', 'train_learner', 'score', 'fit_baselines', 'constant_loss',
            'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'baselines_line',
-           'run_training', 'find_data', 'store_test_dl', 'write_predictions']
+           'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data', 'store_test_dl',
+           'write_predictions']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -590,6 +591,7 @@ def prepare_run(out, # Folder for run folders
             raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
         if (run/'metrics.json').exists():
             raise HpaConfigError(f'{run}: this run already finished (metrics.json); nothing to resume')
+        for f in clear_partial(run): log_line(f'removed {f.name}: a partial file an interrupted write left behind')
         return run
     if run.exists() and any(run.iterdir()):
         if not overwrite:
@@ -611,7 +613,157 @@ def baselines_line(b:dict, # Baseline name → macro-F1 (None: not computed)
         for k, v in b.items()
     )
 
-# %% ../nbs/06a_train.ipynb #e2a5e9d4
+# %% ../nbs/06a_train.ipynb #04774da3
+def open_run(path, out, name, overwrite:bool, resume:bool, config:dict, external=None, external_csv=None) -> dict:
+    """The run's folder, settings and data paths (from the saved run when resuming; one folder for all processes under
+    `accelerate launch`)"""
+    dist = distributed_state(); main = rank_distrib() == 0
+    if dist is not None:
+        if resume:
+            raise HpaConfigError('--resume runs on one process: resume without `accelerate launch`, or start a new run')
+        name = broadcast(name or datetime.now().strftime('%Y%m%d-%H%M%S'), dist)      # one run folder, named by rank 0
+    run = prepare_run(out, name, overwrite, resume) if main else Path(out)/name
+    res = dict(run=run, dist=dist, main=main, path=None if path is None else Path(path), state=None, saved=None,
+               external=external, external_csv=external_csv)
+    if not resume: return dict(res, cfg=TrainConfig(**config).check())
+    saved = read_json(run/'config.json', 'run configuration')
+    if config: log_line(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
+    res.update(saved=saved, cfg=TrainConfig(**saved['config']).check(), path=Path(saved['data']['path']),
+               state=load_checkpoint(run/'checkpoint.pth'))
+    if 'external' in saved['data']:
+        res.update(external=saved['data']['external']['path'], external_csv=saved['data']['external']['csv_path'])
+    return res
+
+# %% ../nbs/06a_train.ipynb #549889b8
+def data_record(path, # Data folder in the Kaggle layout
+                dls:DataLoaders, # The run's data (from `build_data`)
+                cfg:TrainConfig, # The run's settings
+                cache_dir=None, # Duplicate-hash cache folder
+                external=None, # The external training folder, if any
+                external_csv=None, # Its labels
+               ) -> dict:
+    "What the run trained on, as `config.json` and `metrics.json` record it: the data's fingerprint (+ external set)"
+    items = dls.train_ds.items + dls.valid_ds.items
+    data = data_fingerprint(path, [Path(s).name for s in items],
+                            groups=stem_duplicates(items, cache_dir=cache_dir) if cfg.dedup else None)
+    if external is not None:
+        ext = Path(external).absolute()
+        data['external'] = dict(path=str(ext), csv_path=str(Path(external_csv).absolute()),
+                                csv=files_fingerprint([external_csv]),
+                                n_samples=sum(Path(s).parent.absolute() == ext for s in dls.train_ds.items))
+    return data
+
+# %% ../nbs/06a_train.ipynb #5159807e
+def _log_data(dls, cfg):
+    "Log lines: where batches come from, the split's sizes, the weights and the recipe"
+    if isinstance(dls.train, StoreDataLoader):
+        st = dls.train_ds.store
+        log_line('batches read whole from the packed store'
+                 + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}'))
+    log_line(f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels},'
+             f' features {"on" if cfg.features else "off"}')
+    log_line('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
+                            'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
+    log_line(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
+
+# %% ../nbs/06a_train.ipynb #a7698d62
+def fit_run(learn:Learner, # From `build_learner`
+            cfg:TrainConfig, # The run's settings
+            run:Path, # The run folder
+            state=None, # A checkpoint to resume from (`load_checkpoint`)
+            cbs=None, # Extra fastai callbacks
+            dist=None, # Accelerate's state under `accelerate launch` (`distributed_state()`)
+           ) -> float|None:
+    "Train on one process (`train_learner`) or several (`lr_find` on rank 0, its rate broadcast); the peak rate"
+    if dist is None: return train_learner(learn, cfg, run, resume=state, cbs=cbs)
+    from fastai.distributed import distrib_ctx   # needs accelerate
+    rule, fallback, steps = LR_RULES[cfg.recipe]
+    main = rank_distrib() == 0
+    lr = find_lr(learn, run/'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr
+    lr = broadcast(lr, dist)
+    with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()):
+        train_learner(learn, cfg, run, cbs=cbs, lr=lr)
+    return lr
+
+# %% ../nbs/06a_train.ipynb #f357d7e4
+def _importance(learn, cfg, th, valid, run):
+    "Permutation importance of the ten features on validation (fused runs), written to `feature_importance.csv`"
+    if not (cfg.features and valid): return None
+    imp = permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed)
+    with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
+    log_line('feature importance (macro-F1 drop when shuffled, validation): '
+             + ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples())
+             + ' (all: feature_importance.csv)')
+    return imp
+
+# %% ../nbs/06a_train.ipynb #d1b615c4
+def _export(learn, cfg, th, run):
+    "`model.pkl` + weights-only form, with the thresholds `hpa-predict` applies (TTA's when the run used TTA)"
+    tta = cfg.tta != 'none'
+    return export_hpa(learn, (run/'model.pkl').absolute(), th['tta'] if tta else th['plain'], arch=cfg.arch,
+                      method=cfg.threshold_method, config=asdict(cfg),
+                      fitted_on=f'validation TTA ({cfg.tta}) probabilities' if tta else 'validation probabilities')
+
+# %% ../nbs/06a_train.ipynb #2e17c4aa
+def _figures(run, report, learn, valid):
+    "`report.csv`, `class_f1.png` and `f1_curves.png`, baselines drawn beside the model"
+    if report is not None:
+        with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
+        save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
+    drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
+    save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
+
+# %% ../nbs/06a_train.ipynb #8b44a55d
+def run_metrics(learn:Learner, # The trained learner (its `f1_history`)
+                cfg:TrainConfig, # The run's settings
+                base:dict, # From `fit_baselines`
+                valid:dict|None, # Validation scores (from `evaluate`)
+                test:dict|None, # Test scores (from `predict_test`)
+                imp=None, # Feature importance (from `permutation_importance`)
+                **info, # Recorded as they are: `wall_s`, `lr`, `data`, `processes`
+               ) -> dict:
+    "Everything `metrics.json` records: scores beside their baselines, the history, the settings, data and software"
+    hist = [{k: None if v is None else round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows]
+    return dict(**({'valid': valid} if valid else {}), **({'test': test} if test else {}), wall_s=info.pop('wall_s'),
+                lr=info.pop('lr'), recipe=cfg.recipe, history=hist,
+                constant_loss=None if base['train_targets'] is None else constant_loss(base['train_targets']),
+                **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()}
+                   if imp is not None else {}),
+                config=asdict(cfg), data=info.pop('data'), software=run_info(), processes=info.pop('processes'),
+                machine=torch.cuda.get_device_name() if torch.cuda.is_available()
+                        else f'CPU, {torch.get_num_threads()} threads', **info)
+
+# %% ../nbs/06a_train.ipynb #41faab03
+def _log_split(split, m):
+    "Log lines of one split's scores: macro-F1s with the interval, the baselines, the classes on the frequency cut"
+    note = (' (in-sample: thresholds fitted on these samples)' if m['in_sample'] else
+            ' (thresholds cross-fitted: never fitted on the sample scored)' if split == 'valid' else
+            ' (thresholds fitted on validation)')
+    lo, hi = m['f1_thresholds_ci95']
+    log_line(f'{split} macro-F1 on {m["n"]} samples{note}: '
+             + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
+             + f'; f1_thresholds 95% CI {lo:.3f}-{hi:.3f}')
+    if m.get('baselines'):
+        log_line(f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines']))
+    if m.get('threshold_fallbacks'):
+        log_line(f'{split}: fewer than 3 validation positives, frequency-matching cut used for '
+                 f'{len(m["threshold_fallbacks"])} classes: ' + ', '.join(m['threshold_fallbacks']))
+
+# %% ../nbs/06a_train.ipynb #d3cffb06
+def _log_end(metrics, report, run, model_fn):
+    "The report table and the closing log lines: scores per split, the loss against the constant predictor, the files"
+    if report is not None: print(report.round(3).to_string(index=False))
+    for split in ('valid', 'test'):
+        if split in metrics: _log_split(split, metrics[split])
+    h, c = metrics['history'], metrics['constant_loss']
+    if h and c is not None:
+        log_line(f'train loss {h[0]["train_loss"]:.3f} → {h[-1]["train_loss"]:.3f} over {len(h)} epochs '
+                 f'(predicting the class frequencies: {c:.3f})')
+    sub = ', submission.csv' if 'test' in metrics or (run/'submission.csv').exists() else ''
+    log_line(f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, '
+             f'metrics.json, figures{sub}')
+
+# %% ../nbs/06a_train.ipynb #d2226db4
 def run_training(path, # Data folder in the Kaggle layout
                  out='runs', # Folder for run folders
                  name=None, # Run folder name (default: a time stamp)
@@ -627,165 +779,37 @@ def run_training(path, # Data folder in the Kaggle layout
                  **config, # Settings: the fields of `TrainConfig`
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
-    t0 = time.time(); path = Path(path) if path is not None else None
-    dist = distributed_state(); main, n_proc = rank_distrib() == 0, max(num_distrib(), 1)
-    if dist is not None:
-        if resume:
-            raise HpaConfigError('--resume runs on one process: resume without `accelerate launch`, or start a new run')
-        name = broadcast(name or datetime.now().strftime('%Y%m%d-%H%M%S'), dist)      # one run folder, named by rank 0
-    run = prepare_run(out, name, overwrite, resume) if main else Path(out)/name
-    if resume:
-        saved = read_json(run/'config.json', 'run configuration')
-        if config: log_line(f'--resume: using the settings saved in {run/"config.json"}; ignoring {sorted(config)}')
-        cfg, path, state = (
-            TrainConfig(**saved['config']).check(),
-            Path(saved['data']['path']),
-            load_checkpoint(run / 'checkpoint.pth'),
-        )
-        if 'external' in saved['data']:
-            external, external_csv = saved['data']['external']['path'], saved['data']['external']['csv_path']
-    else: cfg, state = TrainConfig(**config).check(), None
+    t0, n_proc = time.time(), max(num_distrib(), 1)
+    r = open_run(path, out, name, overwrite, resume, config, external, external_csv)
+    run, cfg, path, dist, ext, ext_csv = r['run'], r['cfg'], r['path'], r['dist'], r['external'], r['external_csv']
     set_seed(cfg.seed, reproducible=True)
     log_line(f'data: {path}  →  run folder {run}')
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
-        # features computed once, by rank 0; the others read its cache
-        dls = build_data(path, cfg, cache_dir, store, external, external_csv)
-    data = data_fingerprint(
-        path,
-        [Path(s).name for s in dls.train_ds.items + dls.valid_ds.items],
-        groups=stem_duplicates(dls.train_ds.items + dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None,
-    )
-    if external is not None:
-        ext = Path(external).absolute()
-        data['external'] = dict(path=str(ext), csv_path=str(Path(external_csv).absolute()),
-                                csv=files_fingerprint([external_csv]),
-                                n_samples=sum(Path(s).parent.absolute() == ext for s in dls.train_ds.items))
-    if resume and data != saved['data']:
-        raise HpaDataError(f'{path}: the data changed since {run} started ({saved["data"]} → {data}); start a new run')
-    if not resume and main: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
-    if isinstance(dls.train, StoreDataLoader):
-        st = dls.train_ds.store
-        log_line(
-            'batches read whole from the packed store'
-            + (f's {", ".join(str(s.path) for s in st.stores)}' if hasattr(st, 'stores') else f' {st.path}')
-        )
-    log_line(
-        f'{len(dls.train_ds)} train / {len(dls.valid_ds)} valid samples, {cfg.size}px, channels {cfg.channels},'
-        f' features {"on" if cfg.features else "off"}'
-    )
-    log_line('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
-                        'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
-    learn = build_learner(dls, cfg, run)
-    log_line(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
-    base = fit_baselines(learn, cfg)
-    log_line(
-        f'data ready in {time.time() - t0:.0f} s'
-        + (f'; resuming after epoch {state["epoch"] + 1} of stage {state["stage"] + 1}' if state else '')
-    )
-    if dist is None: lr = train_learner(learn, cfg, run, resume=state, cbs=cbs)
-    else:
-        from fastai.distributed import distrib_ctx   # needs accelerate
-        rule, fallback, steps = LR_RULES[cfg.recipe]
-        lr = broadcast(
-            find_lr(learn, run / 'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr, dist
-        )
-        with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()):
-            train_learner(learn, cfg, run, cbs=cbs, lr=lr)
-        if not main: return {}                      # rank 0 evaluates on the whole validation set, each sample once
-        # ... alone: fastai's get_preds would otherwise gather from the finished ranks
-        os.environ['WORLD_SIZE'] = '1'
-    log_line(
-        f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist is not None else '')
-    )
+        dls = build_data(path, cfg, cache_dir, store, ext, ext_csv)    # features by rank 0; the others read its cache
+    data = data_record(path, dls, cfg, cache_dir, ext, ext_csv)
+    if resume and data != r['saved']['data']:
+        raise HpaDataError(f'{path}: the data changed since {run} started ({r["saved"]["data"]} → {data}); '
+                           'start a new run')
+    if not resume and r['main']: write_json(run/'config.json', dict(config=asdict(cfg), data=data))
+    _log_data(dls, cfg)
+    learn = build_learner(dls, cfg, run); base = fit_baselines(learn, cfg)
+    st = r['state']
+    log_line(f'data ready in {time.time() - t0:.0f} s'
+             + (f'; resuming after epoch {st["epoch"] + 1} of stage {st["stage"] + 1}' if st else ''))
+    lr = fit_run(learn, cfg, run, st, cbs, dist)
+    if not r['main']: return {}                      # rank 0 evaluates on the whole validation set, each sample once
+    if dist is not None: os.environ['WORLD_SIZE'] = '1'   # ... alone: get_preds would gather from the finished ranks
+    log_line(f'trained in {time.time() - t0:.0f} s (since start)' + (f' on {n_proc} processes' if dist else ''))
     th, valid, report = evaluate(learn, cfg, base, cache_dir=cache_dir)
-    imp = (
-        permutation_importance(learn, n_repeats=3, thresholds=th['plain'], seed=cfg.seed)
-        if cfg.features and valid
-        else None
-    )
-    if imp is not None:
-        with atomic_write(run/'feature_importance.csv') as f: imp.to_csv(f, index=False)
-        log_line(
-            'feature importance (macro-F1 drop when shuffled, validation): '
-            + ', '.join(f'{r.feature} {r.f1_drop_mean:+.3f}±{r.f1_drop_sd:.3f}' for r in imp.head(3).itertuples())
-            + ' (all: feature_importance.csv)'
-        )
-    # test folders and the exported model read files per item: same split, same transforms
-    if isinstance(learn.dls.train, StoreDataLoader):
-        learn.dls = build_data(path, cfg, cache_dir, store=False, external=external, external_csv=external_csv)
+    imp = _importance(learn, cfg, th, valid, run)
+    if isinstance(learn.dls.train, StoreDataLoader):   # test folders and the exported model read files per item
+        learn.dls = build_data(path, cfg, cache_dir, store=False, external=ext, external_csv=ext_csv)
     test = predict_test(learn, path, cfg, th, run/'submission.csv', cache_dir, base)
-    model_th = th['tta'] if cfg.tta != 'none' else th['plain']      # hpa-predict applies TTA by default, as the run did
-    model_fn = export_hpa(
-        learn,
-        (run / 'model.pkl').absolute(),
-        model_th,
-        arch=cfg.arch,
-        method=cfg.threshold_method,
-        fitted_on=f'validation TTA ({cfg.tta}) probabilities' if cfg.tta != 'none' else 'validation probabilities',
-        config=asdict(cfg),
-    )
-    if report is not None:
-        with atomic_write(run/'report.csv') as f: report.to_csv(f, index=False)
-        save_figure(run/'class_f1.png', lambda: plot_class_f1(report))
-    drawn = {k: v for k, v in (valid or {}).get('baselines', {}).items() if v is not None}
-    save_figure(run/'f1_curves.png', lambda: plot_f1_curves(learn, baselines=drawn))
-    metrics = dict(
-        **({'valid': valid} if valid else {}),
-        **({'test': test} if test else {}),
-        wall_s=round(time.time() - t0, 1),
-        lr=lr,
-        recipe=cfg.recipe,
-        history=[{k: None if v is None else round(float(v), 4) for k, v in r.items()} for r in learn.f1_history.rows],
-        constant_loss=constant_loss(base['train_targets']) if base['train_targets'] is not None else None,
-        **({'feature_importance': imp.set_index('feature').f1_drop_mean.round(4).to_dict()} if imp is not None else {}),
-        config=asdict(cfg),
-        data=data,
-        software=run_info(),
-        processes=n_proc,
-        machine=(
-            torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
-        ),
-    )
-    write_json(run/'metrics.json', metrics)
-    (run/'checkpoint.pth').unlink(missing_ok=True)
-    if report is not None: print(report.round(3).to_string(index=False))
-    for split in ('valid', 'test'):
-        if split in metrics:
-            m = metrics[split]
-            note = (
-                ' (in-sample: thresholds fitted on these samples)'
-                if m['in_sample']
-                else (
-                    ' (thresholds cross-fitted: never fitted on the sample scored)'
-                    if split == 'valid'
-                    else ' (thresholds fitted on validation)'
-                )
-            )
-            log_line(
-                f'{split} macro-F1 on {m["n"]} samples{note}: '
-                + ', '.join(f'{k} {m[k]:.3f}' for k in m if k.startswith('f1') and k != 'f1_thresholds_ci95')
-                + f'; f1_thresholds 95% CI {m["f1_thresholds_ci95"][0]:.3f}-{m["f1_thresholds_ci95"][1]:.3f}'
-            )
-            if m.get('baselines'):
-                log_line(
-                    f'{split} baselines (same samples, same thresholds procedure): ' + baselines_line(m['baselines'])
-                )
-            if m.get('threshold_fallbacks'):
-                log_line(
-                    f'{split}: fewer than 3 validation positives, frequency-matching cut used for'
-                    f' {len(m["threshold_fallbacks"])} classes: '
-                    + ', '.join(m['threshold_fallbacks'])
-                )
-    if metrics['history'] and metrics['constant_loss'] is not None:
-        log_line(
-            f'train loss {metrics["history"][0]["train_loss"]:.3f} → {metrics["history"][-1]["train_loss"]:.3f} over'
-            f' {len(metrics["history"])} epochs (predicting the class frequencies: {metrics["constant_loss"]:.3f})'
-        )
-    log_line(
-        f'done in {metrics["wall_s"]:.0f} s: {model_fn.name} and its weights-only form, thresholds JSON, metrics.json,'
-        ' figures'
-        + (', submission.csv' if test is not None or (run / 'submission.csv').exists() else '')
-    )
+    model_fn = _export(learn, cfg, th, run); _figures(run, report, learn, valid)
+    metrics = run_metrics(learn, cfg, base, valid, test, imp, wall_s=round(time.time() - t0, 1), lr=lr, data=data,
+                          processes=n_proc)
+    write_json(run/'metrics.json', metrics); (run/'checkpoint.pth').unlink(missing_ok=True)
+    _log_end(metrics, report, run, model_fn)
     return metrics
 
 # %% ../nbs/06a_train.ipynb #0a014988

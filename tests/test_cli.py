@@ -84,14 +84,15 @@ def test_seeds_refused_before_any_work(tmp_path):
 
 def test_failed_seed_exits_nonzero_unsummarised(tmp_path, monkeypatch, capsys):
     "A seed that diverges stops the series: exit 1, seeds.json says which seed failed and holds no mean or SD"
-    import hpa_fastai.cli as C
+    import hpa_fastai.cli as C, hpa_fastai.experiments as E
+    from hpa_fastai.callbacks import TrainingDiverged
     from hpa_fastai.test_utils import fake_hpa
     d = fake_hpa(tmp_path/'data', n=16); calls = []
     def fake_run(path, out, name, seed, **kw):
         calls.append(seed); (Path(out)/name).mkdir()
-        if seed == 1: raise C.TrainingDiverged('the training loss became nan at epoch 1, batch 2')
+        if seed == 1: raise TrainingDiverged('the training loss became nan at epoch 1, batch 2')
         return dict(valid=dict(f1_thresholds=0.3, n=4, in_sample=False), wall_s=1.)
-    monkeypatch.setattr(C, 'run_training', fake_run)
+    monkeypatch.setattr(E, 'run_training', fake_run)       # what train_seeds calls
     with pytest.raises(SystemExit) as e: C.hpa_train(path=str(d), seeds=[0, 1, 2], out=str(tmp_path/'runs'), name='f')
     assert e.value.code == 1 and calls == [0, 1] and 'became nan' in capsys.readouterr().err
     js = json.loads((tmp_path/'runs'/'f'/'seeds.json').read_text())

@@ -320,9 +320,13 @@ def test_cuda_pinned_and_device_cache(fake12, tmp_path):
     torch.testing.assert_close(g.valid.one_batch()[0], store_dataloaders(st, df, tr, va, bs=4, aug=False).valid.one_batch()[0], rtol=0, atol=0)
 
 def test_num_workers(fake12, tmp_path):
+    "Process workers are ignored, with a warning: a packed store is read a whole batch at a time, in this process"
     df, tr, va = _split(fake12)
     st = open_store(_pack(fake12/'train', tmp_path/'st', size=32))
-    a = store_dataloaders(st, df, tr, va, bs=2, aug=False, num_workers=2)
+    with pytest.warns(UserWarning, match='num_workers=2 ignored'):
+        a = store_dataloaders(st, df, tr, va, bs=2, aug=False, num_workers=2)
+    assert a.train.num_workers == 0 and a.valid.num_workers == 0
+    with pytest.warns(UserWarning, match='num_workers=3 ignored'): StoreDataLoader(a.train.dataset, bs=2, num_workers=3)
     b = store_dataloaders(st, df, tr, va, bs=2, aug=False)
     torch.testing.assert_close(torch.cat([x for x, _ in a.valid]), torch.cat([x for x, _ in b.valid]), rtol=0, atol=0)
 
