@@ -154,7 +154,69 @@ def _problem(index:dict, ids, size=None, channels=None, fps:dict|None=None, allo
             )
     return None
 
-# %% ../nbs/01b_store.ipynb #f64c1c8d
+# %% ../nbs/01b_store.ipynb #7d4d32d1
+def _pack_ids(folder:Path, size, ids) -> list:
+    "The Ids to pack, after checking the folder, the size and that no Id is asked for twice"
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f'size must be a positive int, got {size!r}')
+    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+    ids = [str(i) for i in ids] if ids is not None else find_ids(folder)
+    if not ids: raise HpaDataError(f'{folder}: no samples to pack')
+    dup = pd.Index(ids).duplicated()
+    if dup.any(): raise HpaDataError(f'Id {ids[int(np.flatnonzero(dup)[0])]!r} is asked for more than once')
+    return ids
+
+# %% ../nbs/01b_store.ipynb #b08533fe
+def _resume_plan(dest:Path, plan:dict):
+    "Keep an interrupted pack of the same plan (to resume), discard one of another; refuse a folder that is no store"
+    if (dest/PLAN).exists():
+        try: same = read_json(dest/PLAN, 'pack plan') == plan
+        except HpaDataError: same = False
+        # killed while finishing
+        if (dest/IMAGES).exists() and not (dest/PARTIAL).exists(): os.replace(dest/IMAGES, dest/PARTIAL)
+        if not same or not (dest/PARTIAL).exists():
+            print(f'{dest}: discarding an interrupted pack of other samples, files or settings'); _remove_store(dest)
+    elif dest.exists() and any(dest.iterdir()):
+        raise HpaDataError(f'{dest}: folder exists and is not a store; pass another `dest`')
+
+# %% ../nbs/01b_store.ipynb #285f963d
+def _pack_chunks(folder, dest, plan, n_workers, progress) -> dict:
+    "Pack the chunks not yet done (each marked done on disk as it finishes): chunk → {Id: error} of its failed samples"
+    ids, size, chans, cs = plan['ids'], plan['size'], plan['channels'], plan['chunk_size']
+    starts = list(range(0, len(ids), cs))
+    markers = [dest/DONE/f'{k:06d}.json' for k in range(len(starts))]
+    done = {k: _read_marker(markers[k], s, len(ids[s:s + cs])) for k, s in enumerate(starts)}
+    todo = [k for k in done if done[k] is None]
+    check_space(dest, sum(len(ids[starts[k]:starts[k] + cs]) for k in todo) * len(chans) * size * size)
+    if not (dest/PLAN).exists():
+        dest.mkdir(parents=True, exist_ok=True); (dest/DONE).mkdir(exist_ok=True)
+        write_json(dest/PLAN, plan)
+        shape = (len(ids), len(chans), size, size)
+        mm = np.lib.format.open_memmap(dest/PARTIAL, mode='w+', dtype=np.uint8, shape=shape); del mm
+    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
+    if len(todo) <= 1: n_workers = 0
+    if progress is None: progress = sys.stdout.isatty()
+    jobs = [(folder, dest/PARTIAL, markers[k], starts[k], ids[starts[k]:starts[k] + cs], int(size), tuple(chans))
+            for k in todo]
+    chunks = parallel(_pack_chunk, jobs, n_workers=n_workers, progress=progress and len(todo) > 1, threadpool=False)
+    for k, f in zip(todo, chunks): done[k] = f
+    return done
+
+# %% ../nbs/01b_store.ipynb #072c85be
+def _finish_pack(dest:Path, plan:dict, done:dict):
+    "Rename the array into place and write the index (with the samples that failed, warned about)"
+    ids, chans, size = plan['ids'], plan['channels'], plan['size']
+    failed = {i: e for k in sorted(done) for i, e in done[k].items()}
+    os.replace(dest/PARTIAL, dest/IMAGES)
+    write_json(dest/INDEX, dict(plan, shape=[len(ids), len(chans), size, size], dtype='uint8', failed=failed,
+                                n_ok=len(ids) - len(failed),
+                                created=_datetime.datetime.now().isoformat(timespec='seconds')))
+    (dest/PLAN).unlink(); _remove_done(dest)
+    if failed:
+        warnings.warn(f'{len(failed)} sample(s) could not be read and are left out of the store {dest}: '
+                      + '; '.join(list(failed.values())[:5]))
+
+# %% ../nbs/01b_store.ipynb #c7580bd4
 def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_{channel}.ext`)
               dest=None, # Store folder (default: `store_path(folder, size, channels)`)
               size:int=512, # Side every sample is resized to, as `open_rgby(..., size=size)` does
@@ -169,13 +231,7 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     """Decode every sample of `folder` once into one `uint8` N×C×S×S array on disk; resumable, parallel, corrupt images
     left out"""
     folder, chans = Path(folder), parse_channels(channels)
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f'size must be a positive int, got {size!r}')
-    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-    ids = [str(i) for i in ids] if ids is not None else find_ids(folder)
-    if not ids: raise HpaDataError(f'{folder}: no samples to pack')
-    dup = pd.Index(ids).duplicated()
-    if dup.any(): raise HpaDataError(f'Id {ids[int(np.flatnonzero(dup)[0])]!r} is asked for more than once')
+    ids = _pack_ids(folder, size, ids)
     dest = Path(dest) if dest is not None else store_path(folder, size, chans, cache_dir)
     fps = source_fingerprints(folder, ids, chans)
     if (dest/INDEX).exists():
@@ -186,43 +242,8 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
             raise HpaDataError(f'{dest}: a store is there but {p[1]}; {_repack_hint(dest, folder, size)}')
     plan = dict(format=STORE_FORMAT, folder=str(folder.absolute()), size=int(size), channels=list(chans),
                 chunk_size=chunk_size, ids=ids, fingerprints=fps)
-    if (dest/PLAN).exists():
-        try: same = read_json(dest/PLAN, 'pack plan') == plan
-        except HpaDataError: same = False
-        # killed while finishing
-        if (dest/IMAGES).exists() and not (dest/PARTIAL).exists(): os.replace(dest/IMAGES, dest/PARTIAL)
-        if not same or not (dest/PARTIAL).exists():
-            print(f'{dest}: discarding an interrupted pack of other samples, files or settings'); _remove_store(dest)
-    elif dest.exists() and any(dest.iterdir()):
-        raise HpaDataError(f'{dest}: folder exists and is not a store; pass another `dest`')
-    n, shape = len(ids), (len(ids), len(chans), size, size)
-    starts = list(range(0, n, chunk_size))
-    markers = [dest/DONE/f'{k:06d}.json' for k in range(len(starts))]
-    done = {k: _read_marker(markers[k], s, len(ids[s:s + chunk_size])) for k, s in enumerate(starts)}
-    todo = [k for k in done if done[k] is None]
-    check_space(dest, sum(len(ids[starts[k]:starts[k] + chunk_size]) for k in todo) * len(chans) * size * size)
-    if not (dest/PLAN).exists():
-        dest.mkdir(parents=True, exist_ok=True); (dest/DONE).mkdir(exist_ok=True)
-        write_json(dest/PLAN, plan)
-        mm = np.lib.format.open_memmap(dest/PARTIAL, mode='w+', dtype=np.uint8, shape=shape); del mm
-    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
-    if len(todo) <= 1: n_workers = 0
-    if progress is None: progress = sys.stdout.isatty()
-    jobs = [
-        (folder, dest / PARTIAL, markers[k], starts[k], ids[starts[k] : starts[k] + chunk_size], int(size), chans)
-        for k in todo
-    ]
-    chunks = parallel(_pack_chunk, jobs, n_workers=n_workers, progress=progress and len(todo) > 1, threadpool=False)
-    for k, f in zip(todo, chunks):
-        done[k] = f
-    failed = {i: e for k in range(len(starts)) for i, e in done[k].items()}
-    os.replace(dest/PARTIAL, dest/IMAGES)
-    write_json(dest/INDEX, dict(plan, shape=list(shape), dtype='uint8', failed=failed, n_ok=n - len(failed),
-                                created=_datetime.datetime.now().isoformat(timespec='seconds')))
-    (dest/PLAN).unlink(); _remove_done(dest)
-    if failed:
-        warnings.warn(f'{len(failed)} sample(s) could not be read and are left out of the store {dest}: '
-                      + '; '.join(list(failed.values())[:5]))
+    _resume_plan(dest, plan)
+    _finish_pack(dest, plan, _pack_chunks(folder, dest, plan, n_workers, progress))
     return dest
 
 # %% ../nbs/01b_store.ipynb #b66046a4
@@ -640,6 +661,38 @@ def df_targets(df:pd.DataFrame) -> np.ndarray:
     t = list(df['Target'])
     return encode_targets([parse_target(s, f'Id {i}') if isinstance(s, str) else s for i, s in zip(df['Id'], t)])
 
+# %% ../nbs/01b_store.ipynb #d6f696e6
+def _check_ids(store, ids):
+    "`HpaDataError` naming the labelled Ids the store lacks (and why: unreadable when packed, or a stale store)"
+    missing = [i for i in ids if i not in store]
+    if not missing: return
+    bad = [i for i in missing if i in store.failed]
+    raise HpaDataError(f'{store.path}: {len(missing)} labelled Id(s) are not in the store (e.g. {missing[:3]})'
+                       + (f'; {len(bad)} could not be read when packed: {store.failed[bad[0]]}' if bad else
+                          f'; {_repack_hint(store.path, store.folder, store.size)} with these Ids'))
+
+# %% ../nbs/01b_store.ipynb #4407db2b
+def _store_features(features, ids, feature_norm):
+    "The feature rows of `ids` (normalised by `feature_norm`), or None; `HpaDataError` naming Ids without features"
+    if features is None: return None
+    tab = features.set_index('Id')
+    lack = [i for i in ids if i not in tab.index]
+    if lack: raise HpaDataError(f'no features for {len(lack)} labelled Id(s), e.g. {lack[:3]}')
+    feats = tab.loc[ids, [c for c in tab.columns if c != 'error']].to_numpy(np.float32)
+    return feats if feature_norm is None else np.asarray(feature_norm(feats), np.float32)
+
+# %% ../nbs/01b_store.ipynb #08d8c7ef
+def _cached_rows(store, rows, used, device, device_cache:bool) -> tuple:
+    "(the GPU copy of the `used` rows and their rows in it, when asked for and they fit; else None and `rows`)"
+    if not device_cache: return None, rows
+    if device.type != 'cuda':
+        print(f'device_cache: no CUDA device ({device}); reading batches from the memory-mapped store')
+        return None, rows
+    got = _device_cache(store, rows[used], device)
+    if got is None: return None, rows
+    rows = rows.copy(); rows[used] = got[1]
+    return got[0], rows
+
 # %% ../nbs/01b_store.ipynb #9b6e316c
 # An `RGBYStore` (`open_store`), a `StoreUnion`, or a packed store's path (a list: several, as one)
 def store_dataloaders(store,
@@ -664,7 +717,7 @@ def store_dataloaders(store,
                       val_bs:int|None=None, # Validation batch size (default `bs`)
                      ) -> DataLoaders:
     "fastai `DataLoaders` over a packed store: whole `uint8` batches read at once, batch transforms on the device"
-    num_workers = _in_process(num_workers)
+    _in_process(num_workers)
     if _n_tfms(item_tfms):
         raise ValueError(
             '`item_tfms` cannot run on a packed store: batches are read whole, never as items. Resize with '
@@ -676,43 +729,16 @@ def store_dataloaders(store,
     ids = [str(i) for i in df['Id']]
     train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
     if not len(train_idx): raise ValueError('store_dataloaders: no training rows')
-    missing = [i for i in ids if i not in store]
-    if missing:
-        bad = [i for i in missing if i in store.failed]
-        raise HpaDataError(f'{store.path}: {len(missing)} labelled Id(s) are not in the store (e.g. {missing[:3]})'
-                           + (f'; {len(bad)} could not be read when packed: {store.failed[bad[0]]}' if bad else
-                              f'; {_repack_hint(store.path, store.folder, store.size)} with these Ids'))
-    y, rows = df_targets(df), store.rows(ids)
-    feats = None
-    if features is not None:
-        tab = features.set_index('Id')
-        lack = [i for i in ids if i not in tab.index]
-        if lack: raise HpaDataError(f'no features for {len(lack)} labelled Id(s), e.g. {lack[:3]}')
-        feats = tab.loc[ids, [c for c in tab.columns if c != 'error']].to_numpy(np.float32)
-        if feature_norm is not None: feats = np.asarray(feature_norm(feats), np.float32)
+    _check_ids(store, ids)
+    y, rows, feats = df_targets(df), store.rows(ids), _store_features(features, ids, feature_norm)
     device = default_device() if device is None else torch.device(device)
-    src = None
-    if device_cache:
-        if device.type != 'cuda':
-            print(f'device_cache: no CUDA device ({device}); reading batches from the memory-mapped store')
-        else:
-            used = np.concatenate([train_idx, valid_idx])
-            got = _device_cache(store, rows[used], device)
-            if got is not None: src, rows = got[0], rows.copy(); rows[used] = got[1]
+    src, rows = _cached_rows(store, rows, np.concatenate([train_idx, valid_idx]), device, device_cache)
     pin = src is None and device.type == 'cuda'
     def ds(idx, split):
         return StoreDataset(store, [ids[i] for i in idx], y[idx], None if feats is None else feats[idx], feature_type,
-                            split, src, rows[idx], pin and num_workers == 0)
+                            split, src, rows[idx], pin)
     tfms = store_batch_tfms(aug, stats, store.channels) if after_batch is None else list(after_batch)
-    trn = StoreDataLoader(
-        ds(train_idx, 0),
-        bs=bs,
-        shuffle=True,
-        drop_last=len(train_idx) >= bs,
-        num_workers=num_workers,
-        after_batch=tfms,
-        device=device,
-        pin_memory=pin and num_workers > 0,
-    )
+    trn = StoreDataLoader(ds(train_idx, 0), bs=bs, shuffle=True, drop_last=len(train_idx) >= bs, after_batch=tfms,
+                          device=device)
     val = trn.new(ds(valid_idx, 1), bs=val_bs or bs, shuffle=False, drop_last=False)
     return DataLoaders(trn, val, path=store.path, device=device)

@@ -113,7 +113,71 @@ def _spindle_fibres(cl):
     ends = cl['c'] + np.outer(np.linspace(-1, 1, 9), n) * cl['nuc'][1]
     return np.concatenate([np.repeat(p[None], 9, 0) for p in poles]), np.concatenate([ends, ends])
 
-# %% ../nbs/02_synth.ipynb #112a17dc
+# %% ../nbs/02_synth.ipynb #fcb99867
+def _draw_cell(rng, cl, nuc_lab, body_lab, blue) -> tuple:
+    "Draw one cell's body, nucleus (or a mitotic figure) and DAPI; its microtubules' start and end points"
+    cc = cl['c'] + cl['off']; d, nrm = _axis(cl); i = cl['i'] + 1
+    if cl['phase'] is None:
+        _ell(body_lab, cc, cl['cell'], cl['ang'], i, aa=False)
+        _ell(nuc_lab, cl['c'], cl['nuc'], cl['ang'], i, aa=False)
+        # each nucleus its own brightness
+        _ell(blue, cl['c'], cl['nuc'], cl['ang'], float(rng.uniform(0.3, 0.8)))
+        # microtubules: rim of the nucleus to the cell edge
+        m = int(rng.integers(30, 60))
+        t = rng.uniform(0, 2*np.pi, m)
+        a = cl['c'] + _on_ellipse(cl['nuc'] * rng.uniform(0.6, 1.1, (m, 1)), cl['ang'], t)
+        b = cc + _on_ellipse(cl['cell'] * rng.uniform(0.7, 1.0, (m, 1)), cl['ang'], t + rng.normal(0, 0.5, m))
+        return a, b
+    r = np.sqrt(cl['cell'][0] * cl['cell'][1]) * 0.8                                  # a dividing cell rounds up
+    _ell(body_lab, cl['c'], (r, r), 0, i, aa=False)
+    if cl['phase'] == 'spindle':                                                      # metaphase: a chromosome plate
+        plate = (cl['nuc'][1] * 0.28, cl['nuc'][1] * 0.95)
+        _ell(nuc_lab, cl['c'], plate, cl['ang'], i, aa=False); _ell(blue, cl['c'], plate, cl['ang'], 1.3)
+        return _spindle_fibres(cl)
+    kids = [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]     # cytokinesis: two daughter nuclei
+    for k in kids:
+        _ell(nuc_lab, k, cl['nuc'] * 0.6, cl['ang'], i, aa=False)
+        _ell(blue, k, cl['nuc'] * 0.6, cl['ang'], 1.1)
+    cl['kids'] = kids
+    return np.array(kids), np.array(kids[::-1])
+
+# %% ../nbs/02_synth.ipynb #3ecd3c30
+def _draw_microtubules(rng, cells, red, a_all, b_all, s):
+    "The microtubules in red, in three brightnesses (one call each), and each bridge's midbody"
+    w = rng.uniform(0.3, 1.0, len(a_all))
+    for lo, hi in ((0.3, 0.55), (0.55, 0.8), (0.8, 1.01)):
+        k = (w >= lo) & (w < hi); _segments(red, a_all[k], b_all[k], (lo + hi) / 2)
+    for cl in cells:
+        if cl['phase'] == 'bridge': _dot(red, cl['c'], 2.5 * s, 1.5)                      # the midbody
+
+# %% ../nbs/02_synth.ipynb #98e6e4c7
+def _lin(x, a, b):
+    "a·x + b, without numpy temporaries"
+    return cv2.addWeighted(x, a, x, 0, b)
+
+# %% ../nbs/02_synth.ipynb #3304e68f
+def _chromatin(rng, cells, blue, size, s):
+    "DAPI grainy at 6 px, with dim nucleoli"
+    blue = cv2.multiply(blue, _lin(smooth_noise(rng, size, max(8, size // 6)), 0.8, 0.6))
+    for cl in cells:
+        cl['nucleoli'] = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(2, 5)), 0.6)
+        if cl['phase'] is None:
+            for p in cl['nucleoli']: _dot(blue, p, 3.5 * s, 0.08)
+    return blue
+
+# %% ../nbs/02_synth.ipynb #2f58d09e
+def _er_stain(rng, size, s, body, nuc) -> tuple:
+    "The ER stain: a reticular net over the cell, dimmer over the nucleus, brighter near it; (yellow, net, mesh)"
+    mesh = smooth_noise(rng, size, int(64 * min(s, 1) + 8))
+    er = cv2.max(_lin(cv2.absdiff(mesh, 0.5), -6, 1), 0.)                     # zero crossings: a reticular net
+    q = max(1, size // 64)                       # a wide blur is as good at 1/8 scale, and 30× cheaper
+    small = cv2.resize(nuc, (size // q, size // q), interpolation=cv2.INTER_AREA)
+    near = cv2.resize(cv2.GaussianBlur(small, (0, 0), (12 * s + 1) / q), (size, size), interpolation=cv2.INTER_LINEAR)
+    yellow = cv2.max(cv2.addWeighted(body, 1, nuc, -0.8, 0), 0.)           # the cell, dimmer over the nucleus
+    yellow = cv2.multiply(cv2.multiply(yellow, _lin(er, 0.75, 0.25)), _lin(near, 1 / max(float(near.max()), 1e-6), 0.4))
+    return yellow, er, mesh
+
+# %% ../nbs/02_synth.ipynb #2ebcd3ee
 def _landmarks(rng, cells, size):
     "Label images, masks and the red, blue and yellow stains of a field (dividing cells in blue and red too)"
     s = size / 512
@@ -121,68 +185,15 @@ def _landmarks(rng, cells, size):
     blue, red = np.zeros((size, size), np.float32), np.zeros((size, size), np.float32)
     a_all, b_all = [], []
     for cl in cells:
-        cc = cl['c'] + cl['off']; d, nrm = _axis(cl); i = cl['i'] + 1
-        if cl['phase'] is None:
-            _ell(body_lab, cc, cl['cell'], cl['ang'], i, aa=False)
-            _ell(nuc_lab, cl['c'], cl['nuc'], cl['ang'], i, aa=False)
-            # each nucleus its own brightness
-            _ell(blue, cl['c'], cl['nuc'], cl['ang'], float(rng.uniform(0.3, 0.8)))
-            # microtubules: rim of the nucleus to the cell edge
-            m = int(rng.integers(30, 60))
-            t = rng.uniform(0, 2*np.pi, m)
-            a = cl['c'] + _on_ellipse(cl['nuc'] * rng.uniform(0.6, 1.1, (m, 1)), cl['ang'], t)
-            b = cc + _on_ellipse(cl['cell'] * rng.uniform(0.7, 1.0, (m, 1)), cl['ang'], t + rng.normal(0, 0.5, m))
-        else:                                                                             # a dividing cell rounds up
-            r = np.sqrt(cl['cell'][0] * cl['cell'][1]) * 0.8
-            _ell(body_lab, cl['c'], (r, r), 0, i, aa=False)
-            # metaphase: a bright chromosome plate
-            if cl['phase'] == 'spindle':
-                plate = (cl['nuc'][1] * 0.28, cl['nuc'][1] * 0.95)
-                _ell(nuc_lab, cl['c'], plate, cl['ang'], i, aa=False); _ell(blue, cl['c'], plate, cl['ang'], 1.3)
-                a, b = _spindle_fibres(cl)
-            # cytokinesis: two daughter nuclei and a bridge
-            else:
-                kids = [cl['c'] - d * cl['nuc'][0] * 1.1, cl['c'] + d * cl['nuc'][0] * 1.1]
-                for k in kids:
-                    _ell(nuc_lab, k, cl['nuc'] * 0.6, cl['ang'], i, aa=False)
-                    _ell(blue, k, cl['nuc'] * 0.6, cl['ang'], 1.1)
-                a, b = np.array(kids), np.array(kids[::-1])
-                cl['kids'] = kids
+        a, b = _draw_cell(rng, cl, nuc_lab, body_lab, blue)
         a_all.append(a); b_all.append(b); cl['mt'] = (a, b)
     nuc, body = (nuc_lab > 0).astype(np.float32), (body_lab > 0).astype(np.float32)
     cyto_lab = np.where(nuc_lab > 0, 0, body_lab); cyto = (cyto_lab > 0).astype(np.float32)
-    a_all, b_all = np.concatenate(a_all), np.concatenate(b_all)
-    w = rng.uniform(0.3, 1.0, len(a_all))
-    # three brightnesses, one call each
-    for lo, hi in ((0.3, 0.55), (0.55, 0.8), (0.8, 1.01)):
-        k = (w >= lo) & (w < hi); _segments(red, a_all[k], b_all[k], (lo + hi) / 2)
-    for cl in cells:
-        if cl['phase'] == 'bridge': _dot(red, cl['c'], 2.5 * s, 1.5)                      # the midbody
-    # a·x + b, without numpy temporaries
-    lin = lambda x, a, b: cv2.addWeighted(x, a, x, 0, b)
-    blue = cv2.multiply(blue, lin(smooth_noise(rng, size, max(8, size // 6)), 0.8, 0.6))   # chromatin: grainy at 6 px
-    # dim nucleoli in the DAPI stain
-    for cl in cells:
-        cl['nucleoli'] = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(2, 5)), 0.6)
-        if cl['phase'] is None:
-            for p in cl['nucleoli']: _dot(blue, p, 3.5 * s, 0.08)
-    red = cv2.multiply(cv2.GaussianBlur(red, (0, 0), 0.7 * max(s, 0.5)), lin(body, 0.7, 0.3))
-    # and a diffuse cytoplasmic share
-    red = cv2.scaleAdd(cv2.multiply(cyto, smooth_noise(rng, size, 24)), 0.12, red)
-    mesh = smooth_noise(rng, size, int(64 * min(s, 1) + 8))
-    # zero crossings: a reticular net
-    er = cv2.max(lin(cv2.absdiff(mesh, 0.5), -6, 1), 0.)
-    q = max(1, size // 64)                       # a wide blur is as good at 1/8 scale, and 30× cheaper
-    near = cv2.resize(
-        cv2.GaussianBlur(
-            cv2.resize(nuc, (size // q, size // q), interpolation=cv2.INTER_AREA), (0, 0), (12 * s + 1) / q
-        ),
-        (size, size),
-        interpolation=cv2.INTER_LINEAR,
-    )
-    # the cell, dimmer over the nucleus
-    yellow = cv2.max(cv2.addWeighted(body, 1, nuc, -0.8, 0), 0.)
-    yellow = cv2.multiply(cv2.multiply(yellow, lin(er, 0.75, 0.25)), lin(near, 1 / max(float(near.max()), 1e-6), 0.4))
+    _draw_microtubules(rng, cells, red, np.concatenate(a_all), np.concatenate(b_all), s)
+    blue = _chromatin(rng, cells, blue, size, s)
+    red = cv2.multiply(cv2.GaussianBlur(red, (0, 0), 0.7 * max(s, 0.5)), _lin(body, 0.7, 0.3))
+    red = cv2.scaleAdd(cv2.multiply(cyto, smooth_noise(rng, size, 24)), 0.12, red)   # and a diffuse cytoplasmic share
+    yellow, er, mesh = _er_stain(rng, size, s, body, nuc)
     return dict(nuc=nuc, body=body, cyto=cyto, nuc_lab=nuc_lab, body_lab=body_lab, cyto_lab=cyto_lab, n=len(cells),
                 red=red, blue=blue, yellow=yellow, er=er, mesh=mesh, mesh_cells=int(64 * min(s, 1) + 8))
 

@@ -32,12 +32,12 @@ from .dedup import stem_duplicates, stem_groups, grouping_fingerprint
 from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
 
 # %% auto #0
-__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'RECIPES', 'LR_RULES', 'RUN_FILES', 'DEMO_SET',
-           'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data', 'use_gpu_speedups',
-           'build_learner', 'find_lr', 'training_stages', 'train_learner', 'score', 'fit_baselines', 'constant_loss',
-           'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run', 'baselines_line',
-           'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data', 'store_test_dl',
-           'write_predictions']
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPES', 'LR_RULES', 'RUN_FILES',
+           'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data',
+           'use_gpu_speedups', 'build_learner', 'find_lr', 'training_stages', 'train_learner', 'score', 'fit_baselines',
+           'constant_loss', 'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run',
+           'baselines_line', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data',
+           'store_test_dl', 'write_predictions']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -54,6 +54,26 @@ def fixed_threshold(method, # A threshold method name, or a number such as '0.4'
     "The value of a fixed global threshold given as a number, else None"
     try: return float(method)
     except (TypeError, ValueError): return None
+
+# %% ../nbs/06a_train.ipynb #a7f898ee
+CHOICES = dict(fourth_channel=FOURTH_CHANNEL_INITS, loss=LOSSES, schedule=SCHEDULES, dropout_at=DROPOUT_PLACES,
+               tta=TTA_MODES, precision=PRECISIONS)          # TrainConfig fields that take one of a few names
+
+# %% ../nbs/06a_train.ipynb #e13a70cf
+def _range_problems(c) -> list:
+    "(ok, message) for every numeric setting of `TrainConfig` `c`"
+    return [(c.size >= 16, f'--size must be at least 16 (got {c.size})'),
+            (c.bs >= 1, f'--bs must be at least 1 (got {c.bs})'),
+            (c.epochs >= 1, f'--epochs must be at least 1 (got {c.epochs})'),
+            (c.lr is None or (math.isfinite(c.lr) and c.lr > 0),
+             f'--lr must be a positive number (got {c.lr}); leave it out to use lr_find'),
+            (c.cycle_len > 0, f'--cycle-len must be positive (got {c.cycle_len})'),
+            (0 <= c.extra_dropout < 1, f'--extra-dropout must be in [0, 1) (got {c.extra_dropout})'),
+            (0 <= c.valid_pct < 1, f'--valid-pct must be in [0, 1) (got {c.valid_pct})'),
+            (c.n is None or c.n >= 2, f'--n must be at least 2 (got {c.n})'),
+            (0 <= c.seed < 2**32, f'--seed must be between 0 and 2**32 - 1 (got {c.seed})'),
+            (c.num_workers is None or c.num_workers >= 0, f'--num-workers must be 0 or more (got {c.num_workers})'),
+            (c.weights is None or Path(c.weights).is_file(), f'--weights {c.weights}: file not found')]
 
 # %% ../nbs/06a_train.ipynb #dc128693
 @dataclass
@@ -96,51 +116,19 @@ class TrainConfig:
 
     def problems(self) -> list:
         "What is wrong with these settings, each with what to change (empty when all is well)"
-        errs, fixed = [], fixed_threshold(self.threshold_method)
-        def need(ok, msg):
-            if not ok: errs.append(msg)
-        need(self.size >= 16, f'--size must be at least 16 (got {self.size})')
-        need(self.bs >= 1, f'--bs must be at least 1 (got {self.bs})')
-        need(self.epochs >= 1, f'--epochs must be at least 1 (got {self.epochs})')
-        need(
-            self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
-            f'--lr must be a positive number (got {self.lr}); leave it out to use lr_find',
-        )
-        try: resolve_arch(self.arch)
-        except (ValueError, TypeError, ImportError) as e: errs.append(f'--arch: {e}')
-        need(
-            self.fourth_channel in FOURTH_CHANNEL_INITS,
-            f'--fourth-channel must be one of {list(FOURTH_CHANNEL_INITS)} (got {self.fourth_channel!r})',
-        )
-        try: parse_channels(self.channels)
-        except ValueError as e: errs.append(f'--channels: {e}')
-        need(self.loss in LOSSES, f'--loss must be one of {list(LOSSES)} (got {self.loss!r})')
-        need(self.schedule in SCHEDULES, f'--schedule must be one of {list(SCHEDULES)} (got {self.schedule!r})')
-        need(self.cycle_len > 0, f'--cycle-len must be positive (got {self.cycle_len})')
-        need(0 <= self.extra_dropout < 1, f'--extra-dropout must be in [0, 1) (got {self.extra_dropout})')
-        need(
-            self.dropout_at in DROPOUT_PLACES,
-            f'--dropout-at must be one of {list(DROPOUT_PLACES)} (got {self.dropout_at!r})',
-        )
-        need(
-            self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1),
-            f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] (got'
-            f' {self.threshold_method!r})',
-        )
-        need(self.tta in TTA_MODES, f'--tta must be one of {list(TTA_MODES)} (got {self.tta!r})')
-        need(self.precision in PRECISIONS, f'--precision must be one of {list(PRECISIONS)} (got {self.precision!r})')
-        need(0 <= self.valid_pct < 1, f'--valid-pct must be in [0, 1) (got {self.valid_pct})')
-        if self.valid_pct == 0:
-            need(self.threshold_method == 'freq' or fixed is not None,
-                 f"--valid-pct 0 leaves no labelled validation set to fit --thresholds {self.threshold_method} on: "
-                 "use --thresholds freq, or a fixed value such as --thresholds 0.4")
-        need(self.n is None or self.n >= 2, f'--n must be at least 2 (got {self.n})')
-        need(0 <= self.seed < 2**32, f'--seed must be between 0 and 2**32 - 1 (got {self.seed})')
-        need(
-            self.num_workers is None or self.num_workers >= 0,
-            f'--num-workers must be 0 or more (got {self.num_workers})',
-        )
-        need(self.weights is None or Path(self.weights).is_file(), f'--weights {self.weights}: file not found')
+        errs = [f'--{k.replace("_", "-")} must be one of {list(v)} (got {getattr(self, k)!r})'
+                for k, v in CHOICES.items() if getattr(self, k) not in v]
+        errs += [msg for ok, msg in _range_problems(self) if not ok]
+        for what, check in (('arch', resolve_arch), ('channels', parse_channels)):
+            try: check(getattr(self, what))
+            except (ValueError, TypeError, ImportError) as e: errs.append(f'--{what}: {e}')
+        fixed = fixed_threshold(self.threshold_method)
+        if not (self.threshold_method in THRESHOLD_METHODS or (fixed is not None and 0 <= fixed <= 1)):
+            errs.append(f'--thresholds must be one of {list(THRESHOLD_METHODS)} or a value in [0, 1] '
+                        f'(got {self.threshold_method!r})')
+        if self.valid_pct == 0 and not (self.threshold_method == 'freq' or fixed is not None):
+            errs.append(f"--valid-pct 0 leaves no labelled validation set to fit --thresholds {self.threshold_method} "
+                        "on: use --thresholds freq, or a fixed value such as --thresholds 0.4")
         return errs
 
     def check(self):
