@@ -10,3 +10,10 @@ make_fake = fake_hpa            # the one fake-data maker, from hpa_fastai.test_
 
 @pytest.fixture
 def fake(tmp_path): return fake_hpa(tmp_path)
+
+def pytest_pycollect_makeitem(collector, name, obj):
+    "Collect only the tests a file defines: `from hpa_fastai.all import *` also brings fastcore's `test_eq` and friends"
+    import inspect
+    mod = getattr(collector, 'obj', None)
+    if inspect.isfunction(obj) and name.startswith('test') and mod is not None and obj.__module__ != mod.__name__:
+        return []

@@ -4,8 +4,8 @@ import numpy as np, pandas as pd, pytest, cv2, torch
 from pathlib import Path
 from hypothesis import given, settings, strategies as st, HealthCheck
 from hypothesis.extra.numpy import arrays
-import hpa_fastai.features as F
 from hpa_fastai.all import *
+import hpa_fastai.features as F
 from hpa_fastai.data import write_rgby, open_rgby
 from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.core import HpaDataError

@@ -119,14 +119,6 @@ def test_readme_snippet_runs(tmp_path):
     run_py(code, tmp_path)
     assert list(tmp_path.rglob('export.pkl')), 'the snippet exports its learner'
 
-FRESH = '''
-import warnings, sys
-from fastai.learner import load_learner
-from fastai.interpret import Interpretation
-learn = load_learner(sys.argv[1] if len(sys.argv) > 1 else {pkl!r})
-stems = learn.dls.train_ds.items[:4] if len(learn.dls.train_ds) else None
-'''
-
 def test_fused_learner_draws_after_load_learner(tmp_path):
     "In a fresh process that imports only fastai, a loaded fused learner shows batches, results and top losses"
     run_py(textwrap.dedent(f'''
@@ -139,9 +131,10 @@ def test_fused_learner_draws_after_load_learner(tmp_path):
     '''), tmp_path)
     out = run_py(textwrap.dedent(f'''
         import json, matplotlib; matplotlib.use('Agg')
-        from fastai.vision.all import load_learner, Interpretation, ClassificationInterpretation
+        from pathlib import Path
+        from fastai.vision.all import load_learner, Interpretation
         learn = load_learner({str(tmp_path/'fused.pkl')!r})
-        stems = json.load(open({str(tmp_path/'stems.json')!r}))
+        stems = [Path(s) for s in json.load(open({str(tmp_path/'stems.json')!r}))]
         dl = learn.dls.test_dl(stems, with_labels=True, num_workers=0, bs=2)
         dl.show_batch(max_n=2)
         learn.show_results(dl=dl, max_n=2)

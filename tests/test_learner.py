@@ -2,11 +2,11 @@
 import re, urllib.error, numpy as np, pytest, torch, torch.nn as nn
 from pathlib import Path
 from fastai.vision.all import resnet18, resnet34, load_learner
-import hpa_fastai.learner as L_
 from hpa_fastai.core import HPA_CLASSES
 from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.data import hpa_test_dl, find_ids, open_rgby
 from hpa_fastai.all import *
+import hpa_fastai.learner as L_
 from hpa_fastai.synth import make_synthetic_hpa
 
 @pytest.fixture(scope='module')

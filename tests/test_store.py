@@ -4,8 +4,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from torch import nn
 from fastai.vision.all import Learner, BCEWithLogitsLossFlat, Resize, TensorMultiCategory, IntToFloatTensor
-import hpa_fastai.store as S
 from hpa_fastai.all import *
+import hpa_fastai.store as S
 from hpa_fastai.core import HpaDataError, CHANNELS, HPA_CLASSES, read_labels, encode_targets
 from hpa_fastai.data import open_rgby, read_channel, find_ids, multilabel_split, RGBYImage, rgby_opener, write_rgby
 from hpa_fastai.dataloaders import rgby_dataloaders
@@ -325,7 +325,7 @@ def test_num_workers(fake12, tmp_path):
     st = open_store(_pack(fake12/'train', tmp_path/'st', size=32))
     with pytest.warns(UserWarning, match='num_workers=2 ignored'):
         a = store_dataloaders(st, df, tr, va, bs=2, aug=False, num_workers=2)
-    assert a.train.num_workers == 0 and a.valid.num_workers == 0
+    assert a.train.fake_l.num_workers == 0 and a.valid.fake_l.num_workers == 0
     with pytest.warns(UserWarning, match='num_workers=3 ignored'): StoreDataLoader(a.train.dataset, bs=2, num_workers=3)
     b = store_dataloaders(st, df, tr, va, bs=2, aug=False)
     torch.testing.assert_close(torch.cat([x for x, _ in a.valid]), torch.cat([x for x, _ in b.valid]), rtol=0, atol=0)
