@@ -9,14 +9,13 @@ from __future__ import annotations
 import numpy as np
 from fastai.vision.all import DataLoaders
 from .core import *
-from .dataloaders import feature_lookup
+from .dataloaders import feature_lookup, dataset_features
 from .metrics import macro_f1, f1_per_class, as_numpy
 from .learner import dataset_targets
 from .inference import fit_thresholds, crossfit_thresholds, predict_labels
 
 # %% auto #0
-__all__ = ['all_positive_f1', 'frequency_f1', 'dataset_features', 'FeaturesOnly', 'baseline_class_f1', 'split_baselines',
-           'features_baseline']
+__all__ = ['all_positive_f1', 'frequency_f1', 'FeaturesOnly', 'baseline_class_f1', 'split_baselines', 'features_baseline']
 
 # %% ../nbs/05a_baselines.ipynb #f349d8b5
 def all_positive_f1(targets, # Multi-hot targets, (n, classes)
@@ -40,19 +39,6 @@ def frequency_f1(targets, # Multi-hot targets, (n, classes)
     rng = np.random.default_rng(seed)
     f = np.mean([f1_per_class(rng.random(t.shape) < q, t) for _ in range(n_draws)], 0)
     return f if per_class else float(f.mean())
-
-# %% ../nbs/05a_baselines.ipynb #2f35154d
-def dataset_features(dls:DataLoaders, # Fused `DataLoaders` (their `FeatureLookup` normalises)
-                     ds=None, # A dataset of samples (default: the training split); per-item or packed store
-                    ) -> np.ndarray:
-    "The normalised, weighted features of every sample of `ds`, in order, as the network receives them"
-    ds = dls.train_ds if ds is None else ds
-    if getattr(ds, 'feats', None) is not None: return np.asarray(ds.feats, np.float32)
-    lk = feature_lookup(dls)
-    if lk is None:
-        raise ValueError('these DataLoaders have no feature block: the features-only baseline needs features=True')
-    raw = np.stack([lk.raw(s) for s in ds.items]) if len(ds.items) else np.zeros((0, 10), np.float32)
-    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
 
 # %% ../nbs/05a_baselines.ipynb #e49af735
 class FeaturesOnly:

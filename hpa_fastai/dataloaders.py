@@ -24,7 +24,7 @@ from .dedup import split_groups, drop_leaks
 
 # %% auto #0
 __all__ = ['labelled_split', 'sample_stems', 'rgby_dataloaders', 'folder_diameter', 'feature_blocks', 'hpa_dataloaders',
-           'feature_lookup', 'add_features']
+           'feature_lookup', 'add_features', 'dataset_features']
 
 # %% ../nbs/03a_dataloaders.ipynb #ef47f30c
 def _labels_from(path, csv, df):
@@ -284,3 +284,16 @@ def add_features(dls, # DataLoaders (or a learner's `dls`) with a feature block
     )
     lk.add(ft)
     return ft
+
+# %% ../nbs/03a_dataloaders.ipynb #2f35154d
+def dataset_features(dls:DataLoaders, # Fused `DataLoaders` (their `FeatureLookup` normalises)
+                     ds=None, # A dataset of samples (default: the training split); per-item or packed store
+                    ) -> np.ndarray:
+    "The normalised, weighted features of every sample of `ds`, in order, as the network receives them"
+    ds = dls.train_ds if ds is None else ds
+    if getattr(ds, 'feats', None) is not None: return np.asarray(ds.feats, np.float32)
+    lk = feature_lookup(dls)
+    if lk is None:
+        raise ValueError('these DataLoaders have no feature block: the features-only baseline needs features=True')
+    raw = np.stack([lk.raw(s) for s in ds.items]) if len(ds.items) else np.zeros((0, 10), np.float32)
+    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)

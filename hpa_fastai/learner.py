@@ -17,6 +17,7 @@ from copy import deepcopy                 # after fastai's star import, which br
 from .core import *
 from .data import *
 from .features import FEATURE_NAMES
+from .dataloaders import dataset_features
 from .losses import *
 from .metrics import *
 from .callbacks import *
@@ -25,7 +26,7 @@ from .callbacks import *
 __all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
            'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'body_channels',
            'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'dataset_targets', 'prior_bias',
-           'hpa_learner']
+           'warm_start', 'hpa_learner']
 
 # %% ../nbs/04c_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -403,6 +404,31 @@ def prior_bias(targets, # Multi-hot training targets, (n, classes)
     p = np.clip(t.mean(0), 1 / (2 * n), 1 - 1 / (2 * n))
     return torch.tensor(np.log(p / (1 - p)), dtype=torch.float32)
 
+# %% ../nbs/04c_learner.ipynb #8e3518c3
+def warm_start(model:HpaModel, # A fused model with the features' linear path (`feature_skip=True`)
+               feats, # Training features as the model receives them (`dataset_features`), (n, n_features)
+               targets, # Their multi-hot targets, (n, classes)
+               C:float=1.0, # Inverse regularisation of each regression
+              ) -> HpaModel:
+    "Start `model` at one-vs-rest logistic regressions on `feats`: the linear path's weights, their intercepts as bias"
+    from sklearn.linear_model import LogisticRegression
+    if model.skip is None: raise ValueError('warm_start needs the features\' linear path (feature_skip=True)')
+    X, Y = np.asarray(feats, np.float64) * model.feature_scale, as_numpy(targets) > 0.5
+    bn = model.skip.bn
+    mu, var = X.mean(0), X.var(0)
+    sd = np.sqrt(var + bn.eps)
+    W, b = np.zeros((Y.shape[1], X.shape[1])), prior_bias(torch.as_tensor(Y, dtype=torch.float32)).numpy()
+    for c in range(Y.shape[1]):          # a·x + c on the features is (a·sd)·z + (a·mu + c) on the standardised ones
+        if 0 < Y[:, c].sum() < len(Y):
+            m = LogisticRegression(C=C, max_iter=1000).fit(X, Y[:, c])
+            W[c], b[c] = m.coef_[0] * sd, m.intercept_[0] + m.coef_[0] @ mu
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.as_tensor(mu)); bn.running_var.copy_(torch.as_tensor(var))
+        bn.weight.fill_(1.); bn.bias.zero_()
+        model.skip.lin.weight.copy_(torch.as_tensor(W)); model.head[-1].weight.zero_()
+        model.head[-1].bias.copy_(torch.as_tensor(b))
+    return model
+
 # %% ../nbs/04c_learner.ipynb #fdc4e970
 def hpa_learner(
     dls:DataLoaders, # From `hpa_dataloaders`; fused with the features when they are a second input
@@ -422,6 +448,8 @@ def hpa_learner(
     dropout_at:str='last', # Where `extra_dropout` acts: 'last' (the paper's) or 'concat'
     feature_skip:bool=True, # Add the features' linear path to the logits (`FeatureSkip`); False: the paper's head alone
     init_bias:str|None='prior', # 'prior': output bias at the training classes' log-odds (`prior_bias`); None: zero
+    # Start the fused model at the features-only logistic regression (`warm_start`; needs labels and `feature_skip`)
+    warm:bool=False,
     **kwargs, # Passed to fastai's `Learner` (`cbs` are added to `F1History`)
 ) -> Learner: # Its body frozen when it starts from pretrained weights
     "A fastai `Learner` for HPA `dls`: 4-channel `arch`, fused with the features when `dls` has them"
@@ -432,14 +460,18 @@ def hpa_learner(
     )
     apply_init(model.head, nn.init.kaiming_normal_)
     if init_bias not in ('prior', None): raise ValueError(f"init_bias must be 'prior' or None, got {init_bias!r}")
-    y = dataset_targets(dls.train_ds) if init_bias == 'prior' else None
-    if y is not None:
+    y = dataset_targets(dls.train_ds) if init_bias == 'prior' or warm else None
+    if y is not None and init_bias == 'prior':
         with torch.no_grad(): model.head[-1].bias.copy_(prior_bias(y))
     elif init_bias == 'prior':
         warnings.warn(
             "init_bias='prior': the training split has no labels, so the output bias stays at zero (pass init_bias=None"
             " to silence)"
         )
+    if warm:
+        if y is None or model.skip is None:
+            raise ValueError('warm=True needs a labelled training split and the features\' path (feature_skip=True)')
+        warm_start(model, dataset_features(dls), y)
     if metrics is None: metrics = [F1Macro(thresh)]
     cbs = [F1History(), MonitorNames(), MixInputsCheck(), *L(kwargs.pop('cbs', None))]
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)

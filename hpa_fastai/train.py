@@ -29,7 +29,8 @@ from .distributed import *
 from .inference import *
 from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance, threshold_fallbacks
 from .dedup import stem_duplicates, stem_groups, grouping_fingerprint
-from .baselines import FeaturesOnly, dataset_features, baseline_class_f1
+from .baselines import FeaturesOnly, baseline_class_f1
+from .dataloaders import dataset_features
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPES', 'LR_RULES', 'RUN_FILES',
@@ -97,6 +98,8 @@ class TrainConfig:
     dropout_at:str='last' # Where extra_dropout acts: 'last' (before the last FC layer, the paper's) or 'concat'
     feature_skip:bool=True # Also a linear path from the features to the logits (ours; False: the paper's head alone)
     prior_bias:bool=True # Start the output bias at the training classes' log-odds (False: at zero)
+    # Start the fused model at the features-only logistic regression (`warm_start`; False: the CNN's start alone)
+    warm_start:bool=True
     threshold_method:str='f1' # f1, freq, global, or a fixed value such as '0.4'
     tta:str='mean' # Dihedral TTA: mean, max or none
     fp16:bool=False # Alias of precision='fp16'
@@ -363,6 +366,9 @@ def train_learner(learn:Learner, # From `build_learner`
         lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, num_it=steps, suggestion=rule)
         log_line(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
     else: lr = cfg.lr
+    if resume is None and cfg.warm_start and cfg.features and cfg.feature_skip:     # after lr_find: it sizes the CNN's rate
+        warm_start(learn.model, dataset_features(learn.dls), dataset_targets(learn.dls.train_ds))
+        log_line("warm start: the fused model starts at the features-only logistic regression")
     for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
         prepare()
         start, extra = 0, []

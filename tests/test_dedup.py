@@ -132,7 +132,7 @@ def test_bad_inputs_named(tmp_path):
 def _cli(args, cwd):
     "Run `hpa-dedup` as its entry point does (through this interpreter, so the package under test is the one imported)"
     script = Path(cwd)/'hpa_dedup_entry.py'                            # what pip's console-script wrapper holds
-    script.write_text('import sys\nfrom hpa_fastai.dedup import hpa_dedup\nsys.exit(hpa_dedup())\n')
+    script.write_text('import sys\nfrom hpa_fastai.cli import hpa_dedup\nsys.exit(hpa_dedup())\n')
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 def test_cli(tmp_path):

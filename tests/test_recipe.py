@@ -5,7 +5,8 @@ from fastai.vision.all import resnet18, BCEWithLogitsLossFlat, set_seed
 from hpa_fastai.dataloaders import hpa_dataloaders
 from hpa_fastai.learner import hpa_learner, dataset_targets, prior_bias, FeatureSkip
 from hpa_fastai.inference import fit_thresholds, threshold_fallbacks, load_hpa_weights
-from hpa_fastai.baselines import split_baselines, all_positive_f1, FeaturesOnly, dataset_features
+from hpa_fastai.baselines import split_baselines, all_positive_f1, FeaturesOnly
+from hpa_fastai.dataloaders import dataset_features
 from hpa_fastai.synth import make_synthetic_hpa
 from hpa_fastai.train import TrainConfig, run_training, LR_RULES, RECIPES
 
@@ -36,6 +37,16 @@ def test_feature_skip_starts_at_zero_and_contains_a_regression(fdls):
     paper = hpa_learner(fdls, arch=resnet18, pretrained=False, feature_skip=False)
     assert paper.model.skip is None
     assert set(paper.model.state_dict()) < set(learn.model.state_dict())
+
+def test_warm_start_is_the_features_only_regression(fdls):
+    "Warm-started, the untrained fused model predicts as the features-only logistic regression (within float32)"
+    learn = hpa_learner(fdls, arch=resnet18, pretrained=False, warm=True)
+    fo = FeaturesOnly().fit(dataset_features(fdls), dataset_targets(fdls.train_ds))
+    with learn.no_bar(), learn.no_logging(): p, _ = learn.get_preds()
+    np.testing.assert_allclose(p.numpy(), fo.predict(dataset_features(fdls, fdls.valid_ds)), atol=0.02)
+    assert float(learn.model.head[-1].weight.detach().abs().max()) == 0.          # the image branch starts silent
+    with pytest.raises(ValueError, match='warm=True needs'):
+        hpa_learner(fdls, arch=resnet18, pretrained=False, warm=True, feature_skip=False)
 
 def test_recipes_by_weights(tmp_path):
     assert TrainConfig().recipe == 'scratch' and TrainConfig(pretrained=True).recipe == 'pretrained'
