@@ -13,7 +13,7 @@ from hpa_fastai.core import read_labels, encode_targets
 from hpa_fastai.dataloaders import labelled_split
 from hpa_fastai.data import open_rgby
 from hpa_fastai.files import write_json
-from hpa_fastai.cells import *
+from hpa_fastai.cells.all import *
 
 ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 ap.add_argument('data'); ap.add_argument('--n', type=int, default=160); ap.add_argument('--size', type=int, default=32)

@@ -1,9 +1,10 @@
 "Per-cell tools on toy fields: crops and masks, the COCO RLE format, the cell store, bags and their pooling, the per-cell file, hpa-cells."
-import base64, zlib, numpy as np, pandas as pd, pytest, torch
+import base64, json, zlib, numpy as np, pandas as pd, pytest, torch
 from pathlib import Path
-from hpa_fastai.core import HpaDataError, encode_targets
+from hpa_fastai.core import HpaConfigError, HpaDataError, encode_targets
 from hpa_fastai.data import write_rgby
-from hpa_fastai.cells import *
+from hpa_fastai.cells.all import *
+from hpa_fastai.cells.commands import hpa_cells
 
 LAYOUTS = [[(16, 16), (46, 20), (30, 46)], [(14, 14), (46, 46), (14, 48), (48, 12)], [(32, 32)], [(20, 40), (44, 24)],
            [(16, 16), (48, 48)], [(30, 14), (30, 48), (12, 30)], [(40, 40)], [(16, 44), (44, 16), (44, 46)]]
@@ -140,7 +141,7 @@ def _stacks_predict(toyset, tmp_path, run, capsys):
 def test_finish_streams_chunks(toyset, tmp_path):
     "The chunks are gathered one at a time: peak RAM of `_finish_cells` does not grow with the number of chunks"
     import shutil, tracemalloc
-    from hpa_fastai.cells import _pack_cells_chunk, _finish_cells, CELL_STORE_FORMAT
+    from hpa_fastai.cells.store import _pack_cells_chunk, _finish_cells, CELL_STORE_FORMAT
     ids, s = [f'img{k}' for k in range(len(LAYOUTS))], 64
     src = tmp_path/'src'; src.mkdir()
     for k, i in enumerate(ids): _pack_cells_chunk((toyset/'train', src/f'{k:06d}.npz', [i], s, 64, 0.1, False))
@@ -201,3 +202,31 @@ def test_cli_predict_sizes(toyset, tmp_path, capsys):
     sub = pd.read_csv(tmp_path/'sub.csv', keep_default_na=False).set_index('ImageID')
     assert len(sub) == len(LAYOUTS) + 1 and sub.loc['blank', 'PredictionString'] == ''
     assert tuple(sub.loc['blank', ['ImageWidth', 'ImageHeight']]) == (56, 40) and tuple(sub.loc['img0', ['ImageWidth', 'ImageHeight']]) == (64, 64)
+
+def test_train_predict_from_python(toyset, tmp_path):
+    "`train_cells` and `predict_cells` with keyword arguments: the run folder and its scores, the submission and the table"
+    run = train_cells(toyset, out=tmp_path/'runs', mode='inherit', epochs=1, bs=4, valid_pct=0.25, n_hidden=16, size=16,
+                      seg_size=64, n_workers=0, cache_dir=tmp_path/'cache')
+    assert run == tmp_path/'runs'/'inherit-16px'
+    cfg = json.loads((run/'config.json').read_text())
+    assert cfg['pool'] is None and cfg['size'] == 16 and cfg['mode'] == 'inherit'
+    assert {'image', 'cell', 'n_valid_images'} <= set(json.loads((run/'metrics.json').read_text()))
+    sub, tab = predict_cells(run, toyset/'train', out=tmp_path/'sub.csv', table=tmp_path/'cells.parquet', min_conf=0.5,
+                             n_workers=0, cache_dir=tmp_path/'cache')
+    assert sub == tmp_path/'sub.csv' and len(pd.read_csv(sub)) == len(LAYOUTS)
+    assert len(pd.read_parquet(tab)) == sum(map(len, LAYOUTS))
+    with pytest.raises(HpaConfigError, match='epochs must be at least 1'): train_cells(toyset, epochs=0)
+    with pytest.raises(HpaConfigError, match='a trained run is there'):
+        train_cells(toyset, out=tmp_path/'runs', mode='inherit', size=16, seg_size=64)
+    with pytest.raises(HpaConfigError, match='trained on'): predict_cells(run, toyset/'train', size=32)
+    with pytest.raises(HpaDataError, match='no model.pth'): predict_cells(tmp_path, toyset/'train')
+
+def test_cli_subcommands(capsys):
+    "`hpa-cells --help` lists the sub-commands; an unknown one or none exits 2 naming them; each has its own --help"
+    hpa_cells(['--help']); out = capsys.readouterr().out
+    assert all(k in out for k in ('pack', 'train', 'predict'))
+    for argv in (['fit'], []):
+        with pytest.raises(SystemExit) as e: hpa_cells(argv)
+        assert e.value.code == 2 and 'choose one of pack, train, predict' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e: hpa_cells(['predict', '--help'])
+    assert e.value.code == 0 and '--min-conf' in capsys.readouterr().out
