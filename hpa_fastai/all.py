@@ -25,3 +25,4 @@ from .distributed import *
 from .train import *
 from .experiments import *
 from .interpret import *
+from .cells.all import *
