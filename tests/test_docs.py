@@ -54,5 +54,25 @@ def test_parameters_documented():
     missing = [n for n, ok in rows if not ok]
     assert len(rows) > 200 and len(missing) / len(rows) <= 0.10, f'{len(missing)}/{len(rows)} parameters undocumented: {missing[:30]}'
 
+def _docs_only(t) -> bool:
+    "An import, or a call of `show_doc` / a warnings filter: what docs processing may run"
+    if isinstance(t, (ast.Import, ast.ImportFrom)): return True
+    if isinstance(t, ast.Expr) and isinstance(t.value, ast.Call):
+        f = t.value.func
+        return (f.id if isinstance(f, ast.Name) else getattr(f, 'attr', '')) in ('show_doc', 'filterwarnings', 'simplefilter')
+    return False
+
+def test_docs_processing_runs_no_lesson_code():
+    "`nbdev-proc-nbs` executes every exported, import and `show_doc` cell alone: those that are not exports must do nothing else"
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _do_eval
+    bad = []
+    for fn in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in NBProcessor(fn).nb.cells:
+            if c.cell_type != 'code' or not _do_eval(c): continue
+            if c.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'}: continue
+            if not all(_docs_only(t) for t in c.parsed_()): bad.append(f'{fn.name}: {c.source[:80]!r}')
+    assert not bad, 'cells docs processing would run (keep imports in import cells):\n' + '\n'.join(bad)
+
 if __name__ == '__main__':
     (ROOT/'README.md').write_text(readme_from_index()); print('README.md rewritten from nbs/index.ipynb')
