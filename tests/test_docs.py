@@ -74,5 +74,15 @@ def test_docs_processing_runs_no_lesson_code():
             if not all(_docs_only(t) for t in c.parsed_()): bad.append(f'{fn.name}: {c.source[:80]!r}')
     assert not bad, 'cells docs processing would run (keep imports in import cells):\n' + '\n'.join(bad)
 
+def test_docs_processing_succeeds(tmp_path):
+    "What the Pages workflow's `nbdev-docs` runs first, on a copy of the notebooks: no error (and, above, no training)"
+    import shutil, subprocess, os
+    shutil.copy(ROOT/'pyproject.toml', tmp_path); shutil.copytree(ROOT/'nbs', tmp_path/'nbs')
+    r = subprocess.run(['nbdev-proc-nbs'], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg'))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert (tmp_path/'_proc'/'index.ipynb').exists()
+
+
 if __name__ == '__main__':
     (ROOT/'README.md').write_text(readme_from_index()); print('README.md rewritten from nbs/index.ipynb')
