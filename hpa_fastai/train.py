@@ -33,12 +33,12 @@ from .baselines import FeaturesOnly, baseline_class_f1
 from .dataloaders import dataset_features
 
 # %% auto #0
-__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPES', 'LR_RULES', 'RUN_FILES',
-           'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data',
-           'use_gpu_speedups', 'build_learner', 'find_lr', 'training_stages', 'train_learner', 'score', 'fit_baselines',
-           'constant_loss', 'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids', 'prepare_run',
-           'baselines_line', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data',
-           'store_test_dl', 'write_predictions']
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPES', 'LR_RULES', 'LR_CAP',
+           'RUN_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data',
+           'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr', 'training_stages', 'train_learner', 'score',
+           'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids',
+           'prepare_run', 'baselines_line', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training',
+           'find_data', 'store_test_dl', 'write_predictions']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -276,7 +276,8 @@ def build_learner(dls:DataLoaders, # From `build_data`
 RECIPES = {
     'scratch': (
         "random weights: one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest"
-        " loss), output bias at the class priors"
+        " loss) but at most 3e-3, output bias at the class priors, the fused model warm-started at the features-only"
+        " regression"
     ),
     'pretrained': (
         "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from"
@@ -285,6 +286,8 @@ RECIPES = {
 }
 # recipe → (suggestion, fallback rate, lr_find steps)
 LR_RULES = {'scratch': ('minimum', 1e-2, 50), 'pretrained': ('valley', 1e-3, None)}
+# recipe → the highest rate used: from the warm start, lr_find's minimum (up to 1.2e-2 here) undoes the regression
+LR_CAP = {'scratch': 3e-3, 'pretrained': None}
 
 # %% ../nbs/06a_train.ipynb #56a8310f
 def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
@@ -318,6 +321,16 @@ def find_lr(learn:Learner, # The learner (its weights are restored afterwards)
         )
         return default
     return lr
+
+# %% ../nbs/06a_train.ipynb #df7d14af
+def capped_lr(lr:float, # The rate lr_find suggested
+              recipe:str, # 'scratch' or 'pretrained' (`TrainConfig.recipe`)
+             ) -> float:
+    "`lr`, at most the recipe's `LR_CAP` (logged when it caps)"
+    cap = LR_CAP[recipe]
+    if cap is None or lr <= cap: return lr
+    log_line(f'learning rate capped at {cap:.0e} (lr_find suggested {lr:.2e}; recipe {recipe})')
+    return cap
 
 # %% ../nbs/06a_train.ipynb #adbaebec
 def training_stages(learn:Learner, # The learner to fit
@@ -365,6 +378,7 @@ def train_learner(learn:Learner, # From `build_learner`
         rule, fallback, steps = LR_RULES[cfg.recipe]
         lr = find_lr(learn, run/'lr_find.png' if run else None, default=fallback, num_it=steps, suggestion=rule)
         log_line(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
+        lr = capped_lr(lr, cfg.recipe)
     else: lr = cfg.lr
     if resume is None and cfg.warm_start and cfg.features and cfg.feature_skip:     # after lr_find: it sizes the CNN's rate
         warm_start(learn.model, dataset_features(learn.dls), dataset_targets(learn.dls.train_ds))
@@ -673,7 +687,8 @@ def fit_run(learn:Learner, # From `build_learner`
     from fastai.distributed import distrib_ctx   # needs accelerate
     rule, fallback, steps = LR_RULES[cfg.recipe]
     main = rank_distrib() == 0
-    lr = find_lr(learn, run/'lr_find.png', fallback, steps, rule) if cfg.lr is None and main else cfg.lr
+    lr = cfg.lr
+    if lr is None and main: lr = capped_lr(find_lr(learn, run/'lr_find.png', fallback, steps, rule), cfg.recipe)
     lr = broadcast(lr, dist)
     with learn.distrib_ctx(sync_bn=torch.cuda.is_available(), cpu=not torch.cuda.is_available()):
         train_learner(learn, cfg, run, cbs=cbs, lr=lr)
