@@ -380,7 +380,8 @@ def train_learner(learn:Learner, # From `build_learner`
         log_line(f'lr_find ({rule}): {lr:.2e}' + (' (plot: lr_find.png)' if run else ''))
         lr = capped_lr(lr, cfg.recipe)
     else: lr = cfg.lr
-    if resume is None and cfg.warm_start and cfg.features and cfg.feature_skip:     # after lr_find: it sizes the CNN's rate
+    # after lr_find, which sizes the CNN's rate
+    if resume is None and cfg.warm_start and cfg.features and cfg.feature_skip:
         warm_start(learn.model, dataset_features(learn.dls), dataset_targets(learn.dls.train_ds))
         log_line("warm start: the fused model starts at the features-only logistic regression")
     for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
