@@ -87,15 +87,18 @@ class TrainingDiverged(HpaRunError):
 
 # %% ../nbs/04b_callbacks.ipynb #82716ba8
 class DivergenceGuard(Callback):
-    "Stop training with `TrainingDiverged` as soon as a training or validation loss is not finite"
+    """Stop training with `TrainingDiverged` as soon as a training or validation loss is not finite, or exceeds
+    `max_loss` (a sigmoid loss that large means logits in the thousands: the weights have blown up)"""
     order = Recorder.order + 2
+    def __init__(self, max_loss:float=1e4): self.max_loss = max_loss
     def after_batch(self):
-        if hasattr(self.learn, 'lr_finder') or torch.isfinite(self.learn.loss).all(): return
+        if hasattr(self.learn, 'lr_finder'): return
+        loss = self.learn.loss
+        if torch.isfinite(loss).all() and float(loss.detach().float().mean()) <= getattr(self, 'max_loss', 1e4): return
         phase = 'training' if self.training else 'validation'
         raise TrainingDiverged(
-            f'the {phase} loss became {float(self.learn.loss)} at epoch {self.epoch + 1}, batch {self.iter + 1}: '
-            'the run diverged; lower --lr (or leave it out to use lr_find) and start again'
-        )
+            f'the {phase} loss became {float(loss.detach().float().mean())} at epoch {self.epoch + 1}, batch '
+            f'{self.iter + 1}: the run diverged; lower --lr (or leave it out to use lr_find) and start again')
 
 # %% ../nbs/04b_callbacks.ipynb #75de32e8
 def check_finite(x, # Probabilities (or any tensor / array)
