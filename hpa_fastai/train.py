@@ -82,7 +82,7 @@ class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
     size:int=64 # Image size the network sees
     bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
-    epochs:int=4 # Epochs (4: from the warm start the demo's loss is flat after them; the main job fits in 5 min)
+    epochs:int=4 # Epochs (4: from the warm start the demo's training loss is flat after them)
     lr:float|None=None # Learning rate (None: lr_find's valley)
     # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
     arch:str='resnet34'
