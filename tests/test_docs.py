@@ -84,6 +84,15 @@ def test_docs_processing_succeeds(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert (tmp_path/'_proc'/'index.ipynb').exists()
 
+def test_class_table_matches_the_constants():
+    "The core page's class table (index, name, Kaggle training count) is `HPA_CLASSES` and `TRAIN_COUNTS`"
+    from hpa_fastai.core import HPA_CLASSES, TRAIN_COUNTS
+    cells = json.loads((ROOT/'nbs'/'00_core.ipynb').read_text())['cells']
+    md = next(''.join(c['source']) for c in cells if ''.join(c['source']).startswith('The 28 classes, by index'))
+    rows = [l.split('|')[1:4] for l in md.split('\n') if l[:2] == '| ' and l[2].isdigit()]
+    got = [(int(a), b.strip(), int(c.replace(',', ''))) for a, b, c in rows]
+    assert got == [(i, n, k) for i, (n, k) in enumerate(zip(HPA_CLASSES, TRAIN_COUNTS))]
+
 
 if __name__ == '__main__':
     (ROOT/'README.md').write_text(readme_from_index()); print('README.md rewritten from nbs/index.ipynb')
