@@ -28,8 +28,8 @@ from .train import *
 from .experiments import train_seeds, check_seeds
 
 # %% auto #0
-__all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'hpa_train', 'hpa_synth', 'hpa_features',
-           'hpa_predict', 'hpa_pack', 'hpa_dedup']
+__all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'with_options_of', 'hpa_train', 'hpa_synth',
+           'hpa_features', 'hpa_predict', 'hpa_pack', 'hpa_dedup']
 
 # %% ../nbs/11_cli.ipynb #a64f16c2
 def _not_none(anno):
@@ -92,6 +92,23 @@ def with_config_options(f=None, # The command: its own options, then `**options`
     ]
     f.__signature__ = inspect.Signature(own + config_options(**kwargs))
     return f
+
+# %% ../nbs/11_cli.ipynb #04f651e1
+def with_options_of(to, # The Python function whose keyword parameters the command takes as options
+                    but=(), # Its parameters the command leaves out (or spells its own way)
+                   ):
+    "Give a command, after its own parameters, those of `to` — types, defaults, docments — for `call_parse`"
+    def deco(f):
+        own = [p for p in inspect.signature(f, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        docs, skip, P = docments(to), {p.name for p in own} | set(but), inspect.Parameter
+        typ = lambda p: str if p.annotation is P.empty else _not_none(p.annotation)
+        extra = [p.replace(kind=P.KEYWORD_ONLY, annotation=Annotated[typ(p), docs.get(p.name) or ''])
+                 for p in inspect.signature(to, eval_str=True).parameters.values()
+                 if p.name not in skip and p.kind not in (P.VAR_KEYWORD, P.VAR_POSITIONAL)]
+        f.__signature__ = inspect.Signature(own + extra)
+        return f
+    return deco
 
 # %% ../nbs/11_cli.ipynb #c0b087ea
 def _resume(path, out, name, overwrite, cache_dir, config:dict):
@@ -298,21 +315,11 @@ def hpa_pack(
 
 # %% ../nbs/11_cli.ipynb #4a62ccda
 @call_parse
+@with_options_of(dedup_data, but=('figure',))
 def hpa_dedup(
     data:str, # A data folder in the Kaggle layout (its train/, train.csv, test/), or any image folder
-    external:str=None, # A folder of external samples (e.g. HPAv18 colour JPEGs) to compare too
-    test:str=None, # The test image folder (default: DATA/test when present)
-    out:str='groups.csv', # The Id,group CSV; the pairs CSV, report and figure are written beside it
-    channels:str='rgby', # Channels to hash
-    max_dist:float=10., # Largest distance of a near pair, in Hamming bits of 64 (mean over channels)
-    valid_pct:float=0.2, # Validation share of the split to report on (as hpa-train's)
-    seed:int=42, # Seed of that split
-    n_workers:int=None, # Hashing processes (default: all cores)
-    cache_dir:str=None, # Hash cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     no_figure:store_true=False, # Do not draw groups.png
+    **options, # The keyword parameters of `dedup_data`, one option each
 ):
     "Find the near-duplicate samples of a data set: write the Id,group CSV, the near pairs, a report and a figure"
-    with cli_errors('hpa-dedup'):
-        dedup_data(
-            data, external, test, out, channels, max_dist, valid_pct, seed, n_workers, cache_dir, figure=not no_figure
-        )
+    with cli_errors('hpa-dedup'): dedup_data(data, figure=not no_figure, **options)
