@@ -23,10 +23,10 @@ from .metrics import *
 from .callbacks import *
 
 # %% auto #0
-__all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'resolve_arch',
-           'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body', 'body_channels',
-           'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'dataset_targets', 'prior_bias',
-           'warm_start', 'hpa_learner']
+__all__ = ['FOURTH_CHANNEL_INITS', 'HPA_ARCHS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'small_cnn',
+           'resolve_arch', 'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
+           'body_channels', 'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'dataset_targets',
+           'prior_bias', 'warm_start', 'hpa_learner']
 
 # %% ../nbs/04c_learner.ipynb #2596e327
 FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
@@ -91,6 +91,21 @@ class TimmArch:
 # %% ../nbs/04c_learner.ipynb #5ab2db29
 def _arch_name(arch): return getattr(arch, '__name__', repr(arch))
 
+# %% ../nbs/04c_learner.ipynb #cc799e51
+def small_cnn(weights=None, # Must be None: no ImageNet weights (a state-dict file loads with `load_arch(weights=)`)
+              num_classes:int=1000, # Outputs of the classifier (cut off by `cut_body`)
+              widths=(32, 64, 128, 256), # Channels of each stage; each stage halves the side
+             ) -> nn.Sequential:
+    "A plain CNN for random weights: per stage a 3×3 `ConvLayer` (conv, batch norm, ReLU) and a 2×2 max-pool"
+    if weights is not None:
+        raise ValueError('small_cnn has no ImageNet weights: pass pretrained=False (or a state-dict file)')
+    ws = (3, *widths)
+    stages = [nn.Sequential(ConvLayer(a, b, 3), nn.MaxPool2d(2)) for a, b in zip(ws, ws[1:])]
+    return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ws[-1], num_classes))
+
+# %% ../nbs/04c_learner.ipynb #f429390c
+HPA_ARCHS = {'small_cnn': small_cnn} # Our architectures, by the names `resolve_arch` accepts
+
 # %% ../nbs/04c_learner.ipynb #8d8ffb45
 def _unknown_arch(name):
     "The message for an architecture name nobody knows"
@@ -99,15 +114,15 @@ def _unknown_arch(name):
            if name.lower().startswith(_NOT_STAGED) else f'unknown architecture {name!r}')
     return (why + (f' (did you mean {" or ".join(map(repr, close))}?)' if close else '') +
             ". Pass a torchvision model name such as 'resnet34', 'densenet121', 'efficientnet_b0' or 'convnext_tiny' "
-            "(all of them: hpa_fastai.learner.known_archs()), a constructor such as torchvision.models.densenet121, "
-            "or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
+            "(all of them: hpa_fastai.learner.known_archs()), 'small_cnn' (ours, for random weights), a constructor "
+            "such as torchvision.models.densenet121, or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
 
 # %% ../nbs/04c_learner.ipynb #1c7a2af2
 def resolve_arch(
     arch=resnet34, # A constructor (`densenet121`, a `TimmArch`), a torchvision name ('densenet121'), or 'timm/<name>'
 ):
-    """The constructor `arch` stands for: a callable as it is, a name from `known_archs()` from `torchvision.models`,
-    'timm/<name>' from timm"""
+    """The constructor `arch` stands for: a callable as it is, 'small_cnn' (ours), a name from `known_archs()` from
+    `torchvision.models`, 'timm/<name>' from timm"""
     if isinstance(arch, nn.Module):
         raise TypeError(
             'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built'
@@ -124,6 +139,7 @@ def resolve_arch(
             )
         return TimmArch(n)
     key = name.lower().removeprefix('torchvision/')
+    if key in HPA_ARCHS: return HPA_ARCHS[key]
     if key in known_archs(): return torchvision.models.get_model_builder(key)
     raise ValueError(_unknown_arch(name))
 

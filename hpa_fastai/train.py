@@ -33,12 +33,12 @@ from .baselines import FeaturesOnly, baseline_class_f1
 from .dataloaders import dataset_features
 
 # %% auto #0
-__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPES', 'LR_RULES', 'LR_CAP',
-           'RUN_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data', 'data_fingerprint', 'build_data',
-           'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr', 'training_stages', 'train_learner', 'score',
-           'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate', 'predict_test', 'read_submission_ids',
-           'prepare_run', 'baselines_line', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training',
-           'find_data', 'store_test_dl', 'write_predictions']
+__all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPE_DEFAULTS', 'AUTO_PACK_MB',
+           'RECIPES', 'LR_RULES', 'LR_CAP', 'RUN_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data',
+           'data_fingerprint', 'build_data', 'auto_store', 'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr',
+           'training_stages', 'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
+           'predict_test', 'read_submission_ids', 'prepare_run', 'baselines_line', 'open_run', 'data_record', 'fit_run',
+           'run_metrics', 'run_training', 'find_data', 'store_test_dl', 'write_predictions']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -76,16 +76,21 @@ def _range_problems(c) -> list:
             (c.num_workers is None or c.num_workers >= 0, f'--num-workers must be 0 or more (got {c.num_workers})'),
             (c.weights is None or Path(c.weights).is_file(), f'--weights {c.weights}: file not found')]
 
+# %% ../nbs/06a_train.ipynb #e3a073d3
+# recipe → what a `TrainConfig` setting left at None becomes (why: "Two recipes" below)
+RECIPE_DEFAULTS = {'scratch': dict(arch='small_cnn', epochs=10), 'pretrained': dict(arch='resnet34', epochs=4)}
+
 # %% ../nbs/06a_train.ipynb #dc128693
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (written to the run folder and to `metrics.json`)"
     size:int=64 # Image size the network sees
     bs:int=16 # Batch size (16: enough optimiser steps on a small set from random weights)
-    epochs:int=4 # Epochs (4: from the warm start the demo's training loss is flat after them)
+    epochs:int|None=None # Epochs (None: the recipe's, `RECIPE_DEFAULTS`: 10 from random weights, 4 fine-tuning)
     lr:float|None=None # Learning rate (None: lr_find's valley)
-    # A torchvision CNN (resnet34, densenet121, efficientnet_b0, convnext_tiny, ... see `known_archs()`) or timm/<name>
-    arch:str='resnet34'
+    # small_cnn, a torchvision CNN (resnet34, densenet121, efficientnet_b0, ... see `known_archs()`) or timm/<name>;
+    # None: the recipe's (`RECIPE_DEFAULTS`: small_cnn from random weights, resnet34 from ImageNet weights)
+    arch:str|None=None
     pretrained:bool=False # Start from ImageNet weights (torchvision's cache or download)
     weights:str|None=None # Start from this local ImageNet state-dict file
     fourth_channel:str='blue' # Yellow filter init: zero, blue, red or mean
@@ -111,6 +116,11 @@ class TrainConfig:
     dedup:bool=True # Keep near-duplicate samples (hpa_fastai.dedup) on one side of the split and of the threshold folds
     n:int|None=None # Use only the first n labelled samples
     num_workers:int|None=None # DataLoader workers
+
+    def __post_init__(self):
+        "Settings left at None take the recipe's value"
+        for k, v in RECIPE_DEFAULTS[self.recipe].items():
+            if getattr(self, k) is None: setattr(self, k, v)
 
     @property
     def recipe(self) -> str:
@@ -215,6 +225,24 @@ def build_data(path, # Data folder in the Kaggle layout
         )
     return dls
 
+# %% ../nbs/06a_train.ipynb #ca27652b
+AUTO_PACK_MB = 256 # `auto_store` packs the training images unasked when their store would be at most this many MB
+
+# %% ../nbs/06a_train.ipynb #28354c94
+def auto_store(path, # Data folder in the Kaggle layout
+               cfg:TrainConfig, # The run's settings (size, channels, n)
+               store=None, # What the caller asked: True (pack), False (PNGs), a store path, or None (decide here)
+               external=None, # An external folder (never packed unasked)
+               max_mb:float=AUTO_PACK_MB, # The largest store packed unasked
+              ):
+    "`store`, except None becomes True (pack, logged) when the training images make a store of ≤ `max_mb`"
+    if store is not None or external is not None or cfg.size is None: return store
+    n = len(read_labels(Path(path)/'train.csv'))
+    mb = n * cfg.size ** 2 * len(parse_channels(cfg.channels)) / 2**20
+    if mb > max_mb: return None
+    log_line(f'packing the {n} training images at {cfg.size} px ({mb:.0f} MB) to read whole batches (--no-store: PNGs)')
+    return True
+
 # %% ../nbs/06a_train.ipynb #e54a425b
 def use_gpu_speedups(learn:Learner, # The learner to adapt
                      cfg:TrainConfig, # Its settings: precision, channels_last, compile
@@ -275,18 +303,19 @@ def build_learner(dls:DataLoaders, # From `build_data`
 # %% ../nbs/06a_train.ipynb #fc4eb28e
 RECIPES = {
     'scratch': (
-        "random weights: one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest"
+        "random weights: the small_cnn body (a ResNet34 from random weights learns nothing in a CPU run's steps), 10"
+        " epochs of one-cycle over all layers, rate from lr_find's minimum rule (a tenth of the rate at the lowest"
         " loss) but at most 3e-3, output bias at the class priors, the fused model warm-started at the features-only"
         " regression"
     ),
     'pretrained': (
-        "ImageNet weights: fastai's fine_tune (one frozen epoch, then all layers at slice(lr/200, lr/2)), rate from"
-        " lr_find's valley"
+        "ImageNet weights: the paper's ResNet34, fastai's fine_tune (one frozen epoch, then 4 of all layers at"
+        " slice(lr/200, lr/2)), rate from lr_find's valley"
     ),
 }
 # recipe → (suggestion, fallback rate, lr_find steps)
 LR_RULES = {'scratch': ('minimum', 1e-2, 50), 'pretrained': ('valley', 1e-3, None)}
-# recipe → the highest rate used: from the warm start, lr_find's minimum (up to 1.2e-2 here) undoes the regression
+# recipe → the highest rate used: from the warm start lr_find's minimum (1e-2 to 1.2e-2 on the demo) scores lower
 LR_CAP = {'scratch': 3e-3, 'pretrained': None}
 
 # %% ../nbs/06a_train.ipynb #56a8310f
@@ -674,6 +703,7 @@ def _log_data(dls, cfg):
     log_line('weights: ' + (f'{cfg.weights}' if cfg.weights else 'ImageNet (torchvision)' if cfg.pretrained else
                             'random initialisation — ImageNet weights not used (pass --pretrained, or --weights FILE)'))
     log_line(f'recipe: {cfg.recipe} — {RECIPES[cfg.recipe]}')
+    log_line(f'model: {cfg.arch} body, {cfg.epochs} epochs' + ('' if cfg.features else ', image only'))
 
 # %% ../nbs/06a_train.ipynb #a7698d62
 def fit_run(learn:Learner, # From `build_learner`
@@ -781,7 +811,7 @@ def run_training(path, # Data folder in the Kaggle layout
                  resume:bool=False, # Continue the interrupted run `out/name` from its last checkpoint
                  cbs=None, # Extra fastai callbacks for training
                  cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-                 # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None to use one if packed
+                 # Packed store: True to pack (or reuse) one, False for per-item PNG reading, None: `auto_store`
                  store=None,
                  # A folder of extra training samples (e.g. HPAv18 colour JPEGs), added to the training split only
                  external=None,
@@ -794,6 +824,7 @@ def run_training(path, # Data folder in the Kaggle layout
     run, cfg, path, dist, ext, ext_csv = r['run'], r['cfg'], r['path'], r['dist'], r['external'], r['external_csv']
     set_seed(cfg.seed, reproducible=True)
     log_line(f'data: {path}  →  run folder {run}')
+    store = auto_store(path, cfg, store, ext)
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
         dls = build_data(path, cfg, cache_dir, store, ext, ext_csv)    # features by rank 0; the others read its cache
     data = data_record(path, dls, cfg, cache_dir, ext, ext_csv)

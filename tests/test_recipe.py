@@ -8,7 +8,7 @@ from hpa_fastai.inference import fit_thresholds, threshold_fallbacks, load_hpa_w
 from hpa_fastai.baselines import split_baselines, all_positive_f1, FeaturesOnly
 from hpa_fastai.dataloaders import dataset_features
 from hpa_fastai.synth import make_synthetic_hpa
-from hpa_fastai.train import TrainConfig, run_training, LR_RULES, RECIPES
+from hpa_fastai.train import TrainConfig, run_training, LR_RULES, RECIPES, RECIPE_DEFAULTS
 
 @pytest.fixture(scope='module')
 def syn(tmp_path_factory):
@@ -55,6 +55,15 @@ def test_recipes_by_weights(tmp_path):
     assert TrainConfig(weights=str(tmp_path/'w.pth')).recipe == 'pretrained'
     assert LR_RULES['scratch'][0] == 'minimum' and LR_RULES['pretrained'][0] == 'valley' and set(RECIPES) == set(LR_RULES)
 
+def test_recipe_defaults():
+    "Settings left at None take their recipe's: small_cnn for 10 epochs from random weights, the ResNet34 for 4 fine-tuning"
+    assert set(RECIPE_DEFAULTS) == set(RECIPES)
+    assert (TrainConfig().arch, TrainConfig().epochs) == ('small_cnn', 10)
+    assert (TrainConfig(pretrained=True).arch, TrainConfig(pretrained=True).epochs) == ('resnet34', 4)
+    assert (TrainConfig(arch='resnet18', epochs=2).arch, TrainConfig(arch='resnet18', epochs=2).epochs) == ('resnet18', 2)
+    assert TrainConfig(pretrained=True, arch='densenet121').arch == 'densenet121'
+    assert 'small_cnn' in RECIPES['scratch'] and 'ResNet34' in RECIPES['pretrained']
+
 def test_threshold_shrinkage():
     "Few positives: a class's F1 cut is pulled towards the cut that matches its frequency, or replaced by it"
     rng = np.random.default_rng(3)
@@ -95,7 +104,8 @@ def test_run_reports_baselines(syn, tmp_path, capsys):
     rep = pd.read_csv(tmp_path/'runs'/'r'/'report.csv')
     assert {'f1_all_positive', 'f1_frequency', 'f1_features_only'} <= set(rep.columns)
     np.testing.assert_allclose(rep.f1_all_positive.iloc[-1], m['valid']['baselines']['all_positive'], atol=1e-4)
-    assert 'recipe: scratch' in out
+    assert 'recipe: scratch' in out and 'model: resnet18 body, 1 epochs' in out
+    assert 'packing the 40 training images at 32 px' in out and 'batches read whole from the packed store' in out   # small: packed
     img = run_training(syn, out=tmp_path/'runs', name='i', size=32, bs=8, epochs=1, lr=1e-3, arch='resnet18', num_workers=0,
                        tta='none', features=False)
     assert img['valid']['baselines']['features_only'] is None and 'features-only n/a' in capsys.readouterr().out
@@ -106,6 +116,6 @@ def test_pretrained_recipe_is_logged(syn, tmp_path, capsys):
     run_training(syn, out=tmp_path/'runs', name='p', size=32, bs=8, epochs=1, lr=1e-3, arch='resnet18', num_workers=0, tta='none',
                  features=False, weights=str(tmp_path/'imagenet18.pth'))
     out = capsys.readouterr().out
-    assert "recipe: pretrained — ImageNet weights: fastai's fine_tune" in out
+    assert "recipe: pretrained — ImageNet weights: the paper's ResNet34, fastai's fine_tune" in out
     learn = load_hpa_weights(tmp_path/'runs'/'p'/'model.pth')
     assert learn.model.skip is None and learn.model.n_features == 0
