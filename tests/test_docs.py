@@ -8,7 +8,7 @@ ROOT = Path(__file__).parent.parent
 MODULES = ['core', 'files', 'data', 'show', 'store', 'segment', 'dedup', 'synth', 'features', 'dataloaders', 'losses',
            'metrics', 'callbacks', 'learner', 'inference', 'baselines', 'distributed', 'train', 'experiments', 'interpret',
            'test_utils', 'cli', 'cells.crops', 'cells.rle', 'cells.store', 'cells.data', 'cells.learner',
-           'cells.inference', 'cells.train', 'cells.commands']      # (imports one way: tests/test_house.py)
+           'cells.inference', 'cells.train', 'cells.commands', 'cells.cam']   # (imports one way: tests/test_house.py)
 
 def readme_from_index() -> str:
     "README.md's text: the index notebook's markdown cells, with links to notebooks made relative to the repository root"

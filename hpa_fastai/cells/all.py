@@ -11,3 +11,4 @@ from .data import *
 from .learner import *
 from .inference import *
 from .train import *
+from .cam import *

@@ -30,12 +30,13 @@ def hpa_cells_pack(
     repack:store_true=False, # Rebuild a cell store whose images or settings changed
     diameter:float=None, # Nucleus diameter in px of the images (default: estimated per image)
     channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
+    masks:str=None, # Folder of cell label images ({Id}_cellmask.png, 16-bit PNG or TIFF) to use instead of segmenting
 ):
     "Segment the images of FOLDER and pack their cells (a second call reuses the store)"
     with cli_errors('hpa-cells'):
         open_packed_cells(folder, dest, size=size, seg_size=seg_size,
                           n_workers=n_workers, cache_dir=cache_dir, repack=repack,
-                          diameter=diameter, channel_order=channel_order)
+                          diameter=diameter, channel_order=channel_order, masks=masks)
 
 # %% ../../nbs/10h_cells.commands.ipynb #a9d949ed
 @call_parse
@@ -63,13 +64,14 @@ def hpa_cells_train(
     repack:store_true=False, # Rebuild a cell store whose images or settings changed
     diameter:float=None, # Nucleus diameter in px of the images (default: estimated per image)
     channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
+    masks:str=None, # Folder of cell label images ({Id}_cellmask.png, 16-bit PNG or TIFF) to use instead of segmenting
 ):
     "Train a per-cell model on a Kaggle-layout folder from its image labels and score it on its validation images"
     with cli_errors('hpa-cells'):
         train_cells(path, out, name, mode=mode, pool=pool, epochs=epochs, lr=lr, bs=bs, valid_pct=valid_pct, seed=seed,
                     n=n, arch=arch, n_hidden=n_hidden, max_cells=max_cells, context=context, overwrite=overwrite,
                     size=size, seg_size=seg_size, n_workers=n_workers, cache_dir=cache_dir, repack=repack,
-                    diameter=diameter, channel_order=channel_order)
+                    diameter=diameter, channel_order=channel_order, masks=masks)
 
 # %% ../../nbs/10h_cells.commands.ipynb #ffe704f8
 @call_parse
@@ -88,12 +90,13 @@ def hpa_cells_predict(
     repack:store_true=False, # Rebuild a cell store whose images or settings changed
     diameter:float=None, # Nucleus diameter in px of the images (default: estimated per image)
     channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
+    masks:str=None, # Folder of cell label images ({Id}_cellmask.png, 16-bit PNG or TIFF) to use instead of segmenting
 ):
     "Write the per-cell submission and the per-cell table of TEST_FOLDER with a trained RUN"
     with cli_errors('hpa-cells'):
         predict_cells(run, test_folder, out, min_conf=min_conf, bs=bs, table=table, features=features, size=size,
                       seg_size=seg_size, n_workers=n_workers, cache_dir=cache_dir, repack=repack,
-                      diameter=diameter, channel_order=channel_order)
+                      diameter=diameter, channel_order=channel_order, masks=masks)
 
 # %% ../../nbs/10h_cells.commands.ipynb #9d4c8a13
 CELL_COMMANDS = dict(pack=hpa_cells_pack, train=hpa_cells_train, predict=hpa_cells_predict)

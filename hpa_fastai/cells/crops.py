@@ -1,4 +1,4 @@
-"""Per-cell localisation from image-level labels begins with the cells: each segmented cell of a field cut out as a square 4-channel crop with its mask, box and window; toy fields of round cells for exact lessons; a field segmented as the cell store segments it.
+"""Per-cell localisation from image-level labels begins with the cells: each segmented cell of a field cut out as a square 4-channel crop with its mask, box and window; toy fields of round cells for exact lessons; a field segmented as the cell store segments it — or its cells read from a label image written by the organisers' HPA-Cell-Segmentation.
 
 Docs: https://hpa-fastai.github.io/hpa_fastai/cells.crops.html.md"""
 
@@ -7,12 +7,15 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/cells.crops.html.md"""
 # %% ../../nbs/10a_cells.crops.ipynb #c28ac408
 from __future__ import annotations
 import dataclasses, numpy as np, pandas as pd, cv2
+from pathlib import Path
 from scipy import ndimage
-from ..data import as_uint8
+from ..core import HpaDataError
+from ..data import as_uint8, open_rgby
 from ..segment import segment_nuclei, segment_cells
 
 # %% auto #0
-__all__ = ['cell_boxes', 'CellCrops', 'cell_crops', 'toy_field', 'field_cells']
+__all__ = ['MASK_PATTERNS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field', 'field_cells', 'read_label_image',
+           'find_label_image', 'mask_cells', 'field_labels']
 
 # %% ../../nbs/10a_cells.crops.ipynb #e991fb93
 def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from `segment_cells`
@@ -131,3 +134,65 @@ def field_cells(rgby, # One H×W×4 field at any size and bit depth
     # in px of the resized field
     d = None if diameter is None else diameter * float(np.sqrt(x.shape[0] * x.shape[1] / (H * W)))
     return x, segment_cells(x, segment_nuclei(np.ascontiguousarray(x[..., 2]), d), d)
+
+# %% ../../nbs/10a_cells.crops.ipynb #d5304fb4
+MASK_PATTERNS = ('{id}_cellmask.png', '{id}_cell_mask.png', '{id}.png', '{id}_cellmask.tif', '{id}_cell_mask.tif',
+                 '{id}.tif', '{id}.tiff')
+
+# %% ../../nbs/10a_cells.crops.ipynb #646e9e96
+def read_label_image(fname, # A label image: 0 background, 1..n one cell each (8, 16 or 32-bit PNG or TIFF)
+                    ) -> np.ndarray:
+    "The label image in `fname` as `int32` (H, W), checked: one channel, whole values ≥ 0"
+    fname = Path(fname)
+    if not fname.exists(): raise HpaDataError(f'{fname}: label image not found')
+    img = cv2.imread(str(fname), cv2.IMREAD_UNCHANGED)
+    if img is None: raise HpaDataError(f'{fname}: not a readable PNG or TIFF image')
+    if img.ndim == 3:
+        if not (img == img[..., :1]).all():
+            raise HpaDataError(f'{fname}: a label image has one channel; this one has {img.shape[2]} that differ '
+                               '(a coloured picture of the masks?)')
+        img = img[..., 0]
+    if img.dtype.kind == 'f' and not np.array_equal(img, np.round(img)):
+        raise HpaDataError(f'{fname}: label values must be whole numbers; found fractions')
+    if img.min() < 0: raise HpaDataError(f'{fname}: label values must be ≥ 0 (0 is background); found {img.min()}')
+    return img.astype(np.int32)
+
+# %% ../../nbs/10a_cells.crops.ipynb #94d359ad
+def find_label_image(folder, # Folder of label images
+                     id_:str, # Sample Id
+                     patterns=MASK_PATTERNS, # File names to try, in order (`{id}` is the Id)
+                    ) -> Path:
+    "The label image of sample `id_` in `folder`: the first name of `patterns` that exists"
+    folder = Path(folder)
+    for p in patterns:
+        if (folder/p.format(id=id_)).exists(): return folder/p.format(id=id_)
+    tried = ', '.join(p.format(id=id_) for p in patterns)
+    raise HpaDataError(f'{folder}: no label image for {id_} (looked for {tried})')
+
+# %% ../../nbs/10a_cells.crops.ipynb #2afc1913
+def mask_cells(rgby, # One H×W×4 field at any size and bit depth
+               labels, # Its label image (H, W), e.g. from `read_label_image`
+               seg_size:int|None=512, # Side both are resized to (None: as they are)
+               name:str='label image', # What `labels` is, for the error message
+              ) -> tuple: # (the field at `seg_size`, its label image at `seg_size`)
+    "The field and its given cells at `seg_size`, as `field_cells` returns its segmented ones"
+    x, lab = as_uint8(np.asarray(rgby)), np.asarray(labels)
+    if lab.shape != x.shape[:2]:
+        raise HpaDataError(f'{name}: the label image is {lab.shape[1]}×{lab.shape[0]} px, its field '
+                           f'{x.shape[1]}×{x.shape[0]}')
+    if seg_size is None or lab.shape == (seg_size, seg_size): return x, lab.astype(np.int32)
+    small = cv2.resize(lab.astype(np.float32), (seg_size, seg_size), interpolation=cv2.INTER_NEAREST)
+    return _resize(x, seg_size).reshape(seg_size, seg_size, -1), small.astype(np.int32)
+
+# %% ../../nbs/10a_cells.crops.ipynb #9cda456d
+def field_labels(folder, # Image folder (`{Id}_{channel}.png`, or stacks)
+                 id_:str, # Sample Id
+                 seg_size:int|None=512, # Side of the returned field and label image (None: as stored)
+                 masks=None, # Folder of label images (`find_label_image`); None: segment (`field_cells`)
+                 diameter:float|None=None, # Nucleus diameter for the segmentation (None: estimated)
+                ) -> tuple: # (the field at `seg_size`, its label image)
+    "Field `id_` at `seg_size` and its cells: read from the `masks` folder if given, else segmented"
+    full = open_rgby(folder, id_)
+    if masks is None: return field_cells(full, seg_size, diameter)
+    fn = find_label_image(masks, id_)
+    return mask_cells(full, read_label_image(fn), seg_size, str(fn))

@@ -296,15 +296,16 @@ def predict_cells(run, # A run folder of `train_cells` (`model.pth`, `config.jso
                   repack:bool=False, # Rebuild a cell store that does not match
                   diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
                   channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif`
+                  masks=None, # Folder of label images (e.g. HPA-Cell-Segmentation's) to use instead of segmenting
                  ) -> tuple: # (the submission, the per-cell table)
     "Pack the cells of `test_folder` and write their per-cell submission and per-cell table, predicted by a trained run"
     run, test_folder = Path(run), Path(test_folder)
     _predict_problems(run, test_folder, table, min_conf, size=size, seg_size=seg_size, n_workers=n_workers,
-                      diameter=diameter, channel_order=channel_order)
+                      diameter=diameter, channel_order=channel_order, masks=masks)
     model, cfg = load_cell_model(run)
     st = open_packed_cells(test_folder, size=cfg['size'], seg_size=_run_seg_size(cfg, run, size, seg_size),
                            n_workers=n_workers, repack=repack, cache_dir=cache_dir, diameter=diameter,
-                           channel_order=channel_order)
+                           channel_order=channel_order, masks=masks)
     cells, cp, _ = cell_predictions(model, st, st.ids, bs=bs, masked=cfg['masked'])
     out = Path(out) if out else run/'cells_submission.csv'
     images = pd.DataFrame([(i, *st.sizes[i]) for i in st.ids], columns=['Id', 'width', 'height'])

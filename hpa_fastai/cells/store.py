@@ -15,7 +15,7 @@ from ..core import *
 from ..files import *
 from ..data import open_rgby, find_ids
 from ..store import source_fingerprints, check_space
-from .crops import cell_crops, field_cells
+from .crops import cell_crops, field_cells, find_label_image, read_label_image, mask_cells
 from .rle import encode_binary_mask
 
 # %% auto #0
@@ -54,13 +54,16 @@ def cell_store_path(folder, # The image folder whose cells are packed
     return cache_root(Path(folder), cache_dir)/f'cells-{Path(folder).name}-{seg_size}-{size}'
 
 # %% ../../nbs/10c_cells.store.ipynb #36a75b8f
-def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, channel_order='rgby') -> tuple:
+def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, channel_order='rgby', masks=None) -> tuple:
     "One image's cells: (crops with context, masks, table rows, (width, height) of the image)"
     full = open_rgby(folder, id_, channel_order=channel_order)
     H, W = full.shape[:2]
-    x, lab = field_cells(full, seg_size, diameter)
+    if masks is None: x, lab = field_cells(full, seg_size, diameter); big = None
+    else:                                                  # the given cells; their RLE masks at full size, as given
+        fn = find_label_image(masks, id_); big = read_label_image(fn); x, lab = mask_cells(full, big, seg_size, str(fn))
     cc = cell_crops(x, lab, size, masked=False, margin=margin)
-    big = lab if lab.shape == (H, W) else cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
+    if big is None:
+        big = lab if lab.shape == (H, W) else cv2.resize(lab.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
     cen = ndimage.center_of_mass(np.ones(lab.shape), lab, cc.labels) if len(cc) else []            # (y, x) of each cell
     rows = [
         [
@@ -86,10 +89,12 @@ _CELL_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
 def _pack_cells_chunk(job) -> dict:
     """Cut the cells of one chunk of images; write its crops, masks, table rows and image sizes whole; return its
     failures"""
-    folder, fn, ids, size, seg_size, margin, rle, diameter, order = (*job, None, 'rgby')[:9]
+    # jobs of 7 to 10 items: diameter, channel order and the label image folder are optional
+    folder, fn, ids, size, seg_size, margin, rle = job[:7]
+    diameter, order, label_dir = (*job[7:], *(None, 'rgby', None)[len(job) - 7:])
     crops, masks, rows, sizes, failed = [], [], [], {}, {}
     for i in ids:
-        try: c, m, r, sizes[i] = _cells_of(folder, i, size, seg_size, margin, rle, diameter, order)
+        try: c, m, r, sizes[i] = _cells_of(folder, i, size, seg_size, margin, rle, diameter, order, label_dir)
         except _CELL_ERRORS as e: failed[i] = str(e); continue
         crops.append(c); masks.append(m); rows += r
     cat = lambda a, shape: np.concatenate(a) if a else np.zeros((0, *shape), np.uint8)
@@ -160,7 +165,8 @@ def _pack_ids(folder:Path, ids, size, seg_size) -> list:
     return ids
 
 # %% ../../nbs/10c_cells.store.ipynb #dce7082d
-_SAME_PACK = ('seg_size', 'margin', 'rle', 'diameter', 'channel_order')     # settings a reused store must share
+# settings a reused store must share
+_SAME_PACK = ('seg_size', 'margin', 'rle', 'diameter', 'channel_order', 'masks', 'mask_fingerprints')
 
 def _existing_store(dest:Path, plan:dict, repack:bool) -> bool:
     """True if a complete store at `dest` serves `plan`; otherwise clear it (`repack`) or say why it is not reused, and
@@ -195,7 +201,8 @@ def _pack_jobs(folder:Path, dest:Path, plan:dict) -> tuple:
     ids, n = plan['ids'], plan['chunk_size']
     fns = [dest/'chunks'/f'{k:06d}.npz' for k in range(len(range(0, len(ids), n)))]
     opts = tuple(plan[k] for k in ('size', 'seg_size', 'margin', 'rle', 'diameter', 'channel_order'))
-    return fns, [(folder, fn, ids[k * n:(k + 1) * n], *opts) for k, fn in enumerate(fns)
+    masks = None if plan.get('masks') is None else Path(plan['masks'])
+    return fns, [(folder, fn, ids[k * n:(k + 1) * n], *opts, masks) for k, fn in enumerate(fns)
                  if _chunk_meta(fn, plan['size']) is None]
 
 # %% ../../nbs/10c_cells.store.ipynb #2d69188d
@@ -238,6 +245,16 @@ def _finish_cells(dest:Path, plan:dict, fns) -> Path:
                       + '; '.join(list(failed.values())[:3]))
     return dest
 
+# %% ../../nbs/10c_cells.store.ipynb #dc63fcff
+def _mask_fingerprints(masks, ids) -> list|None:
+    "Per-Id `files_fingerprint` of its label image in `masks` (None where there is none); None without `masks`"
+    if masks is None: return None
+    res = []
+    for i in ids:
+        try: res.append(files_fingerprint([find_label_image(masks, i)]))
+        except HpaDataError: res.append(None)
+    return res
+
 # %% ../../nbs/10c_cells.store.ipynb #b5e61301
 def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                dest=None, # Store folder (default: `cell_store_path(folder, size, seg_size)`)
@@ -254,15 +271,18 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                cache_dir=None, # Cache folder for the default `dest`
                diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
                channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
+               masks=None, # Folder of label images to use instead of segmenting (`find_label_image`)
               ) -> Path: # The store folder, for `open_cells`
-    """Segment every image of `folder` once and pack its cells (crops with context, masks, boxes, RLE masks) into a cell
-    store"""
+    """Segment every image of `folder` once (or read its cells from `masks`) and pack its cells (crops with context,
+    masks, boxes, RLE masks) into a cell store"""
     folder = Path(folder); ids = _pack_ids(folder, ids, size, seg_size)
     dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir)
     plan = dict(format=CELL_STORE_FORMAT, folder=str(folder.absolute()), size=int(size), seg_size=int(seg_size),
                 margin=float(margin), rle=bool(rle), chunk_size=int(chunk_size), ids=ids,
                 fingerprints=source_fingerprints(folder, ids, CHANNELS),
-                diameter=None if diameter is None else float(diameter), channel_order=channel_order)
+                diameter=None if diameter is None else float(diameter), channel_order=channel_order,
+                masks=None if masks is None else str(Path(masks).absolute()),
+                mask_fingerprints=_mask_fingerprints(masks, ids))
     if _existing_store(dest, plan, repack): return dest
     _start_pack(dest, plan)
     fns, jobs = _pack_jobs(folder, dest, plan)
@@ -378,6 +398,7 @@ def cell_option_problems(size:int|None=None, # Crop side (None: not given)
                          n_workers:int|None=None, # Worker processes (None: all cores)
                          diameter:float|None=None, # Nucleus diameter in px (None: estimated)
                          channel_order:str='rgby', # Channel order of multi-channel stacks
+                         masks=None, # Folder of label images (None: segment)
                         ) -> list[str]:
     "What is wrong with these options of a cell store, one message each (empty: nothing)"
     errs = []
@@ -387,6 +408,7 @@ def cell_option_problems(size:int|None=None, # Crop side (None: not given)
     if diameter is not None and not diameter > 0:
         errs.append(f'diameter must be a positive number of px (got {diameter})')
     if set(channel_order) - set('rgby'): errs.append(f'channel_order must be letters of rgby (got {channel_order!r})')
+    if masks is not None and not Path(masks).is_dir(): errs.append(f'masks: {masks} is not a folder')
     return errs
 
 # %% ../../nbs/10c_cells.store.ipynb #04e50b43
@@ -406,10 +428,12 @@ def open_packed_cells(folder, # Image folder to pack
                       cache_dir=None, # Cache folder for the default `dest`
                       diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
                       channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
+                      masks=None, # Folder of label images to use instead of segmenting (`find_label_image`)
                      ) -> CellStore:
     "`pack_cells` (or reuse the store) and `open_cells`, after checking the options, saying what the store holds"
-    raise_problems(cell_option_problems(size, seg_size, n_workers, diameter, channel_order))
+    raise_problems(cell_option_problems(size, seg_size, n_workers, diameter, channel_order, masks))
     d = pack_cells(folder, dest, size=size, seg_size=seg_size, ids=ids, n_workers=n_workers, repack=repack,
-                   cache_dir=cache_dir, diameter=diameter, channel_order=channel_order)
-    st = open_cells(d); log_line(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images)')
+                   cache_dir=cache_dir, diameter=diameter, channel_order=channel_order, masks=masks)
+    st = open_cells(d); log_line(f'cell store: {d} ({len(st)} cells of {len(st.ids)} images, '
+             + (f'cells from the label images in {masks})' if masks is not None else 'segmented)'))
     return st

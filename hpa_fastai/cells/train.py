@@ -83,10 +83,11 @@ def train_cells(path, # A Kaggle-layout folder: `train.csv` and `train/` (`train
                 repack:bool=False, # Rebuild a cell store that does not match
                 diameter:float|None=None, # Nucleus diameter in px of the images (None: estimated per image)
                 channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif`
+                masks=None, # Folder of label images to use instead of segmenting (`find_label_image`)
                ) -> Path: # The run folder: `model.pth`, `config.json`, `metrics.json`
     "Pack the cells of a labelled folder, train a per-cell model from its image labels, score it on unseen images"
     path = Path(path)
-    raise_problems(cell_option_problems(size, seg_size, n_workers, diameter, channel_order)
+    raise_problems(cell_option_problems(size, seg_size, n_workers, diameter, channel_order, masks)
                    + _train_problems(mode, pool, epochs, lr, valid_pct, bs, max_cells))
     if not (path/'train.csv').exists(): raise HpaDataError(f'{path}: no train.csv (expected the Kaggle layout)')
     run = Path(out)/(name or f'{mode}{"-" + pool if mode == "mil" else ""}-{size}px')
@@ -94,7 +95,8 @@ def train_cells(path, # A Kaggle-layout folder: `train.csv` and `train/` (`train
         raise HpaConfigError(f'{run}: a trained run is there; pass overwrite (--overwrite) or another name (--name)')
     df, img_dir, tri, vai = labelled_split(path, valid_pct=valid_pct, seed=seed, n=n)
     st = open_packed_cells(img_dir, size=size, seg_size=seg_size, ids=list(df.Id), n_workers=n_workers,
-                           repack=repack, cache_dir=cache_dir, diameter=diameter, channel_order=channel_order)
+                           repack=repack, cache_dir=cache_dir, diameter=diameter, channel_order=channel_order,
+                           masks=masks)
     torch.manual_seed(seed)
     dls = cell_dataloaders(st, df, tri, vai, bags=mode == 'mil', bs=bs, masked=not context, max_cells=max_cells,
                            seed=seed)
