@@ -316,7 +316,10 @@ def _crop_resize(x:RGBYImage, tl, cp_size, size) -> RGBYImage:
 
 # %% ../nbs/01_data.ipynb #f9d6774e
 @Resize
-def encodes(self, x:RGBYImage):
+def encodes(self,
+            x:RGBYImage, # A four-channel image
+           ):
+    "`Resize` for `RGBYImage`: fastai's crop, pad or squish geometry, all four planes resized with OpenCV"
     w, h = x.shape[-1], x.shape[-2]
     if self.method == ResizeMethod.Squish: return _crop_resize(x, (0, 0), (w, h), self.size)
     op = (operator.lt, operator.gt)[self.method == ResizeMethod.Pad]
@@ -327,7 +330,11 @@ def encodes(self, x:RGBYImage):
 
 # %% ../nbs/01_data.ipynb #5f5a802a
 @RandomResizedCrop
-def encodes(self, x:RGBYImage): return _crop_resize(x, self.tl, self.cp_size, self.final_size)
+def encodes(self,
+            x:RGBYImage, # A four-channel image
+           ):
+    "`RandomResizedCrop` for `RGBYImage`: fastai's random crop (centred on validation), resized with OpenCV"
+    return _crop_resize(x, self.tl, self.cp_size, self.final_size)
 
 # %% ../nbs/01_data.ipynb #7e960dd2
 HPA_STATS = ([0.0804, 0.0526, 0.0548, 0.0827], [0.1370, 0.1015, 0.1531, 0.1381])

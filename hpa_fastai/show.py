@@ -108,11 +108,13 @@ def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
                     nrows=None, # Rows of the grid
                     ncols=None, # Columns of the grid
                     figsize=None, # Figure size (default 3 × 3.3 inches a panel)
-                    **kwargs, # `vocab`, `max_names` (class names a line), `fontsize`; the rest to the image's `show`
+                    vocab=None, # Class names of the targets (default: `HPA_CLASSES`)
+                    max_names:int=2, # Class names a title line shows (the rest counted as `+n`)
+                    fontsize:int=7, # Font size of the titles
+                    **kwargs, # To the image's `show`
                    ):
-    """Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes with their
-    probabilities"""
-    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, **kwargs)
+    "Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes, probabilities"
+    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, vocab, max_names, fontsize, **kwargs)
 
 # %% ../nbs/01a_show.ipynb #2b4b66f0
 @dispatch
@@ -141,7 +143,17 @@ def short_titles(ctxs, # Axes whose titles to shorten
 
 # %% ../nbs/01a_show.ipynb #ec2ee443
 @dispatch
-def show_batch(x:tuple, y, samples, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_batch(x:tuple, # The decoded inputs of a batch: (images, features)
+               y, # The decoded targets
+               samples, # Per sample: (image, features, target)
+               ctxs=None, # Axes to draw in (default: a new grid when the first input is an image)
+               max_n=10, # Samples shown
+               nrows=None, # Rows of the grid
+               ncols=None, # Columns of the grid
+               figsize=None, # Figure size
+               **kwargs, # To each part's `show`
+              ):
+    "A batch of (image, features) samples in one grid, titles shortened by `short_titles`"
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs))
@@ -152,14 +164,36 @@ def _show_results_object(*args, **kwargs):
 
 # %% ../nbs/01a_show.ipynb #f3811679
 @dispatch
-def show_results(x:tuple, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_results(x:tuple, # The decoded inputs of a batch: (images, features)
+                 y, # The decoded targets
+                 samples, # Per sample: (image, features, target)
+                 outs, # Per sample: the decoded predictions
+                 ctxs=None, # Axes to draw in (default: a new grid when the first input is an image)
+                 max_n=10, # Samples shown
+                 nrows=None, # Rows of the grid
+                 ncols=None, # Columns of the grid
+                 figsize=None, # Figure size
+                 **kwargs, # To each part's `show`
+                ):
+    "Targets and predictions of (image, features) samples in one grid, titles shortened by `short_titles`"
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
 # %% ../nbs/01a_show.ipynb #1f87290c
 @dispatch
-def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_results(x:RGBYImage, # The decoded image batch
+                 y, # The decoded targets
+                 samples, # Per sample: (image, target)
+                 outs, # Per sample: the decoded predictions
+                 ctxs=None, # Axes to draw in (default: a new grid)
+                 max_n=10, # Samples shown
+                 nrows=None, # Rows of the grid
+                 ncols=None, # Columns of the grid
+                 figsize=None, # Figure size
+                 **kwargs, # To the image's `show`
+                ):
+    "Targets and predictions of an image-only HPA learner in one grid, titles shortened by `short_titles`"
     if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
@@ -175,7 +209,13 @@ _single_label_init = ClassificationInterpretation.__init__
 
 # %% ../nbs/01a_show.ipynb #139efba2
 @patch
-def __init__(self:ClassificationInterpretation, learn, dl, losses, act=None):
+def __init__(self:ClassificationInterpretation,
+             learn, # The learner interpreted
+             dl, # The `DataLoader` its predictions are for
+             losses, # The loss of each sample
+             act=None, # Activation applied to the predictions (default: the loss function's)
+            ):
+    "fastai's `__init__`, warning when `learn` is multi-label (use `MultiLabelInterpretation`)"
     _single_label_init(self, learn, dl, losses, act)
     if is_multilabel(learn):
         warnings.warn(
