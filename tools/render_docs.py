@@ -3,8 +3,8 @@
 Runs `nbdev-proc-nbs` (unless `--reuse` and `_proc/` exists), converts each processed notebook to HTML with nbconvert
 (cells Quarto would hide are hidden, a column as wide as Quarto's text column), lists the dead doc links
 (`tools/doclinks.py`) and each page's figures at that width, and screenshots every page with headless Chromium
-(playwright) into OUT (default `_render/`). Without playwright or a Chromium the HTML is still written, and one line says
-why the screenshots were skipped."""
+(playwright) into OUT (default `_render/`). Without playwright or a Chromium the HTML is still written, and one line
+says why the screenshots were skipped."""
 import argparse, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
@@ -31,7 +31,7 @@ def directives(src:str) -> dict:
     return res
 
 def quarto_like(nb:dict) -> dict:
-    "What Quarto would show of a processed notebook: no hidden inputs or cells, no directive lines, no `{...}` attributes"
+    "What Quarto shows of a processed notebook: no hidden inputs or cells, no directive lines, no `{...}` attributes"
     cells = []
     for c in nb['cells']:
         src = ''.join(c['source']); d = directives(src)
@@ -69,7 +69,8 @@ def to_html(proc:Path, out:Path, pages=None) -> list:
         body, _ = exp.from_notebook_node(nb)
         title = next((re.sub(r'^#\s*', '', ''.join(c['source']).split('\n')[0]) for c in nb.cells
                       if c.cell_type == 'markdown' and ''.join(c['source']).startswith('# ')), name)
-        html = f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>{CSS}</head><body>{body}</body></html>'
+        head = f'<meta charset="utf-8"><title>{title}</title>{CSS}'
+        html = f'<!doctype html><html><head>{head}</head><body>{body}</body></html>'
         dest = out/'html'/f'{name}.html'; dest.write_text(html); res.append(dest)
     return res
 
