@@ -254,7 +254,8 @@ class RGBYImage(TensorImage):
         if panels and ctx is None:
             n = len(self); names = list(CHANNELS[:n]) if n <= 4 else [str(i) for i in range(n)]
             nc = min(ncols, n + 1); nr = -(-(n + 1) // nc)
-            _, axs = plt.subplots(nr, nc, figsize=figsize or (2.65 * nc, 2.85 * nr), squeeze=False, layout='constrained')
+            figsize = figsize or (2.65 * nc, 2.85 * nr)
+            _, axs = plt.subplots(nr, nc, figsize=figsize, squeeze=False, layout='constrained')
             axs = axs.flatten()
             for ax in axs[n+1:]: ax.axis('off')
             show_image(rgby_composite(self, stretch), ctx=axs[0], title=title or 'composite')

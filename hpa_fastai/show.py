@@ -114,7 +114,7 @@ def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
                     fontsize:int=9, # Font size of the titles
                     **kwargs, # To the image's `show`
                    ):
-    "Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes, probabilities"
+    "Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes"
     return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, vocab, max_names, fontsize, **kwargs)
 
 # %% ../nbs/01a_show.ipynb #2b4b66f0
