@@ -65,7 +65,7 @@ def to_html(proc:Path, out:Path, pages=None) -> list:
     for fn in sorted(proc.glob('*.ipynb')):
         name = page_name(fn)[:-len('.html')]
         if pages and name not in pages: continue
-        nb = nbformat.from_dict(quarto_like(json.loads(fn.read_text())))
+        nb = nbformat.reads(json.dumps(quarto_like(json.loads(fn.read_text()))), as_version=4)   # joins text lines
         body, _ = exp.from_notebook_node(nb)
         title = next((re.sub(r'^#\s*', '', ''.join(c['source']).split('\n')[0]) for c in nb.cells
                       if c.cell_type == 'markdown' and ''.join(c['source']).startswith('# ')), name)
