@@ -247,17 +247,22 @@ class RGBYImage(TensorImage):
              panels:bool=False, # Also show each channel alone, tinted, beside the composite
              stretch:bool=True, # Stretch each channel to its 99.5th percentile
              title=None, # Title of the (composite) axes
-             figsize=None, # Figure size
+             figsize=None, # Figure size (default with `panels`: 2.65 inches a panel, 3 in 800 px at 100 dpi)
+             ncols:int=3, # Panels a row with `panels=True` (3 fit a page's width at a readable size)
              **kwargs):
         "Show as an RGB composite; with `panels=True` (and no `ctx`) also each channel alone"
         if panels and ctx is None:
             n = len(self); names = list(CHANNELS[:n]) if n <= 4 else [str(i) for i in range(n)]
-            _, axs = plt.subplots(1, n+1, figsize=figsize or (2.2*(n+1), 2.4))
+            nc = min(ncols, n + 1); nr = -(-(n + 1) // nc)
+            figsize = figsize or (2.65 * nc, 2.85 * nr)
+            _, axs = plt.subplots(nr, nc, figsize=figsize, squeeze=False, layout='constrained')
+            axs = axs.flatten()
+            for ax in axs[n+1:]: ax.axis('off')
             show_image(rgby_composite(self, stretch), ctx=axs[0], title=title or 'composite')
             for ax, c, im in zip(axs[1:], names, self):
                 plane = rgby_composite(im[None], stretch)[..., :1]   # one stretched plane, tinted on black
                 show_image(plane * np.array(_TINT.get(c, (1, 1, 1)), np.float32), ctx=ax, title=c)
-            return axs
+            return axs[:n+1]
         return show_image(rgby_composite(self, stretch), ctx=ctx, title=title, figsize=figsize, **kwargs)
 
 # %% ../nbs/01_data.ipynb #69315eb0
@@ -316,7 +321,10 @@ def _crop_resize(x:RGBYImage, tl, cp_size, size) -> RGBYImage:
 
 # %% ../nbs/01_data.ipynb #f9d6774e
 @Resize
-def encodes(self, x:RGBYImage):
+def encodes(self,
+            x:RGBYImage, # A four-channel image
+           ):
+    "`Resize` for `RGBYImage`: fastai's crop, pad or squish geometry, all four planes resized with OpenCV"
     w, h = x.shape[-1], x.shape[-2]
     if self.method == ResizeMethod.Squish: return _crop_resize(x, (0, 0), (w, h), self.size)
     op = (operator.lt, operator.gt)[self.method == ResizeMethod.Pad]
@@ -327,7 +335,11 @@ def encodes(self, x:RGBYImage):
 
 # %% ../nbs/01_data.ipynb #5f5a802a
 @RandomResizedCrop
-def encodes(self, x:RGBYImage): return _crop_resize(x, self.tl, self.cp_size, self.final_size)
+def encodes(self,
+            x:RGBYImage, # A four-channel image
+           ):
+    "`RandomResizedCrop` for `RGBYImage`: fastai's random crop (centred on validation), resized with OpenCV"
+    return _crop_resize(x, self.tl, self.cp_size, self.final_size)
 
 # %% ../nbs/01_data.ipynb #7e960dd2
 HPA_STATS = ([0.0804, 0.0526, 0.0548, 0.0827], [0.1370, 0.1015, 0.1531, 0.1381])

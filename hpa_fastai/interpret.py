@@ -50,16 +50,16 @@ def class_confusion(probs, # Probabilities, (n_samples, n_classes)
 def plot_class_confusion(df:pd.DataFrame, # From `class_confusion` (or `per_class_confusion`)
                          classes=None, # Class names or row positions to draw (default: all)
                          ncols:int=7, # Matrices per row
-                         figsize=None, # Figure size (default 1.4 × 1.5 inches a matrix)
+                         figsize=None, # Figure size (default 1.12 × 1.5 inches a matrix: seven in 800 px at 100 dpi)
                          cmap:str='Blues', # Matplotlib colour map
-                         fontsize:int=7, # Size of the counts and titles
+                         fontsize:int=9, # Size of the counts and titles
                         ):
     "A grid of 2×2 confusion matrices, one per class (rows: actual yes/no, columns: predicted yes/no), shaded by row"
     if classes is not None:
         names, classes = list(df['class']), [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
         df = df.iloc[[c if isinstance(c, (int, np.integer)) else names.index(c) for c in classes]]
     n = len(df); ncols = max(1, min(ncols, n)); nrows = int(np.ceil(n / ncols))
-    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (1.4 * ncols, 1.5 * nrows), squeeze=False)
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (1.12 * ncols, 1.5 * nrows), squeeze=False)
     for ax in axs.flat[n:]: ax.axis('off')
     for k, (ax, (_, r)) in enumerate(zip(axs.flat, df.iterrows())):
         cm = np.array([[r.tp, r.fn], [r.fp, r.tn]], np.float64)
@@ -257,8 +257,8 @@ def show_grad_cam(learn, # A learner whose model has a convolutional `.body` (wi
                   layer=None, # The module whose output is weighted (default: the last block of the body)
                   alpha:float=0.7, # Opacity of the heat map where it is highest (it fades to transparent where it is 0)
                   cmap:str='magma', # Matplotlib colour map of the heat map
-                  figsize=None, # Figure size (default 2.4 inches a panel)
-                  fontsize:int=8, # Size of the titles
+                  figsize=None, # Figure size (default 2.63 inches a panel: three in 800 px at 100 dpi)
+                  fontsize:int=9, # Size of the titles
                  ):
     "The RGBY composite, then one panel per class with its Grad-CAM map over the composite; returns the axes"
     classes, xs = listify(classes), model_inputs(learn, x)
@@ -269,7 +269,8 @@ def show_grad_cam(learn, # A learner whose model has a convolutional `.body` (wi
     with torch.no_grad(): probs = act(m(*xs))[0]
     m.train(training)
     vocab = list(getattr(dls, 'vocab', None) or HPA_CLASSES)
-    _, axs = plt.subplots(1, len(classes) + 1, figsize=figsize or (2.4 * (len(classes) + 1), 2.6), squeeze=False)
+    _, axs = plt.subplots(1, len(classes) + 1, figsize=figsize or (2.63 * (len(classes) + 1), 2.85), squeeze=False,
+                          layout='constrained')
     axs = axs[0]; axs[0].imshow(img); axs[0].set_title('composite', fontsize=fontsize)
     for ax, cl in zip(axs[1:], classes):
         c = class_index(cl, vocab)

@@ -205,6 +205,7 @@ def load_arch(
     try: return arch(weights=w)
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         fn = Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name
+        if fn.is_relative_to(Path.home()): fn = Path('~')/fn.relative_to(Path.home())     # no user's folder shown
         raise PretrainedWeightsError(
             f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, or'
             ' pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.'

@@ -66,29 +66,30 @@ def short_names(names, # Class names
     return sep.join(names[:max_names]) + (f' +{len(names) - max_names}' if len(names) > max_names else '')
 
 # %% ../nbs/01a_show.ipynb #f28c4c90
-def _with_probs(names, probs, vocab, max_names:int=2) -> str:
-    "`names`, most probable first, each with its probability: at most `max_names`, then `+n`"
+def _with_probs(names, probs, vocab, max_names:int=2, sep='; ') -> str:
+    "`names`, most probable first, each with its probability: at most `max_names` joined by `sep`, then `+n`"
     names = sorted(names, key=lambda n: -probs[list(vocab).index(n)])
     if not names: return '–'
-    s = '; '.join(f'{short_name(n)} {probs[list(vocab).index(n)]:.2f}' for n in names[:max_names])
+    s = sep.join(f'{short_name(n)} {probs[list(vocab).index(n)]:.2f}' for n in names[:max_names])
     return s + (f' +{len(names) - max_names}' if len(names) > max_names else '')
 
 # %% ../nbs/01a_show.ipynb #dc0c63c1
 def _top_loss_title(targ, pred, raw, loss, vocab, max_names:int=2) -> str:
-    "Three lines: the loss; the true classes and the predicted ones, each with its probability"
+    "The loss, then the true classes and the predicted ones, one a line, each with its probability"
     probs = torch.as_tensor(raw).float().flatten().tolist()
-    return (f'loss {float(loss):.2f}\ntrue: {_with_probs(list(targ), probs, vocab, max_names)}\n'
-            f'pred: {_with_probs(list(pred), probs, vocab, max_names)}')
+    sep = '\n      '                                        # one class a line: a panel is ~250 px wide
+    return (f'loss {float(loss):.2f}\ntrue: {_with_probs(list(targ), probs, vocab, max_names, sep)}\n'
+            f'pred: {_with_probs(list(pred), probs, vocab, max_names, sep)}')
 
 # %% ../nbs/01a_show.ipynb #866e1250
 def _plot_top_losses(samples, outs, raws, losses, nrows=None, ncols=None, figsize=None, vocab=None,
-                     max_names:int=2, fontsize:int=7, **kwargs):
+                     max_names:int=2, fontsize:int=9, **kwargs):
     "One panel per sample: the image (and the features' `show`), titled by `_top_loss_title`"
     vocab = HPA_CLASSES if vocab is None else vocab
     n = len(samples)
     if figsize is None:
         nr = nrows or (int(np.ceil(n / ncols)) if ncols else int(np.sqrt(n))); nc = ncols or int(np.ceil(n / nr))
-        figsize = (nc * 3., nr * 3.3)
+        figsize = (nc * 2.63, nr * 3.6)                         # three 250 px panels in 800 px
     axs = get_grid(n, nrows=nrows, ncols=ncols, figsize=figsize, layout='constrained')
     for ax, s, o, r, l in zip(axs, samples, outs, raws, losses):
         s[0].show(ctx=ax, **kwargs)
@@ -107,12 +108,14 @@ def plot_top_losses(x:tuple, # The decoded inputs: (image batch, feature batch)
                     losses, # Per sample: its loss
                     nrows=None, # Rows of the grid
                     ncols=None, # Columns of the grid
-                    figsize=None, # Figure size (default 3 × 3.3 inches a panel)
-                    **kwargs, # `vocab`, `max_names` (class names a line), `fontsize`; the rest to the image's `show`
+                    figsize=None, # Figure size (default 2.63 × 3.6 inches a panel: three in 800 px at 100 dpi)
+                    vocab=None, # Class names of the targets (default: `HPA_CLASSES`)
+                    max_names:int=2, # Class names a title line shows (the rest counted as `+n`)
+                    fontsize:int=9, # Font size of the titles
+                    **kwargs, # To the image's `show`
                    ):
-    """Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes with their
-    probabilities"""
-    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, **kwargs)
+    "Top losses of an image + features learner: composite, feature bars, loss, true and predicted classes"
+    return _plot_top_losses(samples, outs, raws, losses, nrows, ncols, figsize, vocab, max_names, fontsize, **kwargs)
 
 # %% ../nbs/01a_show.ipynb #2b4b66f0
 @dispatch
@@ -128,7 +131,7 @@ def plot_top_losses(x:RGBYImage, # The decoded image batch
 # %% ../nbs/01a_show.ipynb #f0fbe7fa
 def short_titles(ctxs, # Axes whose titles to shorten
                  max_names:int=3, # Class names kept per title line
-                 fontsize:int=7, # Font size of the new titles
+                 fontsize:int=9, # Font size of the new titles
                 ):
     "Shorten each axis title to `max_names` class names per line (`+n` for the rest)"
     def short(line):
@@ -141,7 +144,17 @@ def short_titles(ctxs, # Axes whose titles to shorten
 
 # %% ../nbs/01a_show.ipynb #ec2ee443
 @dispatch
-def show_batch(x:tuple, y, samples, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_batch(x:tuple, # The decoded inputs of a batch: (images, features)
+               y, # The decoded targets
+               samples, # Per sample: (image, features, target)
+               ctxs=None, # Axes to draw in (default: a new grid when the first input is an image)
+               max_n=10, # Samples shown
+               nrows=None, # Rows of the grid
+               ncols=None, # Columns of the grid
+               figsize=None, # Figure size
+               **kwargs, # To each part's `show`
+              ):
+    "A batch of (image, features) samples in one grid, titles shortened by `short_titles`"
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(get_show_batch_func(object)(x, y, samples, ctxs=ctxs, max_n=max_n, **kwargs))
@@ -152,14 +165,36 @@ def _show_results_object(*args, **kwargs):
 
 # %% ../nbs/01a_show.ipynb #f3811679
 @dispatch
-def show_results(x:tuple, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_results(x:tuple, # The decoded inputs of a batch: (images, features)
+                 y, # The decoded targets
+                 samples, # Per sample: (image, features, target)
+                 outs, # Per sample: the decoded predictions
+                 ctxs=None, # Axes to draw in (default: a new grid when the first input is an image)
+                 max_n=10, # Samples shown
+                 nrows=None, # Rows of the grid
+                 ncols=None, # Columns of the grid
+                 figsize=None, # Figure size
+                 **kwargs, # To each part's `show`
+                ):
+    "Targets and predictions of (image, features) samples in one grid, titles shortened by `short_titles`"
     if ctxs is None and isinstance(x[0], TensorImage):
         ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
 # %% ../nbs/01a_show.ipynb #1f87290c
 @dispatch
-def show_results(x:RGBYImage, y, samples, outs, ctxs=None, max_n=10, nrows=None, ncols=None, figsize=None, **kwargs):
+def show_results(x:RGBYImage, # The decoded image batch
+                 y, # The decoded targets
+                 samples, # Per sample: (image, target)
+                 outs, # Per sample: the decoded predictions
+                 ctxs=None, # Axes to draw in (default: a new grid)
+                 max_n=10, # Samples shown
+                 nrows=None, # Rows of the grid
+                 ncols=None, # Columns of the grid
+                 figsize=None, # Figure size
+                 **kwargs, # To the image's `show`
+                ):
+    "Targets and predictions of an image-only HPA learner in one grid, titles shortened by `short_titles`"
     if ctxs is None: ctxs = get_grid(min(len(samples), max_n), nrows=nrows, ncols=ncols, figsize=figsize)
     return short_titles(_show_results_object(x, y, samples, outs, ctxs=ctxs, max_n=max_n, **kwargs))
 
@@ -175,7 +210,13 @@ _single_label_init = ClassificationInterpretation.__init__
 
 # %% ../nbs/01a_show.ipynb #139efba2
 @patch
-def __init__(self:ClassificationInterpretation, learn, dl, losses, act=None):
+def __init__(self:ClassificationInterpretation,
+             learn, # The learner interpreted
+             dl, # The `DataLoader` its predictions are for
+             losses, # The loss of each sample
+             act=None, # Activation applied to the predictions (default: the loss function's)
+            ):
+    "fastai's `__init__`, warning when `learn` is multi-label (use `MultiLabelInterpretation`)"
     _single_label_init(self, learn, dl, losses, act)
     if is_multilabel(learn):
         warnings.warn(

@@ -142,3 +142,21 @@ def test_fused_learner_draws_after_load_learner(tmp_path):
         print('drawn')
     '''), tmp_path)
     assert 'drawn' in out
+
+MACHINE_PATH = re.compile(r'(/root/|/home/|/Users/|/tmp/|/work/|/private/var/|/var/folders/|[A-Z]:\\\\Users\\\\)')
+PROGRESS_BAR = re.compile(r'(<progress|█|\d+\.\d+% \[\d+/\d+)')
+
+def test_saved_outputs_hold_no_machine_paths_or_progress_bars():
+    "What a reader sees of a run: no folder of the machine it ran on, no progress-bar text (the cells pages: issue 24)"
+    bad = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        if nb.name.startswith('10'): continue
+        for c in json.loads(nb.read_text())['cells']:
+            for o in c.get('outputs', []):
+                texts = [''.join(o.get('text', ''))] + [''.join(v) for k, v in o.get('data', {}).items()
+                                                          if not k.startswith('image/')]
+                for t in texts:
+                    for rx in (MACHINE_PATH, PROGRESS_BAR):
+                        m = rx.search(t)
+                        if m: bad.append(f'{nb.name} {c["id"]}: {t[max(0, m.start() - 40):m.end() + 20]!r}')
+    assert not bad, '\n'.join(bad[:20])
