@@ -27,9 +27,10 @@ def _measure(log):
 def _small(o, q:int, colors:int):
     "Store the figure of output `o` at its shown size, as the smaller of PNG and JPEG; its size in kB"
     from PIL import Image
-    d, md = o.get('data', {}), o.setdefault('metadata', {})
+    d = o.get('data', {})
     k = next((k for k in ('image/png', 'image/jpeg') if k in d), None)
-    if k is None: return None
+    if k is None: return None                                          # (a stream output has no metadata to add to)
+    md = o.setdefault('metadata', {})
     v = ''.join(d[k]); im = Image.open(io.BytesIO(base64.b64decode(v))); shown = md.get(k, {})
     if shown.get('width') and shown['width'] < im.width:
         im = im.convert('RGB').resize((shown['width'], shown['height']), Image.LANCZOS)
