@@ -1,7 +1,10 @@
-"""Per-cell ranking on the synthetic per-cell truth: the cell classifiers (inherit, MIL attention), an image model's
-class maps read inside each cell (`cam`), their fusion with the image's probability (`fused`, chosen out of fold), the
-edge and Negative rules; cell mAP with a bootstrap 95 % CI over images, cell and image macro-F1. Prints a markdown
-table per seed and writes bench/results/cells.json.
+"""Per-cell ranking on the synthetic per-cell truth. Methods: the cell classifiers (`inherit`: crops with their image's
+labels; `mil_attention`); an image model read inside each cell — its head on the cell's pooled map (`region`) or its
+class activation maps averaged in the mask (`cam`); `image`: every cell its image's probabilities; fusions with the
+image's probability chosen out of fold (`fused` = region × image, `cam_fused`, `inherit_fused`, `inherit_region`); the
+edge (`+border`) and Negative (`+negative`) rules. Cell mAP with a bootstrap 95 % CI over images and of the difference
+from `inherit`, cell and image macro-F1 (an image's score: the max over its cells). Prints a markdown table per seed
+and writes bench/results/cells.json.
 
     python bench/cells.py [--n 800] [--seeds 0] [--img-size 128] [--epochs 8] [--cell-epochs 6]
 
@@ -31,6 +34,7 @@ ap.add_argument('--cell-epochs', type=int, default=6, help='epochs of the cell c
 ap.add_argument('--seeds', default='0', help='comma-separated seeds of the weights (the split is fixed)')
 ap.add_argument('--boot', type=int, default=200, help='bootstrap resamples of the validation images')
 ap.add_argument('--out', default=str(Path(__file__).parent/'results'/'cells.json'))
+ap.add_argument('--tile-consistency', action='store_true', help='train the image model with TileConsistency (Puzzle-CAM)')
 ap.add_argument('--dump', default=None, help='also save every score table here (.npz) for analysis')
 a = ap.parse_args()
 T0 = time.perf_counter()
@@ -96,23 +100,26 @@ for seed in [int(s) for s in a.seeds.split(',')]:
     wd = hpa_dataloaders(path, size=a.img_size, bs=16, valid_pct=0.25, seed=42, features=False, num_workers=0)
     if [Path(s).name for s in wd.valid_ds.items] != vids: sys.exit("the image model's validation images differ from the cells'")
     wl = hpa_learner(wd, arch='small_cnn', pretrained=False)
-    with wl.no_bar(), wl.no_logging(): wl.fit_one_cycle(a.epochs, 3e-3)
+    with wl.no_bar(), wl.no_logging(): wl.fit_one_cycle(a.epochs, 3e-3, cbs=[TileConsistency()] if a.tile_consistency else None)
     times['image model'] = round(time.perf_counter() - t0, 1); stamp(f'seed {seed} image model: {times["image model"]} s')
     t0 = time.perf_counter()
-    tab, cam, ip = cam_cell_scores(wl, img_dir, vids, seg_size=a.seg_size, how='cam', dense=2)
-    r = rows_for(matched.cell_id, tab.cell_id); tab, cam = tab.iloc[r].reset_index(drop=True), cam[r].astype(np.float64)
+    tab, region, ip = cam_cell_scores(wl, img_dir, vids, seg_size=a.seg_size, how='region', dense=2)
+    r = rows_for(matched.cell_id, tab.cell_id); tab, region = tab.iloc[r].reset_index(drop=True), region[r].astype(np.float64)
+    tc, cam, _ = cam_cell_scores(wl, img_dir, vids, seg_size=a.seg_size, how='cam', dense=2)
+    cam = cam[rows_for(matched.cell_id, tc.cell_id)].astype(np.float64)
     image = ip[[vids.index(i) for i in img_of]].astype(np.float64)
     times['maps'] = round(time.perf_counter() - t0, 1); stamp(f'seed {seed} maps in {len(tab)} cells: {times["maps"]} s')
     # 3. the image's own probabilities, the maps, their fusions (chosen out of fold) and the rules
-    scores['image'] = image; scores['cam'] = cam
-    scores['fused'], fchoice = crossfit_fusion(cam, image, T, img_of, seed=seed)
+    scores['image'] = image; scores['cam'] = cam; scores['region'] = region
+    scores['cam_fused'], _ = crossfit_fusion(cam, image, T, img_of, seed=seed)
+    scores['fused'], fchoice = crossfit_fusion(region, image, T, img_of, seed=seed)
+    scores['inherit_region'], rchoice = crossfit_fusion(scores['inherit'], region, T, img_of, seed=seed)
     scores['inherit_fused'], ichoice = crossfit_fusion(scores['inherit'], image, T, img_of, seed=seed)
     scores['image+negative'] = apply_cell_rules(image, tab, negative_tau=0.5)
     scores['fused+negative'] = apply_cell_rules(scores['fused'], tab, negative_tau=0.5)
-    scores['cam+border'] = apply_cell_rules(cam, tab, border_weight=0.5)
+    scores['region+border'] = apply_cell_rules(region, tab, border_weight=0.5)
     scores['inherit+negative'] = apply_cell_rules(scores['inherit'], tab, negative_tau=0.5)
     scores['inherit_fused+negative'] = apply_cell_rules(scores['inherit_fused'], tab, negative_tau=0.5)
-    scores['inherit_cam'], cchoice = crossfit_fusion(scores['inherit'], cam, T, img_of, seed=seed)
     if a.dump: np.savez_compressed(f'{a.dump}-{seed}.npz', T=T, img_of=img_of, border=tab.border.to_numpy(),
                                    green=tab.green.to_numpy(), ip=ip, **{k.replace('+', '_P_'): v for k, v in scores.items()})
     ci = boot_ci(scores, 'inherit')
@@ -122,14 +129,14 @@ for seed in [int(s) for s in a.seeds.split(',')]:
         im = cell_scores(ip if k == 'image' else image_probs(s), img_t)
         res[k] = dict(cell_map=round(cell_map(s, T), 4), cell_map_ci95=ci[k]['ci'], vs_inherit_ci95=ci[k]['diff_ci'],
                       cell_f1=round(cs['macro_f1'], 4), image_f1=round(im['macro_f1'], 4))
-    runs[seed] = dict(methods=res, seconds=times, fusion_choices=dict(fused=fchoice, inherit_fused=ichoice, inherit_cam=cchoice))
+    runs[seed] = dict(methods=res, seconds=times, fusion_choices=dict(fused=fchoice, inherit_fused=ichoice, inherit_region=rchoice))
     print(f'\nseed {seed}: {len(matched)} cells of {len(vids)} validation fields; CI: bootstrap over fields ({a.boot})')
     print('| method | cell mAP | 95 % CI | − inherit (95 % CI) | cell macro-F1 | image macro-F1 |\n|---|---|---|---|---|---|')
     for k, v in sorted(res.items(), key=lambda kv: -kv[1]['cell_map']):
         lo, hi = v['vs_inherit_ci95']; clear = ' ✓' if lo > 0 else ''
         print(f"| {k} | {v['cell_map']:.3f} | {v['cell_map_ci95'][0]:.3f}–{v['cell_map_ci95'][1]:.3f} | "
               f"{lo:+.3f}…{hi:+.3f}{clear} | {v['cell_f1']:.3f} | {v['image_f1']:.3f} |")
-    print(f'fusion chosen per fold: fused {fchoice}; inherit_fused {ichoice}', flush=True)
+    print(f'fusion chosen per fold: fused {fchoice}; inherit_fused {ichoice}; inherit_region {rchoice}', flush=True)
 
 first = runs[min(runs)]
 spread = {k: [runs[s]['methods'][k]['cell_map'] for s in runs] for k in first['methods']}
