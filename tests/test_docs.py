@@ -10,8 +10,6 @@ MODULES = ['core', 'files', 'data', 'show', 'store', 'segment', 'dedup', 'synth'
            'test_utils', 'cli', 'cells.crops', 'cells.rle', 'cells.store', 'cells.data', 'cells.learner',
            'cells.inference', 'cells.train', 'cells.commands', 'cells.cam']   # (imports one way: tests/test_house.py)
 
-NOT_YET = ('10i_cells.cam',)   # being written (issue 23): its page's links are checked once it is done
-
 def readme_from_index() -> str:
     "README.md's text: the index notebook's markdown cells, with links to notebooks made relative to the repository root"
     nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
@@ -86,10 +84,9 @@ def test_docs_processing_succeeds(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert (tmp_path/'_proc'/'index.ipynb').exists()
     import sys; sys.path.insert(0, str(ROOT/'tools'))
-    from doclinks import dead_links, page_name
-    # every backticked name nbdev links goes to a heading that exists (NOT_YET's pages excepted)
-    not_yet = {page_name(Path(f'{n}.ipynb')) for n in NOT_YET}
-    dead = [d for d in dead_links(tmp_path/'_proc') if d[0] not in not_yet]
+    from doclinks import dead_links
+    # every backticked name nbdev links goes to a heading that exists
+    dead = dead_links(tmp_path/'_proc')
     assert not dead, f'{len(dead)} links to anchors no page has: {dead[:20]}'
 
 def test_class_table_matches_the_constants():

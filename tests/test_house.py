@@ -146,13 +146,10 @@ def test_fused_learner_draws_after_load_learner(tmp_path):
 MACHINE_PATH = re.compile(r'(/root/|/home/|/Users/|/tmp/|/work/|/private/var/|/var/folders/|[A-Z]:\\\\Users\\\\)')
 PROGRESS_BAR = re.compile(r'(<progress|█|\d+\.\d+% \[\d+/\d+)')
 
-NOT_YET = ('10i_cells.cam',)   # being written (issue 23): its saved outputs are checked once it is done
-
 def test_saved_outputs_hold_no_machine_paths_or_progress_bars():
-    "What a reader sees of a run: no folder of the machine it ran on, no progress-bar text (NOT_YET excepted)"
+    "What a reader sees of a run: no folder of the machine it ran on, no progress-bar text"
     bad = []
     for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
-        if nb.stem in NOT_YET: continue
         for c in json.loads(nb.read_text())['cells']:
             for o in c.get('outputs', []):
                 texts = [''.join(o.get('text', ''))] + [''.join(v) for k, v in o.get('data', {}).items()
