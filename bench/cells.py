@@ -106,7 +106,9 @@ for seed in [int(s) for s in a.seeds.split(',')]:
     times['image model'] = round(time.perf_counter() - t0, 1); stamp(f'seed {seed} image model: {times["image model"]} s')
     t0 = time.perf_counter()
     tab, region, ip = cam_cell_scores(wl, img_dir, vids, seg_size=a.seg_size, how='region', dense=2)
-    r = rows_for(matched.cell_id, tab.cell_id); tab, region = tab.iloc[r].reset_index(drop=True), region[r].astype(np.float64)
+    r = rows_for(matched.cell_id, tab.cell_id); region = region[r].astype(np.float64)
+    negw = negative_weight(tab, 0.5)[r][:, None]         # each field's median green over all its cells, not the matched ones
+    tab = tab.iloc[r].reset_index(drop=True)
     tc, cam, _ = cam_cell_scores(wl, img_dir, vids, seg_size=a.seg_size, how='cam', dense=2)
     cam = cam[rows_for(matched.cell_id, tc.cell_id)].astype(np.float64)
     image = ip[[vids.index(i) for i in img_of]].astype(np.float64)
@@ -117,11 +119,11 @@ for seed in [int(s) for s in a.seeds.split(',')]:
     scores['fused'], fchoice = crossfit_fusion(region, image, T, img_of, seed=seed)
     scores['inherit_region'], rchoice = crossfit_fusion(scores['inherit'], region, T, img_of, seed=seed)
     scores['inherit_fused'], ichoice = crossfit_fusion(scores['inherit'], image, T, img_of, seed=seed)
-    scores['image+negative'] = apply_cell_rules(image, tab, negative_tau=0.5)
-    scores['fused+negative'] = apply_cell_rules(scores['fused'], tab, negative_tau=0.5)
+    scores['image+negative'] = image * negw
+    scores['fused+negative'] = scores['fused'] * negw
     scores['region+border'] = apply_cell_rules(region, tab, border_weight=0.5)
-    scores['inherit+negative'] = apply_cell_rules(scores['inherit'], tab, negative_tau=0.5)
-    scores['inherit_fused+negative'] = apply_cell_rules(scores['inherit_fused'], tab, negative_tau=0.5)
+    scores['inherit+negative'] = scores['inherit'] * negw
+    scores['inherit_fused+negative'] = scores['inherit_fused'] * negw
     if a.dump: np.savez_compressed(f'{a.dump}-{seed}.npz', T=T, img_of=img_of, border=tab.border.to_numpy(),
                                    green=tab.green.to_numpy(), ip=ip, **{k.replace('+', '_P_'): v for k, v in scores.items()})
     ci = boot_ci(scores, 'inherit')

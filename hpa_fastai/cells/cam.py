@@ -305,7 +305,7 @@ def _stitch(a:Tensor, n:int) -> Tensor:
     tl, tr, bl, br = a[:n], a[n:2*n], a[2*n:3*n], a[3*n:]
     return torch.cat([torch.cat([tl, tr], -1), torch.cat([bl, br], -1)], -2)
 
-# %% ../../nbs/10i_cells.cam.ipynb #9ec4402b
+# %% ../../nbs/10i_cells.cam.ipynb #e96647ef
 class TileConsistency(Callback):
     "Puzzle-CAM's idea: the body's maps of the 2×2 tiles, stitched, match the whole field's (L1) and classify it too"
     order = 60
@@ -314,7 +314,7 @@ class TileConsistency(Callback):
                 ): self.alpha, self.beta = alpha, beta
     def before_fit(self):
         "Keep the body's output of every batch"
-        self.hook = Hook(self.learn.model.body, lambda m, i, o: o)
+        self.hook = Hook(self.learn.model.body, lambda m, i, o: o, detach=False)   # both maps learn from the L1
     def after_fit(self):
         "Remove the hook"
         self.hook.remove()

@@ -49,9 +49,12 @@ def cell_store_path(folder, # The image folder whose cells are packed
                     size:int=48, # Side of the crops
                     seg_size:int=512, # Side the fields are segmented at
                     cache_dir=None, # An explicit cache folder (default: `cache_root(folder)`)
+                    masks=None, # The folder of label images the cells come from (None: segmented)
                    ) -> Path:
-    "Default folder of the cell store of `folder`: `cache_root(folder)/cells-{folder.name}-{seg_size}-{size}`"
-    return cache_root(Path(folder), cache_dir)/f'cells-{Path(folder).name}-{seg_size}-{size}'
+    """Default folder of the cell store of `folder`: `cache_root(folder)/cells-{folder.name}-{seg_size}-{size}`, and
+    `-masks-{masks.name}` after it for cells read from label images"""
+    tag = '' if masks is None else f'-masks-{Path(masks).name}'
+    return cache_root(Path(folder), cache_dir)/f'cells-{Path(folder).name}-{seg_size}-{size}{tag}'
 
 # %% ../../nbs/10c_cells.store.ipynb #36a75b8f
 def _cells_of(folder, id_, size, seg_size, margin, rle=True, diameter=None, channel_order='rgby', masks=None) -> tuple:
@@ -139,8 +142,9 @@ def _chunk_arrays(fn:Path) -> tuple:
         raise HpaDataError(f'{fn}: chunk of the cell pack cannot be read ({e}); run `pack_cells` again') from None
 
 # %% ../../nbs/10c_cells.store.ipynb #334e2b81
-def _cells_problem(index:dict, ids, size=None, fps:dict|None=None) -> str|None:
-    "Why the cell store of `index` cannot serve `ids` (at `size`, with current fingerprints `fps`), or None"
+def _cells_problem(index:dict, ids, size=None, fps:dict|None=None, mask_fps:dict|None=None) -> str|None:
+    """Why the cell store of `index` cannot serve `ids` (at `size`, with current fingerprints `fps` of the images and
+    `mask_fps` of their label images), or None"""
     if index.get('format') != CELL_STORE_FORMAT:
         return f'its format is {index.get("format")!r}, this library reads {CELL_STORE_FORMAT!r}'
     if size is not None and index['size'] != size: return f'its crops are {index["size"]}px, not the {size}px asked'
@@ -150,6 +154,11 @@ def _cells_problem(index:dict, ids, size=None, fps:dict|None=None) -> str|None:
     if fps is not None:
         changed = [i for i in ids if fps[i] != have[i]]
         if changed: return f'the files of {len(changed)} image(s) changed since it was packed (e.g. {changed[:3]})'
+    if mask_fps is not None:
+        had = dict(zip(index['ids'], index.get('mask_fingerprints') or [None] * len(index['ids'])))
+        changed = [i for i in ids if mask_fps[i] != had[i]]
+        if changed: return (f'the label images of {len(changed)} image(s) changed since it was packed '
+                            f'(e.g. {changed[:3]})')
     return None
 
 # %% ../../nbs/10c_cells.store.ipynb #9147e244
@@ -166,7 +175,7 @@ def _pack_ids(folder:Path, ids, size, seg_size) -> list:
 
 # %% ../../nbs/10c_cells.store.ipynb #dce7082d
 # settings a reused store must share
-_SAME_PACK = ('seg_size', 'margin', 'rle', 'diameter', 'channel_order', 'masks', 'mask_fingerprints')
+_SAME_PACK = ('seg_size', 'margin', 'rle', 'diameter', 'channel_order', 'masks')
 
 def _existing_store(dest:Path, plan:dict, repack:bool) -> bool:
     """True if a complete store at `dest` serves `plan`; otherwise clear it (`repack`) or say why it is not reused, and
@@ -174,7 +183,8 @@ def _existing_store(dest:Path, plan:dict, repack:bool) -> bool:
     if (dest/'index.json').exists():
         if not repack:
             index = read_json(dest/'index.json', 'cell store index')
-            p = _cells_problem(index, plan['ids'], plan['size'], dict(zip(plan['ids'], plan['fingerprints'])))
+            mfps = None if plan['masks'] is None else dict(zip(plan['ids'], plan['mask_fingerprints']))
+            p = _cells_problem(index, plan['ids'], plan['size'], dict(zip(plan['ids'], plan['fingerprints'])), mfps)
             if p is None and all(index.get(k) == plan[k] for k in _SAME_PACK): return True
             raise HpaDataError(f'{dest}: a cell store is there but {p or "it was packed with other settings"}; '
                                'repack it (`pack_cells(..., repack=True)`, command line `hpa-cells pack ... --repack`)')
@@ -257,7 +267,7 @@ def _mask_fingerprints(masks, ids) -> list|None:
 
 # %% ../../nbs/10c_cells.store.ipynb #b5e61301
 def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
-               dest=None, # Store folder (default: `cell_store_path(folder, size, seg_size)`)
+               dest=None, # Store folder (default: `cell_store_path(folder, size, seg_size, masks=masks)`)
                size:int=48, # Side of the square crops
                seg_size:int=512, # Side the fields are segmented at
                ids=None, # Images to pack, in this order (default: every sample in `folder`)
@@ -276,7 +286,7 @@ def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
     """Segment every image of `folder` once (or read its cells from `masks`) and pack its cells (crops with context,
     masks, boxes, RLE masks) into a cell store"""
     folder = Path(folder); ids = _pack_ids(folder, ids, size, seg_size)
-    dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir)
+    dest = Path(dest) if dest is not None else cell_store_path(folder, size, seg_size, cache_dir, masks)
     plan = dict(format=CELL_STORE_FORMAT, folder=str(folder.absolute()), size=int(size), seg_size=int(seg_size),
                 margin=float(margin), rle=bool(rle), chunk_size=int(chunk_size), ids=ids,
                 fingerprints=source_fingerprints(folder, ids, CHANNELS),

@@ -105,7 +105,8 @@ def train_cells(path, # A Kaggle-layout folder: `train.csv` and `train/` (`train
     run.mkdir(parents=True, exist_ok=True)
     save_cell_model(run, learn, dict(arch=arch, pool=pool if mode == 'mil' else None, n_hidden=n_hidden, size=size,
                                      seg_size=seg_size, masked=not context, mode=mode, train=str(path.absolute()),
-                                     seed=seed, diameter=diameter, run_info=run_info()))
+                                     seed=seed, diameter=diameter, run_info=run_info(),
+                                     masks=None if masks is None else str(Path(masks).absolute())))
     m = _run_metrics(learn, st, df, vai, path)
     write_json(run/'metrics.json', m)
     log_line(f'validation images: macro-F1 {m["image"]["macro_f1"]:.4f}, mAP {m["image"]["mAP"]:.4f}'
