@@ -185,7 +185,7 @@ def _cell_rows(id_:str, x:np.ndarray, lab:np.ndarray, cells) -> list:
     return [dict(cell_id=f'{id_}_{c}', Id=id_, cell=int(c), area=int(area[c]), border=int(c) in edge,
                  green=round(float(green[c]), 2)) for c in cells]
 
-# %% ../../nbs/10i_cells.cam.ipynb #a6266428
+# %% ../../nbs/10i_cells.cam.ipynb #f9acc723
 def cam_cell_scores(learn, # A trained `hpa_learner` (image-only or fused)
                     folder, # Image folder of the fields
                     ids, # Sample Ids to score
@@ -196,6 +196,7 @@ def cam_cell_scores(learn, # A trained `hpa_learner` (image-only or fused)
                     pool:str='mean', # Pooling inside each mask ('mean' or 'max')
                     bs:int=16, # Fields per forward pass
                     diameter:float|None=None, # Nucleus diameter for the segmentation (None: estimated)
+                    channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` (for the cells)
                    ) -> tuple: # (cell table, cell probabilities (n, 28), image probabilities (len(ids), 28))
     "Each cell's 28 probabilities read from the image model's body inside its mask, and each field's"
     if how not in CELL_METHODS: raise ValueError(f'how must be one of {CELL_METHODS}, got {how!r}')
@@ -209,7 +210,7 @@ def cam_cell_scores(learn, # A trained `hpa_learner` (image-only or fused)
         else: maps = class_maps(model, xb[0], f, how, body)
         with torch.no_grad(): p_img = torch.sigmoid(model(*xb).float()).cpu().numpy()
         for j in range(len(maps)):
-            x, lab = field_labels(folder, ids[k], seg_size, masks, diameter)
+            x, lab = field_labels(folder, ids[k], seg_size, masks, diameter, channel_order)
             if how == 'region': cells, v = region_logits(model, maps[j], lab, None if f is None else f[j])
             else: cells, v = pool_in_cells(maps[j], lab, pool)
             cp.append(v * p_img[j] if how == 'gradcam' else 1 / (1 + np.exp(-v)))

@@ -190,9 +190,10 @@ def field_labels(folder, # Image folder (`{Id}_{channel}.png`, or stacks)
                  seg_size:int|None=512, # Side of the returned field and label image (None: as stored)
                  masks=None, # Folder of label images (`find_label_image`); None: segment (`field_cells`)
                  diameter:float|None=None, # Nucleus diameter for the segmentation (None: estimated)
+                 channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
                 ) -> tuple: # (the field at `seg_size`, its label image)
     "Field `id_` at `seg_size` and its cells: read from the `masks` folder if given, else segmented"
-    full = open_rgby(folder, id_)
+    full = open_rgby(folder, id_, channel_order=channel_order)
     if masks is None: return field_cells(full, seg_size, diameter)
     fn = find_label_image(masks, id_)
     return mask_cells(full, read_label_image(fn), seg_size, str(fn))
