@@ -8,7 +8,6 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/distributed.html.md"""
 from __future__ import annotations
 import os, torch
 from fastai.vision.all import *
-from fastai.distributed import *
 from .core import *
 
 # %% auto #0
@@ -20,9 +19,8 @@ def distributed_state():
     if num_distrib() <= 1: return None
     try: from accelerate import PartialState
     except ImportError:
-        raise HpaConfigError(
-            'several processes need Hugging Face Accelerate: pip install "hpa_fastai[distributed]"'
-        ) from None
+        raise HpaConfigError(f'this run was launched on {num_distrib()} processes, which needs Hugging Face Accelerate: '
+                             'pip install "hpa_fastai[distributed]" (or pip install accelerate)') from None
     _cpu_friendly_distributed_dl()
     return PartialState(cpu=not torch.cuda.is_available())     # CPU processes: gloo (tests, laptops)
 
