@@ -140,6 +140,7 @@ def cli_errors(prog:str, # The command's name, for messages
     try: yield
     except HpaConfigError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
     except (HpaDataError, HpaRunError) as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(1)
+    except FileExistsError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)   # --overwrite
     except KeyboardInterrupt:
         print(f'{prog}: interrupted; files written so far are whole (a training run resumes with --resume)',
               file=sys.stderr)
