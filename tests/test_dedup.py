@@ -135,7 +135,7 @@ def _cli(args, cwd):
     script.write_text('import sys\nfrom hpa_fastai.cli import hpa_dedup\nsys.exit(hpa_dedup())\n')
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, cli_here):
     data = _planted(tmp_path, n=20, n_copies=3)
     r = _cli(['data', '--out', 'g.csv', '--n-workers', '0', '--valid-pct', '0.3'], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -145,10 +145,10 @@ def test_cli(tmp_path):
     assert len(pd.read_csv(tmp_path/'g_pairs.csv')) == 3 and (tmp_path/'g.png').exists()
     assert '3 groups of two or more hold 6 samples' in r.stdout and '\r' not in r.stdout
     assert (tmp_path/'g_report.txt').read_text().splitlines()[0] in r.stdout
-    bad = _cli(['nowhere'], tmp_path)
+    bad = cli_here(['hpa-dedup', 'nowhere'], tmp_path)
     assert bad.returncode == 1 and 'hpa-dedup: error: nowhere: folder not found' in bad.stderr
 
-def test_fingerprint_records_grouping(tmp_path):
+def test_fingerprint_records_grouping(tmp_path, cli_here):
     from hpa_fastai.train import data_fingerprint, TrainConfig
     from hpa_fastai.dedup import stem_duplicates
     data = _planted(tmp_path, n=12, n_copies=2)
@@ -157,7 +157,5 @@ def test_fingerprint_records_grouping(tmp_path):
     assert fp['grouping']['n_groups'] == 12 and fp['grouping']['n_in_groups'] == 4 and len(fp['grouping']['hash']) == 16
     assert 'grouping' not in data_fingerprint(data, df.Id)
     assert TrainConfig().dedup is True and TrainConfig(dedup=False).check().dedup is False
-    script = tmp_path/'hpa_train_entry.py'
-    script.write_text('import sys\nfrom hpa_fastai.cli import hpa_train\nsys.exit(hpa_train())\n')
-    r = subprocess.run([sys.executable, str(script), '--help'], capture_output=True, text=True, timeout=300)
-    assert '--no-dedup' in r.stdout
+    r = cli_here(['hpa-train', '--help'], tmp_path)
+    assert r.returncode == 0 and '--no-dedup' in r.stdout

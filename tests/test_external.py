@@ -120,17 +120,18 @@ def test_real_hpav18_labels_on_store(tmp_path):
     pos = [dls.train_ds.ids.index(i) for i in labels.Id]
     np.testing.assert_array_equal(dls.train_ds.y[pos], encode_targets(labels.Target))
 
-def test_pack_cli_then_train_external(tmp_path):
+def test_pack_cli_then_train_external(tmp_path, cli_here):
     "hpa-pack packs the external folder (and the Kaggle one); hpa-train --external reads both stores without --pack"
     d = fake_hpa(tmp_path/'kaggle', n=16, n_test=2)
     ext, csv = hpav18(tmp_path/'hpav18')
-    for f in (d/'train', ext):
-        r = subprocess.run(['hpa-pack', str(f), '--size', '32', '--n-workers', '0'], capture_output=True, text=True, timeout=300)
+    for f in (d/'train', ext):                   # the installed command in its own process once, then in this one
+        argv = ['hpa-pack', str(f), '--size', '32', '--n-workers', '0']
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300) if f != ext else cli_here(argv, tmp_path)
         assert r.returncode == 0, r.stderr
         assert str(store_path(f, 32)) in r.stdout and len(open_store(store_path(f, 32))) == (16 if f != ext else 6)
-    r = subprocess.run(['hpa-train', '--path', str(d), '--external', str(ext), '--external-csv', str(csv), '--size', '32', '--bs', '4',
-                        '--epochs', '1', '--lr', '1e-3', '--arch', 'resnet18', '--num-workers', '0', '--tta', 'none', '--no-features',
-                        '--out', str(tmp_path/'runs'), '--name', 'x'], capture_output=True, text=True, timeout=600)
+    r = cli_here(['hpa-train', '--path', str(d), '--external', str(ext), '--external-csv', str(csv), '--size', '32', '--bs', '4',
+                  '--epochs', '1', '--lr', '1e-3', '--arch', 'resnet18', '--num-workers', '0', '--tta', 'none', '--no-features',
+                  '--out', str(tmp_path/'runs'), '--name', 'x'], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert f'packed stores {store_path(d/"train", 32)}, {store_path(ext, 32)}' in r.stdout
     m = json.loads((tmp_path/'runs'/'x'/'metrics.json').read_text())

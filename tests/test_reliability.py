@@ -44,9 +44,9 @@ def test_too_few_samples(tmp_path):
     with pytest.raises(HpaConfigError, match='fewer than one batch of --bs 8'): run_training(d, out=tmp_path/'runs', bs=8)
     with pytest.raises(HpaConfigError, match='no validation sample'): run_training(d, out=tmp_path/'runs', bs=1, valid_pct=0.1)
 
-def test_diverged_run_fails_and_writes_nothing(tmp_path):
+def test_diverged_run_fails_and_writes_nothing(tmp_path, cli_here):
     fake_hpa(tmp_path/'d', n=24, n_test=4)
-    r = cli(['hpa-train', '--path', 'd', '--name', 'r', '--lr', '1e4', *TINY], tmp_path)
+    r = cli_here(['hpa-train', '--path', 'd', '--name', 'r', '--lr', '1e4', *TINY], tmp_path)
     assert r.returncode == 1 and 'diverged' in r.stderr, (r.stdout[-2000:], r.stderr[-2000:])
     run = tmp_path/'runs'/'r'
     assert not (run/'submission.csv').exists() and not (run/'model.pkl').exists() and not (run/'metrics.json').exists()
@@ -101,12 +101,12 @@ def test_resume_is_exact(tmp_path, pretrained):
 def test_resume_nothing(tmp_path):
     with pytest.raises(HpaConfigError, match='nothing to resume'): run_training(None, out=tmp_path, name='x', resume=True)
 
-def test_predict_bad_sample_submission(tmp_path):
+def test_predict_bad_sample_submission(tmp_path, cli_here):
     d = fake_hpa(tmp_path/'d', n=4, n_test=2)
     (tmp_path/'ss.csv').write_text('Name,Predicted\na,0\n')
-    r = cli(['hpa-predict', 'model.pkl', 'd/test', '--sample-submission', 'ss.csv'], tmp_path)
+    r = cli_here(['hpa-predict', 'model.pkl', 'd/test', '--sample-submission', 'ss.csv'], tmp_path)
     assert r.returncode == 1 and 'ss.csv: no Id column' in r.stderr, r.stderr[-2000:]
-    r = cli(['hpa-predict', 'model.pkl', 'd/test', '--tta', 'bogus'], tmp_path)
+    r = cli_here(['hpa-predict', 'model.pkl', 'd/test', '--tta', 'bogus'], tmp_path)
     assert r.returncode == 2 and '--tta must be one of' in r.stderr
 
 def test_two_processes(tmp_path):
