@@ -109,6 +109,17 @@ def test_predict_bad_sample_submission(tmp_path, cli_here):
     r = cli_here(['hpa-predict', 'model.pkl', 'd/test', '--tta', 'bogus'], tmp_path)
     assert r.returncode == 2 and '--tta must be one of' in r.stderr
 
+def test_several_processes_without_accelerate(monkeypatch):
+    "One process never needs accelerate; a launch on several says what to install, before any work"
+    import sys
+    from hpa_fastai.distributed import distributed_state
+    monkeypatch.setitem(sys.modules, 'accelerate', None)              # as if not installed
+    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    assert distributed_state() is None
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(HpaConfigError, match=r'launched on 2 processes.*pip install "hpa_fastai\[distributed\]"'):
+        distributed_state()
+
 def test_two_processes(tmp_path):
     "Data-parallel training on 2 CPU processes (gloo): one run folder, written by rank 0, each validation sample scored once"
     import sys
