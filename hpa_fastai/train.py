@@ -35,10 +35,10 @@ from .dataloaders import dataset_features
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPE_DEFAULTS', 'AUTO_PACK_MB',
            'RECIPES', 'LR_RULES', 'LR_CAP', 'RUN_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data',
-           'data_fingerprint', 'build_data', 'auto_store', 'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr',
-           'training_stages', 'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
-           'predict_test', 'read_submission_ids', 'prepare_run', 'baselines_line', 'open_run', 'data_record', 'fit_run',
-           'run_metrics', 'run_training', 'find_data', 'store_test_dl', 'write_predictions']
+           'build_data', 'auto_store', 'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr', 'training_stages',
+           'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
+           'read_submission_ids', 'predict_test', 'store_test_dl', 'write_predictions', 'prepare_run', 'baselines_line',
+           'data_fingerprint', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -172,25 +172,6 @@ def check_data(path, # Data folder in the Kaggle layout
             f'lower --bs to at most {max(1, len(df) - n_valid)} or use more data'
         )
     return df
-
-# %% ../nbs/06a_train.ipynb #8ea6e360
-def data_fingerprint(path, # Data folder in the Kaggle layout
-                     ids, # The Ids used
-                     folder='train', # Image folder inside `path`
-                     # The samples' near-duplicate table (`stem_duplicates`), recorded by `grouping_fingerprint`
-                     groups=None,
-                    ) -> dict:
-    """What the data was: number of samples, a hash of the labels file and of every image's name, size and time (and of
-    the grouping)"""
-    path = Path(path); ids = set(ids)
-    files = sorted(f for f in (path/folder).iterdir() if f.name.rsplit('_', 1)[0] in ids)
-    res = dict(
-        path=str(path.absolute()),
-        n_samples=len(ids),
-        labels=files_fingerprint([path / 'train.csv']),
-        images=files_fingerprint(files),
-    )
-    return res if groups is None else dict(res, grouping=grouping_fingerprint(groups))
 
 # %% ../nbs/06a_train.ipynb #0aefe14e
 def build_data(path, # Data folder in the Kaggle layout
@@ -556,6 +537,19 @@ def evaluate(learn:Learner, # A trained learner
     )
     return dict(plain=th, tta=tth), metrics, report
 
+# %% ../nbs/06a_train.ipynb #2d3ca8d8
+def read_submission_ids(fname, # A Kaggle sample_submission.csv
+                        ) -> list:
+    "The `Id` column of a sample submission, with errors that name the file"
+    fname = Path(fname)
+    try: ss = pd.read_csv(fname, dtype=str, keep_default_na=False)
+    except FileNotFoundError: raise HpaDataError(f'{fname}: file not found') from None
+    except UnicodeDecodeError as e: raise HpaDataError(f'{fname}: not UTF-8 text ({e})') from None
+    except pd.errors.EmptyDataError: raise HpaDataError(f'{fname}: file is empty') from None
+    if 'Id' not in ss.columns: raise HpaDataError(f'{fname}: no Id column (found {list(ss.columns)})')
+    if not len(ss): raise HpaDataError(f'{fname}: no rows')
+    return ss.Id.tolist()
+
 # %% ../nbs/06a_train.ipynb #d3be202c
 def predict_test(learn:Learner, # A trained learner
                  path, # Data folder: its `test/` and `sample_submission.csv` are used when present
@@ -595,18 +589,55 @@ def predict_test(learn:Learner, # A trained learner
         res['baselines'] = baselines_for(base, tt, feats, base.get('thresholds'), cfg)[0]
     return res
 
-# %% ../nbs/06a_train.ipynb #2d3ca8d8
-def read_submission_ids(fname, # A Kaggle sample_submission.csv
-                        ) -> list:
-    "The `Id` column of a sample submission, with errors that name the file"
-    fname = Path(fname)
-    try: ss = pd.read_csv(fname, dtype=str, keep_default_na=False)
-    except FileNotFoundError: raise HpaDataError(f'{fname}: file not found') from None
-    except UnicodeDecodeError as e: raise HpaDataError(f'{fname}: not UTF-8 text ({e})') from None
-    except pd.errors.EmptyDataError: raise HpaDataError(f'{fname}: file is empty') from None
-    if 'Id' not in ss.columns: raise HpaDataError(f'{fname}: no Id column (found {list(ss.columns)})')
-    if not len(ss): raise HpaDataError(f'{fname}: no rows')
-    return ss.Id.tolist()
+# %% ../nbs/06a_train.ipynb #a0519e97
+def store_test_dl(learn:Learner, # A trained or loaded learner
+                  folder, # Folder of samples to predict
+                  ids=None, # Their Ids, in this order (default: every sample in `folder`)
+                  bs:int=32, # Batch size
+                  # Cache root for the store and the features (default: beside the data if writable, else per-user)
+                  cache_dir=None,
+                  n_workers:int|None=None, # Processes for packing and features (default: all cores)
+                 ) -> DataLoader:
+    """A test `DataLoader` reading whole batches from a packed store of `folder` (packed at the learner's size when
+    needed)"""
+    op, folder = rgby_opener(learn.dls), Path(folder)
+    ids = list(ids) if ids is not None else find_ids(folder)
+    if op.size is None:
+        raise HpaConfigError('the model reads images at their stored size: a packed store needs a fixed size')
+    sp = pack_rgby(folder, store_path(folder, op.size, op.channels, cache_dir=cache_dir), size=op.size, ids=ids,
+                   channels=op.channels, n_workers=n_workers)
+    st, lk, feats = (
+        open_store(sp, folder=folder, ids=ids, size=op.size, channels=op.channels),
+        feature_lookup(learn.dls),
+        None,
+    )
+    if lk is not None:
+        add_features(learn.dls, folder, ids, n_workers=n_workers, cache_dir=cache_dir)
+        raw = np.stack([lk.table[i] for i in ids]); feats = lk.norm(raw) if lk.norm is not None else raw
+    ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
+    return StoreDataLoader(
+        ds,
+        bs=bs,
+        shuffle=False,
+        drop_last=False,
+        after_batch=list(learn.dls.valid.after_batch.fs),
+        device=learn.dls.device,
+    )
+
+# %% ../nbs/06a_train.ipynb #98c6b084
+def write_predictions(probs, # Probabilities (samples × 28)
+                      ids, # Their Ids, in the same order
+                      fname='predictions.csv', # The table to write (atomically): .csv, or .parquet
+                      thresholds=0.5, # One threshold, or one per class
+                     ) -> pd.DataFrame:
+    "One row per image: `Id`, the predicted labels (`Predicted`, as in a submission) and the probability of each class"
+    # checks Ids, probabilities, thresholds; labels
+    sub = submission_table(probs, ids, thresholds, what=str(fname))
+    df = pd.concat([sub, pd.DataFrame(check_probs(probs), columns=list(HPA_CLASSES[:np.shape(probs)[1]]))], axis=1)
+    parquet = Path(fname).suffix.lower() == '.parquet'
+    with atomic_write(fname, mode=None) as tmp:
+        df.to_parquet(tmp, index=False) if parquet else df.to_csv(tmp, index=False)
+    return df
 
 # %% ../nbs/06a_train.ipynb #84a17f77
 RUN_FILES = ('config.json', 'checkpoint.pth', 'metrics.json', 'model.pkl', 'submission.csv', 'seeds.json')
@@ -650,6 +681,25 @@ def baselines_line(b:dict, # Baseline name → macro-F1 (None: not computed)
         f"{k.replace('_', '-')} {v:.3f}" if v is not None else f"{k.replace('_', '-')} n/a (image-only run)"
         for k, v in b.items()
     )
+
+# %% ../nbs/06a_train.ipynb #8ea6e360
+def data_fingerprint(path, # Data folder in the Kaggle layout
+                     ids, # The Ids used
+                     folder='train', # Image folder inside `path`
+                     # The samples' near-duplicate table (`stem_duplicates`), recorded by `grouping_fingerprint`
+                     groups=None,
+                    ) -> dict:
+    """What the data was: number of samples, a hash of the labels file and of every image's name, size and time (and of
+    the grouping)"""
+    path = Path(path); ids = set(ids)
+    files = sorted(f for f in (path/folder).iterdir() if f.name.rsplit('_', 1)[0] in ids)
+    res = dict(
+        path=str(path.absolute()),
+        n_samples=len(ids),
+        labels=files_fingerprint([path / 'train.csv']),
+        images=files_fingerprint(files),
+    )
+    return res if groups is None else dict(res, grouping=grouping_fingerprint(groups))
 
 # %% ../nbs/06a_train.ipynb #04774da3
 def open_run(path, out, name, overwrite:bool, resume:bool, config:dict, external=None, external_csv=None) -> dict:
@@ -870,53 +920,3 @@ def find_data(path=None, # A data folder, or None to look in data/ and build the
     dest = Path('data')/'synthetic'
     log_line(f'no data set in data/: building the synthetic demo set in {dest}')
     return make_synthetic_hpa(dest, **DEMO_SET, n_workers=defaults.cpus)
-
-# %% ../nbs/06a_train.ipynb #a0519e97
-def store_test_dl(learn:Learner, # A trained or loaded learner
-                  folder, # Folder of samples to predict
-                  ids=None, # Their Ids, in this order (default: every sample in `folder`)
-                  bs:int=32, # Batch size
-                  # Cache root for the store and the features (default: beside the data if writable, else per-user)
-                  cache_dir=None,
-                  n_workers:int|None=None, # Processes for packing and features (default: all cores)
-                 ) -> DataLoader:
-    """A test `DataLoader` reading whole batches from a packed store of `folder` (packed at the learner's size when
-    needed)"""
-    op, folder = rgby_opener(learn.dls), Path(folder)
-    ids = list(ids) if ids is not None else find_ids(folder)
-    if op.size is None:
-        raise HpaConfigError('the model reads images at their stored size: a packed store needs a fixed size')
-    sp = pack_rgby(folder, store_path(folder, op.size, op.channels, cache_dir=cache_dir), size=op.size, ids=ids,
-                   channels=op.channels, n_workers=n_workers)
-    st, lk, feats = (
-        open_store(sp, folder=folder, ids=ids, size=op.size, channels=op.channels),
-        feature_lookup(learn.dls),
-        None,
-    )
-    if lk is not None:
-        add_features(learn.dls, folder, ids, n_workers=n_workers, cache_dir=cache_dir)
-        raw = np.stack([lk.table[i] for i in ids]); feats = lk.norm(raw) if lk.norm is not None else raw
-    ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
-    return StoreDataLoader(
-        ds,
-        bs=bs,
-        shuffle=False,
-        drop_last=False,
-        after_batch=list(learn.dls.valid.after_batch.fs),
-        device=learn.dls.device,
-    )
-
-# %% ../nbs/06a_train.ipynb #98c6b084
-def write_predictions(probs, # Probabilities (samples × 28)
-                      ids, # Their Ids, in the same order
-                      fname='predictions.csv', # The table to write (atomically): .csv, or .parquet
-                      thresholds=0.5, # One threshold, or one per class
-                     ) -> pd.DataFrame:
-    "One row per image: `Id`, the predicted labels (`Predicted`, as in a submission) and the probability of each class"
-    # checks Ids, probabilities, thresholds; labels
-    sub = submission_table(probs, ids, thresholds, what=str(fname))
-    df = pd.concat([sub, pd.DataFrame(check_probs(probs), columns=list(HPA_CLASSES[:np.shape(probs)[1]]))], axis=1)
-    parquet = Path(fname).suffix.lower() == '.parquet'
-    with atomic_write(fname, mode=None) as tmp:
-        df.to_parquet(tmp, index=False) if parquet else df.to_csv(tmp, index=False)
-    return df
