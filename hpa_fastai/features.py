@@ -7,6 +7,7 @@ Docs: https://hpa-fastai.github.io/hpa_fastai/features.html.md"""
 # %% ../nbs/03_features.ipynb #7ac62e30
 from __future__ import annotations
 import ctypes, hashlib, json, os, signal, sys, warnings, numpy as np, pandas as pd, cv2, torch
+import pyarrow as pa, pyarrow.parquet as pq
 from scipy.ndimage import find_objects
 from pathlib import Path
 from multiprocessing import get_context
@@ -22,9 +23,9 @@ from .segment import HPA_DIAMETER, work_shape, default_diameter
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
-__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'EXTENDED_NAMES', 'feature_params', 'feature_params_key', 'ssim',
-           'blob_shapes', 'extract_features', 'extended_features', 'feature_masks', 'show_feature_masks',
-           'feature_table', 'nonfinite_rows', 'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock']
+__all__ = ['FEATURE_NAMES', 'FEATURE_WEIGHTS', 'FEATURE_PARAMS', 'EXTENDED_NAMES', 'feature_params', 'blob_shapes', 'ssim',
+           'extract_features', 'extended_features', 'feature_masks', 'show_feature_masks', 'nonfinite_rows',
+           'FeatureNorm', 'FeatureTensor', 'FeatureLookup', 'FeatureBlock', 'feature_params_key', 'feature_table']
 
 # %% ../nbs/03_features.ipynb #fbdebd10
 FEATURE_NAMES = ['green_in_nucleus', 'ssim_green_red', 'ssim_green_yellow', 'ssim_green_blue', 'green_to_yellow',
@@ -66,28 +67,33 @@ def feature_params(params=None, # Overrides of some `FEATURE_PARAMS` (or None)
     p = {**FEATURE_PARAMS, **(params or {})}
     return p if diameter is None else {**p, 'diameter': float(diameter)}
 
-# %% ../nbs/03_features.ipynb #ea2e5d8a
-def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                      ) -> str:
-    "A short hash of the feature parameters (the scale included): the cache key"
-    return hashlib.sha1(json.dumps(params or FEATURE_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
+# %% ../nbs/03_features.ipynb #e8bed015
+def _k(p) -> float:
+    "Lengths given at HPA's 512² scale, × this at the working scale"
+    return p['work_diameter'] / HPA_DIAMETER
 
-# %% ../nbs/03_features.ipynb #7fba81f8
-def ssim(x, # A 2-D image
-         y, # Another of the same shape
-         win:int=7, # Side of the square sliding window
-         data_range:float=255., # Range of the pixel values (255 for `uint8`)
-        ) -> float:
-    "Mean structural similarity of two 2-D images, as `skimage.metrics.structural_similarity` with its defaults"
-    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-    blur = lambda a: cv2.blur(a, (win, win), borderType=cv2.BORDER_REFLECT)
-    ux, uy = blur(x), blur(y)
-    cov = win * win / (win * win - 1)
-    vx, vy, vxy = cov * (blur(x*x) - ux*ux), cov * (blur(y*y) - uy*uy), cov * (blur(x*y) - ux*uy)
-    c1, c2 = (0.01 * data_range)**2, (0.03 * data_range)**2
-    s = ((2*ux*uy + c1) * (2*vxy + c2)) / ((ux*ux + uy*uy + c1) * (vx + vy + c2))
-    p = (win - 1) // 2
-    return float(s[p:-p, p:-p].astype(np.float64).mean())
+# %% ../nbs/03_features.ipynb #15d0a855
+def _area(p, key) -> float:
+    "Parameter `key`, an area in px at 512², at the working scale"
+    return p[key] * _k(p)**2
+
+# %% ../nbs/03_features.ipynb #82cc2888
+def _prep(rgby, params):
+    """The sample at the working scale (uint8 H×W×4: nuclei `work_diameter` px across), its channels blurred, the
+    diameter used"""
+    x = np.asarray(rgby)
+    if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
+    x = as_uint8(x)
+    d = params.get('diameter') or estimate_diameter(np.ascontiguousarray(x[..., 2]))
+    # no foreground: a Kaggle field of view
+    if not np.isfinite(d): d = default_diameter(x.shape)
+    x0 = x
+    ws = work_shape(x.shape, d, params['work_diameter'])
+    if ws != x.shape[:2]:
+        x = cv2.resize(
+            x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR
+        )
+    return x, list(cv2.split(cv2.GaussianBlur(x, (0, 0), params['sigma']))), (d, x0[..., 2])     # = each channel's
 
 # %% ../nbs/03_features.ipynb #f0a8b0b6
 def _otsu_mask(x, floor):
@@ -101,6 +107,20 @@ def _components(mask, min_area):
     keep = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area) + 1
     remap = np.zeros(n, np.int32); remap[keep] = np.arange(1, len(keep) + 1)
     return remap[lab], stats[keep, cv2.CC_STAT_AREA].astype(np.float64)
+
+# %% ../nbs/03_features.ipynb #d9309203
+def _segment(x, g, p):
+    "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
+    k = _k(p)
+    # `_features` says it about the sample itself
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), diameter=p['work_diameter'], dim=p['nucleus_dim'],
+                              seed_radius=p['nucleus_seed_radius'] * k, min_area=p['nucleus_min_area'] * k * k)
+    nareas = np.bincount(nlab.ravel())[1:].astype(np.float64)
+    gmask = _otsu_mask(g, p['green_floor'])
+    blab, bareas = _components(gmask, _area(p, 'min_blob'))
+    return nlab, nareas, gmask, blab, bareas
 
 # %% ../nbs/03_features.ipynb #a6cec6f3
 def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
@@ -131,47 +151,37 @@ def blob_shapes(lab, # Label image: 0 for background, blobs numbered 1..`n`
     compact = perim**2 / (4 * np.pi * np.maximum(poly, np.maximum(perim / 2, 1e-9)))   # polygon area, ≥ a 1-px strip's
     return np.stack([cx, cy], -1), ratio, compact, axes, angle
 
-# %% ../nbs/03_features.ipynb #82cc2888
-def _prep(rgby, params):
-    """The sample at the working scale (uint8 H×W×4: nuclei `work_diameter` px across), its channels blurred, the
-    diameter used"""
-    x = np.asarray(rgby)
-    if x.ndim != 3 or x.shape[-1] != 4: raise ValueError(f'expected an H×W×4 image, got shape {x.shape}')
-    x = as_uint8(x)
-    d = params.get('diameter') or estimate_diameter(np.ascontiguousarray(x[..., 2]))
-    # no foreground: a Kaggle field of view
-    if not np.isfinite(d): d = default_diameter(x.shape)
-    x0 = x
-    ws = work_shape(x.shape, d, params['work_diameter'])
-    if ws != x.shape[:2]:
-        x = cv2.resize(
-            x, ws[::-1], interpolation=cv2.INTER_AREA if ws[0] * ws[1] < x.shape[0] * x.shape[1] else cv2.INTER_LINEAR
-        )
-    return x, [cv2.GaussianBlur(x[..., i], (0, 0), params['sigma']) for i in range(4)], (d, x0[..., 2])
+# %% ../nbs/03_features.ipynb #741d2603
+def _green_in_nucleus(g, # The blurred green at the working scale
+                      nlab, # Nucleus label image of the same shape
+                     ) -> float:
+    "f1: the share of the green intensity that lies inside the nuclei (0 without green)"
+    gf = g.astype(np.float64); gsum = gf.sum()
+    return gf[nlab > 0].sum() / gsum if gsum > 0 else 0.
 
-# %% ../nbs/03_features.ipynb #e8bed015
-def _k(p) -> float:
-    "Lengths given at HPA's 512² scale, × this at the working scale"
-    return p['work_diameter'] / HPA_DIAMETER
+# %% ../nbs/03_features.ipynb #7fba81f8
+def _moments(a, win:int):
+    "float32 `a`, its local means and unbiased variances in `win`×`win` windows (reflected at the borders)"
+    a = np.asarray(a, np.float32); blur = lambda v: cv2.blur(v, (win, win), borderType=cv2.BORDER_REFLECT)
+    u = blur(a)
+    return a, u, win * win / (win * win - 1) * (blur(a*a) - u*u)
 
-# %% ../nbs/03_features.ipynb #15d0a855
-def _area(p, key) -> float:
-    "Parameter `key`, an area in px at 512², at the working scale"
-    return p[key] * _k(p)**2
+def _ssim(mx, my, win:int, data_range:float) -> float:
+    "SSIM from the `_moments` of two images (one image's moments serve all its comparisons)"
+    (x, ux, vx), (y, uy, vy) = mx, my
+    vxy = win * win / (win * win - 1) * (cv2.blur(x*y, (win, win), borderType=cv2.BORDER_REFLECT) - ux*uy)
+    c1, c2 = (0.01 * data_range)**2, (0.03 * data_range)**2
+    s = ((2*ux*uy + c1) * (2*vxy + c2)) / ((ux*ux + uy*uy + c1) * (vx + vy + c2))
+    p = (win - 1) // 2
+    return float(s[p:-p, p:-p].astype(np.float64).mean())
 
-# %% ../nbs/03_features.ipynb #d9309203
-def _segment(x, g, p):
-    "Nucleus labels and areas, green mask, blob labels and areas (the masks every blob feature uses)"
-    k = _k(p)
-    # `_features` says it about the sample itself
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        nlab = segment_nuclei(np.ascontiguousarray(x[..., 2]), diameter=p['work_diameter'], dim=p['nucleus_dim'],
-                              seed_radius=p['nucleus_seed_radius'] * k, min_area=p['nucleus_min_area'] * k * k)
-    nareas = np.bincount(nlab.ravel())[1:].astype(np.float64)
-    gmask = _otsu_mask(g, p['green_floor'])
-    blab, bareas = _components(gmask, _area(p, 'min_blob'))
-    return nlab, nareas, gmask, blab, bareas
+def ssim(x, # A 2-D image
+         y, # Another of the same shape
+         win:int=7, # Side of the square sliding window
+         data_range:float=255., # Range of the pixel values (255 for `uint8`)
+        ) -> float:
+    "Mean structural similarity of two 2-D images, as `skimage.metrics.structural_similarity` with its defaults"
+    return _ssim(_moments(x, win), _moments(y, win), win, data_range)
 
 # %% ../nbs/03_features.ipynb #db2ed5a1
 def _percentile(x, q:float) -> float:
@@ -185,8 +195,20 @@ def _percentile(x, q:float) -> float:
 
 # %% ../nbs/03_features.ipynb #de111405
 def _stretch(x, q):
+    "`x` as float32, scaled so that its `q`-th percentile is 255 (clipped there)"
     hi = max(_percentile(x, q), 1.)
     return np.clip(x.astype(np.float32) * (255. / hi), 0, 255)
+
+# %% ../nbs/03_features.ipynb #9e1c4ea0
+def _ssims(r, g, b, y, p:dict) -> list:
+    "f2–f4: SSIM of the green with red, yellow and blue, each channel stretched to its `stretch_q` percentile"
+    w, mg = p['ssim_win'], _moments(_stretch(g, p['stretch_q']), p['ssim_win'])         # green's moments, once
+    return [_ssim(mg, _moments(_stretch(o, p['stretch_q']), w), w, 255.) for o in (r, y, b)]
+
+# %% ../nbs/03_features.ipynb #a799e7f8
+def _green_amounts(g, y, gmask) -> list:
+    "f5, f6: total green over total yellow (yellow floored at 1), and the share of the field in the green mask"
+    return [g.astype(np.float64).sum() / max(float(y.sum()), 1.), float(gmask.mean())]
 
 # %% ../nbs/03_features.ipynb #297c4a5e
 def _nearest_nucleus(nlab, cen):
@@ -200,34 +222,31 @@ def _nearest_nucleus(nlab, cen):
     ci = np.minimum(np.maximum(np.round(cen).astype(int), 0), [w - 1, h - 1])
     return lut[idx[ci[:, 1], ci[:, 0]]], dist[ci[:, 1], ci[:, 0]].astype(np.float64)
 
+# %% ../nbs/03_features.ipynb #d076197f
+def _blob_features(blab, bareas, nlab, nareas, p:dict) -> list:
+    """f7–f10: the blobs' mean compactness and elongation, their area over their nearest nucleus' and their distance
+    to it in its radii"""
+    if len(bareas) == 0: return [0.] * 4
+    cen, ratio, compact, _, _ = blob_shapes(blab, len(bareas))
+    if len(nareas):
+        near, dist = _nearest_nucleus(nlab, cen); na = nareas[near - 1]
+        return [compact.mean(), ratio.mean(), (bareas / na).mean(), (dist / np.sqrt(na / np.pi)).mean()]
+    a0 = _area(p, 'typical_nucleus')                          # no nucleus: a typical one, half the field's width away
+    return [compact.mean(), ratio.mean(), bareas.mean() / a0, np.sqrt(blab.size) / 2 / np.sqrt(a0 / np.pi)]
+
 # %% ../nbs/03_features.ipynb #cc3ba23f
 def _features(rgby, p:dict, extended:bool=False) -> np.ndarray:
     "The ten features of one sample, and the extended set after them if `extended` (one segmentation for both)"
     x, (r, g, b, y), (d, blue) = _prep(rgby, p)
-    nlab, nareas, gmask, blab, bareas = _segment(x, g, p); nucm = nlab > 0
+    nlab, nareas, gmask, blab, bareas = _segment(x, g, p)
     if not len(nareas) and blue.max() > blue.min():
         warnings.warn(
             f'no nucleus found in a {blue.shape[0]}×{blue.shape[1]} sample with blue values {blue.min()}–{blue.max()}'
             f' (8-bit) at a nucleus diameter of {d:.1f} px ({"given" if p.get("diameter") else "estimated"}); features'
             ' 9–10 use a typical nucleus'
         )
-    gf = g.astype(np.float64); gsum = gf.sum()
-    f1 = gf[nucm].sum() / gsum if gsum > 0 else 0.
-    gs = _stretch(g, p['stretch_q'])
-    f2, f3, f4 = (ssim(gs, _stretch(o, p['stretch_q']), p['ssim_win']) for o in (r, y, b))
-    f5 = gsum / max(float(y.sum()), 1.)
-    f6 = float(gmask.mean())
-    if len(bareas) == 0: f7 = f8 = f9 = f10 = 0.
-    else:
-        cen, ratio, compact, _, _ = blob_shapes(blab, len(bareas))
-        f7, f8 = compact.mean(), ratio.mean()
-        if len(nareas):
-            near, dist = _nearest_nucleus(nlab, cen); na = nareas[near - 1]
-            f9, f10 = (bareas / na).mean(), (dist / np.sqrt(na / np.pi)).mean()
-        else:
-            a0 = _area(p, 'typical_nucleus')
-            f9, f10 = bareas.mean() / a0, np.sqrt(x.shape[0] * x.shape[1]) / 2 / np.sqrt(a0 / np.pi)
-    res = [f1, f2, f3, f4, f5, f6, f7, f8, f9, f10]
+    res = [_green_in_nucleus(g, nlab), *_ssims(r, g, b, y, p), *_green_amounts(g, y, gmask),
+           *_blob_features(blab, bareas, nlab, nareas, p)]
     if extended: res += _extended(x, (r, g, b, y), nlab, gmask, p['work_diameter'])
     return np.nan_to_num(np.array(res, np.float32), nan=0., posinf=np.finfo(np.float32).max, neginf=0.)
 
@@ -318,157 +337,6 @@ def show_feature_masks(rgby, # One H×W×4 sample (red, green, blue, yellow)
     axs[1].imshow(ell); axs[1].set_title(f'{n} protein blobs, fitted ellipses', fontsize=9)
     for ax in axs: ax.axis('off')
     return axs
-
-# %% ../nbs/03_features.ipynb #fa0a9367
-def _chunk_files(folder, ids) -> list[Path]:
-    "Every channel file of samples `ids` in `folder`; a missing one is left out (its sample fails, and is retried)"
-    fs = []
-    for i in ids:
-        st = stack_file(folder, i)
-        if st is not None: fs.append(st)                                          # a multi-channel stack `{Id}.tif`
-        for c in CHANNELS:
-            try: fs.append(channel_file(folder, i, c))
-            except HpaDataError: pass
-    return fs
-
-# %% ../nbs/03_features.ipynb #5560d11b
-def _chunk_name(folder, ids) -> str:
-    "Cache file name of a chunk: a hash of its Ids and of its files' names, sizes and modification times"
-    h = hashlib.sha1('\n'.join(ids).encode())
-    h.update(files_fingerprint(_chunk_files(folder, ids)).encode())
-    return f'chunk-{h.hexdigest()[:16]}.parquet'
-
-# %% ../nbs/03_features.ipynb #178c2254
-def _names(params:dict) -> list:
-    "Feature columns under `params`: the paper's ten, then `EXTENDED_NAMES` when `params['extended']`"
-    return FEATURE_NAMES + (EXTENDED_NAMES if params.get('extended') else [])
-
-# %% ../nbs/03_features.ipynb #b245bc17
-def _compute_chunk(args):
-    "Features (and errors) of one chunk of samples, written atomically to its cache file"
-    folder, ids, dest, params = args
-    names, rows = _names(params), []
-    for i in ids:
-        try:
-            with warnings.catch_warnings(record=True) as said:
-                warnings.simplefilter('always')
-                rows.append(
-                    [
-                        i,
-                        *_features(
-                            open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')),
-                            params,
-                            params.get('extended', False),
-                        ),
-                        '',
-                    ]
-                )
-            # naming the sample (e.g. no nucleus found)
-            for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)
-        except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
-    df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
-    if dest is not None:
-        with atomic_write(dest, mode=None) as tmp: df.to_parquet(tmp, index=False)
-    return df
-
-# %% ../nbs/03_features.ipynb #3182d076
-def _chunk_problem(df, ids, names=FEATURE_NAMES) -> str|None:
-    "What makes `df` unfit to be the cached chunk of samples `ids` with feature columns `names`, or None"
-    cols = ['Id', *names, 'error']
-    missing = [c for c in cols if c not in df.columns]
-    if missing: return f'missing column(s) {missing}'
-    if list(df.columns) != cols: return f'columns {list(df.columns)}, expected {cols}'
-    if list(df.Id) != list(ids): return f'its Ids are not those of the chunk ({len(df)} rows for {len(ids)} Ids)'
-    text = [c for c in names if df[c].dtype.kind not in 'fiu']
-    if text: return f'non-numeric column(s) {text}'
-    ok = (df.error == '').to_numpy()
-    if not np.isfinite(df.loc[ok, names].to_numpy(np.float64)).all(): return 'NaN or infinite features'
-    return None
-
-# %% ../nbs/03_features.ipynb #e05294be
-def _read_chunk(fn, ids, names=FEATURE_NAMES) -> pd.DataFrame|None:
-    "The cached chunk `fn` of samples `ids`, or None (with a warning naming `fn`) if it is unreadable or does not fit"
-    try: df = pd.read_parquet(fn)
-    except Exception as e:
-        warnings.warn(f'{fn}: unreadable cache chunk ({e}); recomputing it'); return None
-    problem = _chunk_problem(df, ids, names)
-    if problem: warnings.warn(f'{fn}: cache chunk does not fit ({problem}); recomputing it'); return None
-    return df
-
-# %% ../nbs/03_features.ipynb #3e52f9e2
-_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
-
-def _die_with_parent(parent:int|None=None):
-    "Pool initializer: on Linux, ask the kernel to SIGTERM this worker when its parent dies (a no-op elsewhere)"
-    if not sys.platform.startswith('linux'): return
-    try: ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError): return
-    if parent is not None and os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)   # it died before we asked
-
-# %% ../nbs/03_features.ipynb #4da0e354
-def _run_chunks(jobs, n_workers:int) -> list:
-    "`_compute_chunk` of each job: in this process when `n_workers` is 0, else in workers that die with it"
-    ctx = get_context('fork' if sys.platform == 'darwin' else None)       # as fastcore's `parallel`
-    parent = os.getpid() if ctx.get_start_method() == 'fork' else None    # forkserver: the server is the parent
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent, initargs=(parent,)) as ex:
-        res = ex.map(_compute_chunk, jobs)
-        return list(progress_bar(res, total=len(jobs), leave=False) if len(jobs) > 1 and show_progress() else res)
-
-# %% ../nbs/03_features.ipynb #76cced13
-def _cache_folder(folder:Path, params:dict, cache_dir=None) -> Path:
-    "The chunk folder of `folder`'s features under `params`: `cache_root(folder, cache_dir)/{folder.name}-{key}`"
-    cdir = cache_root(folder, cache_dir)/f'{folder.name}-{feature_params_key(params)}'
-    try: cdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HpaDataError(
-            f'{cdir}: cannot create the feature cache ({e.strerror}); pass another `cache_dir`, or `cache=False`'
-        ) from None
-    return cdir
-
-# %% ../nbs/03_features.ipynb #213d979e
-def _gather(dfs) -> pd.DataFrame:
-    "The good rows of the chunks `dfs` as one table; failed samples are warned about and kept in `attrs['failed']`"
-    df = pd.concat(dfs, ignore_index=True)
-    bad = df[df.error != '']
-    if len(bad):
-        warnings.warn(f'{len(bad)} sample(s) could not be read and are left out: ' + '; '.join(bad.error.head(5)))
-    out = df[df.error == ''].drop(columns='error').reset_index(drop=True)
-    out.attrs['failed'] = dict(zip(bad.Id, bad.error))
-    return out
-
-# %% ../nbs/03_features.ipynb #004a7f7e
-def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
-                  ids=None, # Their Ids (default: every sample in `folder`)
-                  n_workers:int|None=None, # Processes (default: all cores, at most one a chunk; 0: this process)
-                  cache=True, # Read and write the chunk cache (`False`: compute everything, write nothing)
-                  chunk_size:int=256, # Samples per cache chunk
-                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
-                  cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
-                  extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
-                  # Nucleus diameter in px of these images (None: `params`', else estimated per image)
-                  diameter:float|None=None,
-                  channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
-                 ) -> pd.DataFrame:
-    """DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed
-    by their files"""
-    folder = Path(folder); p = feature_params(params, diameter)
-    if extended: p = {**p, 'extended': True}                                      # its own cache key
-    if channel_order != 'rgby': p = {**p, 'channel_order': channel_order}
-    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-    ids = list(ids) if ids is not None else find_ids(folder)
-    if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
-    if isinstance(cache, (str, os.PathLike)): cache_dir, cache = cache, True       # a folder given as `cache`
-    cdir = _cache_folder(folder, p, cache_dir) if cache else None
-    chunks = [ids[i:i+chunk_size] for i in range(0, len(ids), chunk_size)]
-    dests = [cdir/_chunk_name(folder, ch) if cdir else None for ch in chunks]
-    done = {}
-    for k, fn in enumerate(dests):
-        df = _read_chunk(fn, chunks[k], _names(p)) if fn is not None and fn.exists() else None
-        if df is not None and (df.error == '').all(): done[k] = df
-    todo = [k for k in range(len(chunks)) if k not in done]
-    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
-    done.update(zip(todo, _run_chunks([(folder, chunks[k], dests[k], p) for k in todo], n_workers)))
-    return _gather([done[k] for k in range(len(chunks))])
 
 # %% ../nbs/03_features.ipynb #b8deba9f
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -563,3 +431,181 @@ def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples n
         warnings.warn('FeatureBlock without a normaliser: raw features (scales from 0-1 to hundreds) go to the '
                       'network; pass `norm=FeatureNorm.fit(<training rows of the table>)`')
     return TransformBlock(type_tfms=FeatureLookup(table, norm, params))
+
+# %% ../nbs/03_features.ipynb #ea2e5d8a
+def feature_params_key(params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                      ) -> str:
+    "A short hash of the feature parameters (the scale included): the cache key"
+    return hashlib.sha1(json.dumps(params or FEATURE_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
+
+# %% ../nbs/03_features.ipynb #fa0a9367
+def _chunk_files(folder, ids) -> list[Path]:
+    "Every channel file of samples `ids` in `folder`; a missing one is left out (its sample fails, and is retried)"
+    fs = []
+    for i in ids:
+        st = stack_file(folder, i)
+        if st is not None: fs.append(st)                                          # a multi-channel stack `{Id}.tif`
+        for c in CHANNELS:
+            try: fs.append(channel_file(folder, i, c))
+            except HpaDataError: pass
+    return fs
+
+# %% ../nbs/03_features.ipynb #5560d11b
+def _chunk_name(folder, ids) -> str:
+    "Cache file name of a chunk: a hash of its Ids and of its files' names, sizes and modification times"
+    h = hashlib.sha1('\n'.join(ids).encode())
+    h.update(files_fingerprint(_chunk_files(folder, ids)).encode())
+    return f'chunk-{h.hexdigest()[:16]}.parquet'
+
+# %% ../nbs/03_features.ipynb #178c2254
+def _names(params:dict) -> list:
+    "Feature columns under `params`: the paper's ten, then `EXTENDED_NAMES` when `params['extended']`"
+    return FEATURE_NAMES + (EXTENDED_NAMES if params.get('extended') else [])
+
+# %% ../nbs/03_features.ipynb #aaf0f5bc
+_CHECKSUM = b'hpa_fastai.checksum'          # the key of a chunk's checksum in its parquet file's metadata
+
+def _chunk_checksum(df:pd.DataFrame, names=FEATURE_NAMES) -> str:
+    "A hash of a chunk's values: its Ids, its features `names` (as float64, every NaN alike) and its errors"
+    v = df[names].to_numpy(np.float64); v = np.where(np.isnan(v), np.nan, v)
+    h = hashlib.sha1('\n'.join(map(str, df.Id)).encode()); h.update(np.ascontiguousarray(v).tobytes())
+    h.update('\n'.join(map(str, df.error)).encode())
+    return h.hexdigest()
+
+# %% ../nbs/03_features.ipynb #87eb1580
+def _write_chunk(df:pd.DataFrame, fn, names=FEATURE_NAMES):
+    "Write chunk `df` to the parquet file `fn`, the checksum of its values in the file's metadata"
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {**(t.schema.metadata or {}), _CHECKSUM: _chunk_checksum(df, names).encode()}
+    pq.write_table(t.replace_schema_metadata(meta), fn)
+
+# %% ../nbs/03_features.ipynb #b245bc17
+def _compute_chunk(args):
+    "Features (and errors) of one chunk of samples, written atomically to its cache file"
+    folder, ids, dest, params = args
+    names, rows = _names(params), []
+    for i in ids:
+        try:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter('always')
+                rows.append(
+                    [
+                        i,
+                        *_features(
+                            open_rgby(folder, i, channel_order=params.get('channel_order', 'rgby')),
+                            params,
+                            params.get('extended', False),
+                        ),
+                        '',
+                    ]
+                )
+            # naming the sample (e.g. no nucleus found)
+            for w in said: warnings.warn(f'{folder}/{i}: {w.message}', w.category)
+        except (HpaDataError, ValueError, cv2.error) as e: rows.append([i, *[np.nan]*len(names), str(e)])
+    df = pd.DataFrame(rows, columns=['Id', *names, 'error'])
+    if dest is not None:
+        with atomic_write(dest, mode=None) as tmp: _write_chunk(df, tmp, names)
+    return df
+
+# %% ../nbs/03_features.ipynb #3182d076
+def _chunk_problem(df, ids, names=FEATURE_NAMES) -> str|None:
+    "What makes `df` unfit to be the cached chunk of samples `ids` with feature columns `names`, or None"
+    cols = ['Id', *names, 'error']
+    missing = [c for c in cols if c not in df.columns]
+    if missing: return f'missing column(s) {missing}'
+    if list(df.columns) != cols: return f'columns {list(df.columns)}, expected {cols}'
+    if list(df.Id) != list(ids): return f'its Ids are not those of the chunk ({len(df)} rows for {len(ids)} Ids)'
+    text = [c for c in names if df[c].dtype.kind not in 'fiu']
+    if text: return f'non-numeric column(s) {text}'
+    ok = (df.error == '').to_numpy()
+    if not np.isfinite(df.loc[ok, names].to_numpy(np.float64)).all(): return 'NaN or infinite features'
+    return None
+
+# %% ../nbs/03_features.ipynb #e05294be
+def _read_chunk(fn, ids, names=FEATURE_NAMES) -> pd.DataFrame|None:
+    "The cached chunk `fn` of samples `ids`, or None (with a warning naming `fn`) if it is unreadable or does not fit"
+    try: t = pq.read_table(fn); df = t.to_pandas()
+    except Exception as e:
+        warnings.warn(f'{fn}: unreadable cache chunk ({e}); recomputing it'); return None
+    problem = _chunk_problem(df, ids, names)
+    saved = (t.schema.metadata or {}).get(_CHECKSUM)
+    if problem is None and saved is None: problem = 'no checksum of its values: written by another tool or version'
+    elif problem is None and saved.decode() != _chunk_checksum(df, names):
+        problem = 'its values do not match their checksum: edited since it was written'
+    if problem: warnings.warn(f'{fn}: cache chunk does not fit ({problem}); recomputing it'); return None
+    return df
+
+# %% ../nbs/03_features.ipynb #3e52f9e2
+_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
+
+def _die_with_parent(parent:int|None=None):
+    "Pool initializer: on Linux, ask the kernel to SIGTERM this worker when its parent dies (a no-op elsewhere)"
+    if not sys.platform.startswith('linux'): return
+    try: ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError): return
+    if parent is not None and os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)   # it died before we asked
+
+# %% ../nbs/03_features.ipynb #4da0e354
+def _run_chunks(jobs, n_workers:int) -> list:
+    "`_compute_chunk` of each job: in this process when `n_workers` is 0, else in workers that die with it"
+    ctx = get_context('fork' if sys.platform == 'darwin' else None)       # as fastcore's `parallel`
+    parent = os.getpid() if ctx.get_start_method() == 'fork' else None    # forkserver: the server is the parent
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent, initargs=(parent,)) as ex:
+        res = ex.map(_compute_chunk, jobs)
+        return list(progress_bar(res, total=len(jobs), leave=False) if len(jobs) > 1 and show_progress() else res)
+
+# %% ../nbs/03_features.ipynb #76cced13
+def _cache_folder(folder:Path, params:dict, cache_dir=None) -> Path:
+    "The chunk folder of `folder`'s features under `params`: `cache_root(folder, cache_dir)/{folder.name}-{key}`"
+    cdir = cache_root(folder, cache_dir)/f'{folder.name}-{feature_params_key(params)}'
+    try: cdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HpaDataError(
+            f'{cdir}: cannot create the feature cache ({e.strerror}); pass another `cache_dir`, or `cache=False`'
+        ) from None
+    return cdir
+
+# %% ../nbs/03_features.ipynb #213d979e
+def _gather(dfs) -> pd.DataFrame:
+    "The good rows of the chunks `dfs` as one table; failed samples are warned about and kept in `attrs['failed']`"
+    df = pd.concat(dfs, ignore_index=True)
+    bad = df[df.error != '']
+    if len(bad):
+        warnings.warn(f'{len(bad)} sample(s) could not be read and are left out: ' + '; '.join(bad.error.head(5)))
+    out = df[df.error == ''].drop(columns='error').reset_index(drop=True)
+    out.attrs['failed'] = dict(zip(bad.Id, bad.error))
+    return out
+
+# %% ../nbs/03_features.ipynb #004a7f7e
+def feature_table(folder, # Image folder of the samples, `{Id}_{channel}.png`
+                  ids=None, # Their Ids (default: every sample in `folder`)
+                  n_workers:int|None=None, # Processes (default: all cores, at most one a chunk; 0: this process)
+                  cache=True, # Read and write the chunk cache (`False`: compute everything, write nothing)
+                  chunk_size:int=256, # Samples per cache chunk
+                  params=None, # Feature parameters (default `FEATURE_PARAMS`)
+                  cache_dir=None, # Cache folder (default: beside the data if writable, else per-user; see `cache_root`)
+                  extended:bool=False, # Add the `EXTENDED_NAMES` columns (measured inside segmented cells; slower)
+                  # Nucleus diameter in px of these images (None: `params`', else estimated per image)
+                  diameter:float|None=None,
+                  channel_order:str='rgby', # Channel order of multi-channel stacks `{Id}.tif` in `folder`
+                 ) -> pd.DataFrame:
+    """DataFrame of `Id` and the ten features (+ the extended set) of samples `ids` in `folder`; cached in chunks keyed
+    by their files"""
+    folder = Path(folder); p = feature_params(params, diameter)
+    if extended: p = {**p, 'extended': True}                                      # its own cache key
+    if channel_order != 'rgby': p = {**p, 'channel_order': channel_order}
+    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+    ids = list(ids) if ids is not None else find_ids(folder)
+    if not ids: raise HpaDataError(f'{folder}: no samples to compute features of (no `{{Id}}_red.png`, or `ids` empty)')
+    if isinstance(cache, (str, os.PathLike)): cache_dir, cache = cache, True       # a folder given as `cache`
+    cdir = _cache_folder(folder, p, cache_dir) if cache else None
+    chunks = [ids[i:i+chunk_size] for i in range(0, len(ids), chunk_size)]
+    dests = [cdir/_chunk_name(folder, ch) if cdir else None for ch in chunks]
+    done = {}
+    for k, fn in enumerate(dests):
+        df = _read_chunk(fn, chunks[k], _names(p)) if fn is not None and fn.exists() else None
+        if df is not None and (df.error == '').all(): done[k] = df
+    todo = [k for k in range(len(chunks)) if k not in done]
+    if n_workers is None: n_workers = min(defaults.cpus, len(todo))
+    done.update(zip(todo, _run_chunks([(folder, chunks[k], dests[k], p) for k in todo], n_workers)))
+    return _gather([done[k] for k in range(len(chunks))])

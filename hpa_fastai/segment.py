@@ -148,6 +148,15 @@ def _first_guess(u:np.ndarray, g:float) -> float:
     return _wmedian(np.where(deq < 2.6 * rin, deq, 2.2 * rin)[ok], area[ok]) / g
 
 # %% ../nbs/01c_segment.ipynb #dda2c4cb
+def _label_diameter_at(lab:np.ndarray, shape) -> float:
+    "`label_diameter` of `lab` brought to `shape` (h, w) by `_resize(..., nearest=True)`, without making that image"
+    (H, W), (h, w) = lab.shape, shape
+    rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(int), H - 1)     # the rows and columns `_resize` picks
+    cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(int), W - 1)
+    times = np.outer(np.bincount(rows, minlength=H), np.bincount(cols, minlength=W)).astype(np.float64)
+    a = np.bincount(lab.ravel(), times.ravel())[1:]; a = a[a > 0]             # each label's area at `shape`
+    return _wmedian(2 * np.sqrt(a / np.pi), a) if len(a) else float('nan')
+
 def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size and bit depth
                      ) -> float:
     "The nuclei's typical diameter in px: a first guess from the foreground's components, refined by segmenting at it"
@@ -161,16 +170,16 @@ def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size a
         g = min(1., 24 / d0 if np.isfinite(d0) else 4 * g); d0 = _first_guess(u, g)
     if not np.isfinite(d0): return d0
     lo, hi = 6., float(max(6, min(b.shape)))
-    # a coarser pass is enough to measure
-    lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16.)
-    d = label_diameter(lab)
+    # a coarser pass is enough to measure (its areas counted at `u`'s size without making that label image)
+    lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16., back=False)
+    d = _label_diameter_at(lab, u.shape)
     return float(np.clip(d if np.isfinite(d) else d0, lo, hi))
 
 # %% ../nbs/01c_segment.ipynb #1836484a
 def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None,
-            work:float=WORK_DIAMETER) -> np.ndarray:
+            work:float=WORK_DIAMETER, back:bool=True) -> np.ndarray:
     """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
-    `u`'s size"""
+    `u`'s size (`back=False`: left at that size)"""
     ws = work_shape(u.shape, diameter, work)
     f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1]))
     k = work / HPA_DIAMETER
@@ -179,8 +188,9 @@ def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_a
     if seed_radius is not None: r = seed_radius * f
     if min_area is not None: ma = min_area * f * f
     fg = _foreground(x, sig, dim, 4, ma)
-    if not fg.any(): return np.zeros(u.shape, np.int32)
-    return _relabel(_resize(_split(fg, sig, r, floor, ma), u.shape, nearest=True), 1)
+    if not fg.any(): return np.zeros(u.shape if back else ws, np.int32)
+    lab = _split(fg, sig, r, floor, ma)                                       # numbered 1..n already
+    return _relabel(_resize(lab, u.shape, nearest=True), 1) if back and lab.shape != u.shape else lab
 
 # %% ../nbs/01c_segment.ipynb #fa9e653f
 def default_diameter(shape) -> float:
