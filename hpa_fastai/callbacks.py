@@ -216,8 +216,8 @@ class FeatureMixUp(MixUp):
 
 # %% ../nbs/04b_callbacks.ipynb #177935a3
 class MixInputsCheck(Callback):
-    """fastai's `MixUp` on batches of several inputs becomes a `FeatureMixUp` (logged); other one-input mixers (`CutMix`)
-    are refused, naming `FeatureMixUp` (a mixer that handles every input says so with `mixes_all_inputs = True`)"""
+    """fastai's `MixUp` on batches of several inputs becomes a `FeatureMixUp` (logged); other one-input mixers
+    (`CutMix`) are refused, naming `FeatureMixUp` (a mixer of every input says so: `mixes_all_inputs = True`)"""
     def before_fit(self):
         if getattr(self.dls, 'n_inp', 1) < 2: return
         for cb in self.learn.cbs:

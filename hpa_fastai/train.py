@@ -625,8 +625,8 @@ def prepare_run(out, # Folder for run folders
         while (out/name).exists(): name, k = f'{base}-{k}', k + 1
     run = out/name
     if not is_writable(run):
-        raise HpaConfigError(f'--out {out}: cannot write in {run if run.exists() else out} (read-only, or not a folder); '
-                             'pass another --out')
+        raise HpaConfigError(f'--out {out}: cannot write in {run if run.exists() else out} (read-only, or not a '
+                             'folder); pass another --out')
     if resume:
         if not (run/'config.json').exists():
             raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
@@ -867,7 +867,7 @@ def run_training(path, # Data folder in the Kaggle layout
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
     t0, n_proc = time.time(), max(num_distrib(), 1)
-    if not resume:                     # every input checked before any work, and before a run folder is made or replaced
+    if not resume:                      # every input checked before any work, before a run folder is made or replaced
         cfg = TrainConfig(**config).check(); store = auto_store(path, cfg, store, external)
         check_inputs(path, cfg, cache_dir, store, external, external_csv)
     r = open_run(path, out, name, overwrite, resume, config, external, external_csv)
