@@ -216,12 +216,17 @@ class FeatureMixUp(MixUp):
 
 # %% ../nbs/04b_callbacks.ipynb #177935a3
 class MixInputsCheck(Callback):
-    """Refuse fastai's one-input `MixUp`/`CutMix` on batches of several inputs, naming `FeatureMixUp` (a mixer that
-    handles them says so with `mixes_all_inputs = True`)"""
+    """fastai's `MixUp` on batches of several inputs becomes a `FeatureMixUp` (logged); other one-input mixers
+    (`CutMix`) are refused, naming `FeatureMixUp` (a mixer of every input says so: `mixes_all_inputs = True`)"""
     def before_fit(self):
         if getattr(self.dls, 'n_inp', 1) < 2: return
         for cb in self.learn.cbs:
-            if isinstance(cb, MixHandler) and not getattr(cb, 'mixes_all_inputs', False):
+            if not isinstance(cb, MixHandler) or getattr(cb, 'mixes_all_inputs', False): continue
+            if type(cb) is MixUp:   # the same object (its Beta(α, α) kept), so that `fit(cbs=...)` still removes it
+                object.__setattr__(cb, '__class__', FeatureMixUp)    # (a callback's setattr warns of the learner's)
+                log_line("fastai's MixUp on (image, features) batches: mixing images, features and targets with one "
+                         'λ per sample (FeatureMixUp)')
+            else:
                 raise HpaConfigError(
                     f"fastai's {type(cb).__name__} mixes one input, but this learner's batches are (image, features): "
                     'use FeatureMixUp (hpa_fastai.callbacks), which mixes both with the same λ')

@@ -216,6 +216,10 @@ def hpa_features(
             raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
         _check_scale(diameter, channel_order)
         if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+        out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
+        for opt, f in (('--out', out.parent), ('--cache-dir', cache_dir)):          # before any feature is computed
+            if f is not None and not is_writable(f):
+                raise HpaConfigError(f'{opt}: cannot write in {f} (read-only, or not a folder); pass another {opt}')
         ft = feature_table(
             folder,
             n_workers=n_workers,
@@ -224,7 +228,6 @@ def hpa_features(
             diameter=diameter,
             channel_order=channel_order,
         )
-        out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
         with atomic_write(out, mode=None) as tmp:
             ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
         failed = ft.attrs.get('failed')

@@ -78,6 +78,17 @@ def decode_targets(
     return [list(np.flatnonzero(np.asarray(r) > thresh)) for r in np.asarray(y)]
 
 # %% ../nbs/00_core.ipynb #95dd3c2d
+def _row_lines(fname:Path, n:int) -> tuple[str, list[int]]:
+    "Where the `n` rows pandas read from `fname` sit: ('line', the file's line of each, blank lines counted)"
+    import csv
+    with open(fname, newline='', encoding='utf-8') as f:
+        rd, starts, end = csv.reader(f), [], 0
+        for row in rd:
+            if len(row) > 1 or any(s.strip() for s in row): starts.append(end + 1)     # pandas skips blank lines
+            end = rd.line_num
+    if len(starts) == n + 1: return 'line', starts[1:]                                 # after the header
+    return 'data row', list(range(1, n + 1))                       # a layout the csv module reads otherwise
+
 def read_labels(
     csv, # Path of a Kaggle-style `train.csv` with `Id` and `Target` columns
 ) -> pd.DataFrame:
@@ -97,15 +108,20 @@ def read_labels(
     missing = [c for c in ('Id', 'Target') if c not in df.columns]
     if missing: raise HpaDataError(f'{csv}: missing column(s) {missing}; found {list(df.columns)}')
     if not len(df): raise HpaDataError(f'{csv}: no rows')
+    lines = lambda: _row_lines(csv, len(df))           # the file's line of each row, read only to name a bad one
     ids = df['Id'].str.strip()
     blank = np.flatnonzero(ids == '')
-    if len(blank): raise HpaDataError(f'{csv}: empty Id on line {int(blank[0])+2}')
+    if len(blank): w, at = lines(); raise HpaDataError(f'{csv}: empty Id on {w} {at[int(blank[0])]}')
     dup = ids.duplicated(keep=False)
     if dup.any():
         first = ids[dup].iloc[0]
-        lines = [int(i)+2 for i in np.flatnonzero(ids == first)]
-        raise HpaDataError(f'{csv}: duplicate Id {first!r} on lines {lines} ({ids[dup].nunique()} duplicated Ids)')
-    targets = [parse_target(t, f'{csv} line {i+2}, Id {id_}') for i,(id_,t) in enumerate(zip(ids, df['Target']))]
+        w, at = lines()
+        raise HpaDataError(f'{csv}: duplicate Id {first!r} on {w}s {[at[int(i)] for i in np.flatnonzero(ids == first)]}'
+                           f' ({ids[dup].nunique()} duplicated Ids)')
+    targets = []
+    for i, (id_, t) in enumerate(zip(ids, df['Target'])):
+        try: targets.append(parse_target(t))
+        except HpaDataError: w, at = lines(); parse_target(t, f'{csv} {w} {at[i]}, Id {id_}')   # raises, naming it
     return pd.DataFrame({'Id': ids.values, 'Target': targets})
 
 # %% ../nbs/00_core.ipynb #bb0bffa8

@@ -554,7 +554,13 @@ def dedup_data(
     data = Path(data)
     if not data.is_dir(): raise HpaDataError(f'{data}: folder not found')
     train_dir = data/'train' if (data/'train').is_dir() else data
-    test_dir = Path(test) if test else data/'test' if train_dir != data and (data/'test').is_dir() else None
+    test_dir = Path(test) if test else data/'test' if train_dir != data else None
+    notes = []
+    if test_dir is not None and not (test_dir.is_dir() and find_ids(test_dir)):
+        if test: raise HpaDataError(f'{test_dir}: ' + ('no samples' if test_dir.is_dir() else 'image folder not found'))
+        notes.append(f'test: {test_dir} ' + ('holds no samples' if test_dir.is_dir() else 'not found') + f'; hashing '
+                     + f'{train_dir.name}/' + (' and the external folder' if external else '') + ' alone')
+        print(notes[-1]); test_dir = None
     parts = (
         [(train_dir, 'train')]
         + ([(test_dir, 'test')] if test_dir else [])
@@ -581,7 +587,7 @@ def dedup_data(
         f'found in {time.time() - t0:.1f} s ({len(g) / max(time.time() - t0, 1e-9):.0f} samples/s; the hashes are'
         ' cached for the next run)'
     ]
-    write_text(f'{stem}_report.txt', '\n'.join(lines) + '\n')
+    write_text(f'{stem}_report.txt', '\n'.join(notes + lines) + '\n')
     written = [out, Path(f'{stem}_pairs.csv'), Path(f'{stem}_report.txt')]
     if figure and (g.group.value_counts() > 1).any():
         written.append(save_figure(f'{stem}.png', lambda: show_duplicates(g, n=4, label_col='split')))

@@ -121,6 +121,9 @@ def fit_thresholds(probs, # Validation probabilities (samples × classes): an ar
     """Per-class thresholds in [0, 1] for `probs`: F1-maximising ('f1'), frequency-matching ('freq') or one 'global'
     value"""
     p = check_probs(probs); n_cls = p.shape[1]
+    if not len(p):
+        raise HpaDataError(f'no samples to fit thresholds on (probabilities of shape {p.shape}): an empty validation '
+                           'set? Use a larger --valid-pct, or a fixed threshold')
     check_thresholds(default, 'default threshold', 1)
     if method == 'freq':
         freq = np.asarray(TRAIN_COUNTS) / N_TRAIN if target_freq is None else np.asarray(target_freq, float)

@@ -27,7 +27,15 @@ def f1_per_class(
     thresholds=0.5, # One threshold, or one per class
 ) -> np.ndarray:
     "F1 of each class for `probs` above `thresholds` (0 where a class has no true and no predicted sample)"
-    p, t = as_numpy(probs) > np.asarray(thresholds), as_numpy(targets) > 0.5
+    p, t, th = as_numpy(probs), as_numpy(targets), np.asarray(thresholds)
+    if p.shape != t.shape:
+        raise ValueError(f'probs of shape {p.shape} and targets of shape {t.shape} differ: both need one row per '
+                         'sample and one column per class')
+    try: fits = np.broadcast_shapes(th.shape, p.shape) == p.shape
+    except ValueError: fits = False
+    if not fits: raise ValueError(f'thresholds of shape {th.shape} do not fit probs of shape {p.shape}: give one, or '
+                                  'one per class')
+    p, t = p > th, t > 0.5
     tp, fp, fn = (p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)
     den = 2 * tp + fp + fn
     return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.)

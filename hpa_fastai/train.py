@@ -38,7 +38,8 @@ __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS'
            'build_data', 'auto_store', 'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr', 'training_stages',
            'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
            'read_submission_ids', 'predict_test', 'store_test_dl', 'write_predictions', 'prepare_run', 'baselines_line',
-           'data_fingerprint', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training', 'find_data']
+           'data_fingerprint', 'check_inputs', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training',
+           'find_data']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -655,6 +656,9 @@ def prepare_run(out, # Folder for run folders
         base, k = name, 2
         while (out/name).exists(): name, k = f'{base}-{k}', k + 1
     run = out/name
+    if not is_writable(run):
+        raise HpaConfigError(f'--out {out}: cannot write in {run if run.exists() else out} (read-only, or not a '
+                             'folder); pass another --out')
     if resume:
         if not (run/'config.json').exists():
             raise HpaConfigError(f'{run}: nothing to resume (no config.json); start it without --resume')
@@ -700,6 +704,50 @@ def data_fingerprint(path, # Data folder in the Kaggle layout
         images=files_fingerprint(files),
     )
     return res if groups is None else dict(res, grouping=grouping_fingerprint(groups))
+
+# %% ../nbs/06a_train.ipynb #d70d0f7c
+from .store import check_space
+
+def _check_listed(folder, ids, channels, listing):
+    "`HpaDataError` naming `listing` (the CSV that lists `ids`) and the samples whose files `folder` lacks"
+    try: check_samples(folder, ids, channels)
+    except HpaDataError as e: raise HpaDataError(f'{listing} lists samples whose files are missing: {e}') from None
+
+def check_inputs(path, # Data folder in the Kaggle layout
+                 cfg:TrainConfig, # The run's settings
+                 cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
+                 store=None, # The store setting, as `auto_store` settled it: True packs, so the pack must fit the disk
+                 external=None, # A folder of extra training samples (e.g. HPAv18)
+                 external_csv=None, # Their labels CSV
+                ) -> pd.DataFrame:
+    """`check_data`, then every file a run reads and every folder it writes, before any work; returns the labels"""
+    path, chans = Path(path), parse_channels(cfg.channels)
+    df = check_data(path, cfg)
+    _check_listed(path/'train', df.Id, chans, path/'train.csv')
+    ss, test = path/'sample_submission.csv', path/'test'
+    if ss.exists() and not test.is_dir(): log_line(f'{ss} but no {test} folder: no submission will be written')
+    elif ss.exists(): _check_listed(test, read_submission_ids(ss), chans, ss)
+    folders = [path/'train']
+    if external is not None:
+        if external_csv is None:
+            raise HpaDataError(f'{external}: external samples need their labels CSV (e.g. HPAv18RBGY_wodpl.csv)')
+        _check_listed(external, read_labels(external_csv).Id, chans, external_csv); folders.append(Path(external))
+    if cfg.weights or cfg.pretrained:
+        try: load_arch(cfg.arch, cfg.pretrained, cfg.weights)                  # found, readable, fits the architecture
+        except HpaRunError: raise
+        except Exception as e:                   # torch.load's many ways to fail on a file that is no state dict
+            if not cfg.weights: raise
+            raise HpaDataError(f'--weights {cfg.weights}: not a state-dict file (torch.load with weights_only=True: '
+                               f'{type(e).__name__}); save one with torch.save(model.state_dict(), path)') from None
+    for f in folders:
+        root = cache_root(f, cache_dir)
+        if not is_writable(root):
+            raise HpaConfigError(f'{root}: the cache folder cannot be written; pass --cache-dir (or set $HPA_CACHE)')
+        dest = store_path(f, cfg.size, chans, cache_dir=cache_dir)
+        # a complete store is reused; an interrupted pack checks the space of the rest itself
+        if store is True and not (dest/'index.json').exists() and not (dest/'pack.json').exists():
+            check_space(dest, len(find_ids(f)) * len(chans) * cfg.size ** 2)
+    return df
 
 # %% ../nbs/06a_train.ipynb #04774da3
 def open_run(path, out, name, overwrite:bool, resume:bool, config:dict, external=None, external_csv=None) -> dict:
@@ -870,11 +918,15 @@ def run_training(path, # Data folder in the Kaggle layout
                 ) -> dict:
     "Train, threshold, TTA, report and submit on the Kaggle-layout data at `path`; returns the metrics"
     t0, n_proc = time.time(), max(num_distrib(), 1)
+    if not resume:                      # every input checked before any work, before a run folder is made or replaced
+        cfg = TrainConfig(**config).check(); store = auto_store(path, cfg, store, external)
+        check_inputs(path, cfg, cache_dir, store, external, external_csv)
     r = open_run(path, out, name, overwrite, resume, config, external, external_csv)
     run, cfg, path, dist, ext, ext_csv = r['run'], r['cfg'], r['path'], r['dist'], r['external'], r['external_csv']
+    if resume:                                                 # the saved settings and data, checked before any work
+        store = auto_store(path, cfg, store, ext); check_inputs(path, cfg, cache_dir, store, ext, ext_csv)
     set_seed(cfg.seed, reproducible=True)
     log_line(f'data: {path}  →  run folder {run}')
-    store = auto_store(path, cfg, store, ext)
     with dist.main_process_first() if dist is not None else contextlib.nullcontext():
         dls = build_data(path, cfg, cache_dir, store, ext, ext_csv)    # features by rank 0; the others read its cache
     data = data_record(path, dls, cfg, cache_dir, ext, ext_csv)
