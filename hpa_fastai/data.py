@@ -14,9 +14,9 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from .core import *
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
-           'read_channel', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage',
-           'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
+__all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'STACK_EXTS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
+           'read_channel', 'parse_channels', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite',
+           'RGBYImage', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
            'multilabel_kfold', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'rgby_opener',
            'hpa_test_dl']
 
@@ -91,6 +91,22 @@ def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colou
     out = as_uint8(im, bits)
     check_contrast(im, out, fn)
     return out
+
+# %% ../nbs/01_data.ipynb #69315eb0
+CHANNEL_LETTERS = dict(r='red', g='green', b='blue', y='yellow')
+
+# %% ../nbs/01_data.ipynb #4eb64266
+def parse_channels(channels='rgby', # Letters of 'rgby', or a sequence of channel names
+                  ) -> tuple:
+    "Channel names from a string of letters ('rgby', 'rgb') or a sequence of names"
+    if isinstance(channels, str) and channels not in CHANNELS:
+        bad = set(channels) - set(CHANNEL_LETTERS)
+        if bad: raise ValueError(f'unknown channel letter(s) {sorted(bad)} in {channels!r}; use letters of "rgby"')
+        return tuple(CHANNEL_LETTERS[c] for c in channels)
+    res = tuple(listify(channels))
+    bad = [c for c in res if c not in CHANNELS]
+    if bad: raise ValueError(f'unknown channel(s) {bad}; choose from {CHANNELS}')
+    return res
 
 # %% ../nbs/01_data.ipynb #d65aefc4
 STACK_EXTS = ('.ome.tif', '.ome.tiff', '.tif', '.tiff')
@@ -264,22 +280,6 @@ class RGBYImage(TensorImage):
                 show_image(plane * np.array(_TINT.get(c, (1, 1, 1)), np.float32), ctx=ax, title=c)
             return axs[:n+1]
         return show_image(rgby_composite(self, stretch), ctx=ctx, title=title, figsize=figsize, **kwargs)
-
-# %% ../nbs/01_data.ipynb #69315eb0
-CHANNEL_LETTERS = dict(r='red', g='green', b='blue', y='yellow')
-
-# %% ../nbs/01_data.ipynb #4eb64266
-def parse_channels(channels='rgby', # Letters of 'rgby', or a sequence of channel names
-                  ) -> tuple:
-    "Channel names from a string of letters ('rgby', 'rgb') or a sequence of names"
-    if isinstance(channels, str) and channels not in CHANNELS:
-        bad = set(channels) - set(CHANNEL_LETTERS)
-        if bad: raise ValueError(f'unknown channel letter(s) {sorted(bad)} in {channels!r}; use letters of "rgby"')
-        return tuple(CHANNEL_LETTERS[c] for c in channels)
-    res = tuple(listify(channels))
-    bad = [c for c in res if c not in CHANNELS]
-    if bad: raise ValueError(f'unknown channel(s) {bad}; choose from {CHANNELS}')
-    return res
 
 # %% ../nbs/01_data.ipynb #9267d9ef
 class OpenRGBY(Transform):
