@@ -14,11 +14,11 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from .core import *
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'STACK_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
-           'read_channel', 'stack_file', 'read_stack', 'open_rgby', 'write_rgby', 'rgby_composite', 'RGBYImage',
-           'parse_channels', 'OpenRGBY', 'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split',
-           'multilabel_kfold', 'LabelLookup', 'find_ids', 'check_samples', 'hpa_aug', 'hpa_datablock', 'rgby_opener',
-           'hpa_test_dl']
+__all__ = ['IMG_EXTS', 'CHANNEL_LETTERS', 'HPA_STATS', 'STACK_EXTS', 'channel_file', 'bit_depth', 'as_uint8', 'check_contrast',
+           'read_channel', 'write_rgby', 'open_rgby', 'rgby_composite', 'RGBYImage', 'parse_channels', 'OpenRGBY',
+           'RGBYImageBlock', 'encodes', 'rgby_stats', 'channel_stats', 'multilabel_split', 'multilabel_kfold',
+           'LabelLookup', 'hpa_aug', 'hpa_datablock', 'rgby_opener', 'stack_file', 'read_stack', 'find_ids',
+           'check_samples', 'hpa_test_dl']
 
 # %% ../nbs/01_data.ipynb #1a664eae
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -92,71 +92,20 @@ def read_channel(fn, # Image file of one channel: PNG, JPEG or TIFF; gray, colou
     check_contrast(im, out, fn)
     return out
 
-# %% ../nbs/01_data.ipynb #d65aefc4
-STACK_EXTS = ('.ome.tif', '.ome.tiff', '.tif', '.tiff')
-
-# %% ../nbs/01_data.ipynb #50f36aec
-def stack_file(folder, # Image folder
+# %% ../nbs/01_data.ipynb #8e3126d3
+def write_rgby(folder, # Folder to write to (created if missing)
                id_:str, # Sample Id
-              ) -> Path|None:
-    "The multi-channel TIFF / OME-TIFF `{id_}.tif` (or `.tiff`, `.ome.tif`) in `folder`, or None"
-    for ext in STACK_EXTS:
-        fn = Path(folder)/f'{id_}{ext}'
-        if fn.exists(): return fn
-    return None
-
-# %% ../nbs/01_data.ipynb #f499af1e
-def _channel_axis(shape, axes:str) -> int:
-    "The channel axis of an array of `shape` with tifffile `axes`: C, else S, else its shortest non-YX axis"
-    for a in 'CS':
-        if a in axes: return axes.index(a)
-    cand = [i for i, a in enumerate(axes) if a not in 'YX']
-    if not cand: raise ValueError('one plane only')
-    return min(cand, key=lambda i: shape[i])
-
-# %% ../nbs/01_data.ipynb #78bf13c7
-def read_stack(fn, # A multi-channel TIFF or OME-TIFF of one field
-               channel_order='rgby', # Its channels in file order: 'rgby', 'rgb', 'bgr', or any letters of 'rgby'
-               bits:int|None=None, # Bit depth of its values (default: the stack's own range, `bit_depth`)
-              ) -> dict:
-    "Channel name → 2-D uint8 plane of the stack `fn` (Z max-projected; one bit depth for all its channels)"
-    import tifffile
-    fn, names = Path(fn), parse_channels(channel_order)
-    try:
-        with tifffile.TiffFile(fn) as tf: s = tf.series[0]; a, axes = s.asarray(), s.axes
-    except Exception as e: raise HpaDataError(f'{fn}: cannot be read as a TIFF stack ({e})') from None
-    keep = [i for i, n in enumerate(a.shape) if n > 1 or axes[i] in 'YX']
-    a, axes = a.reshape([a.shape[i] for i in keep]), ''.join(axes[i] for i in keep)
-    if 'Z' in axes: a, axes = a.max(axes.index('Z')), axes.replace('Z', '')
-    try: c = _channel_axis(a.shape, axes)
-    except ValueError:
-        raise HpaDataError(
-            f'{fn}: one plane ({a.shape}), not a multi-channel stack; name it {{Id}}_{{channel}}.tif'
-        ) from None
-    a, rest = np.moveaxis(a, c, -1), axes[:c] + axes[c + 1:]
-    if a.ndim != 3:
-        raise HpaDataError(f'{fn}: axes {axes!r} {a.shape}: expected one field (Y, X and channels; Z is projected)')
-    if a.shape[-1] != len(names):
-        raise HpaDataError(
-            f'{fn}: {a.shape[-1]} channels, but the channel order {channel_order!r} names {len(names)}; pass the order'
-            ' of its channels'
-        )
-    u = as_uint8(a, bits)
-    for k, n in enumerate(names): check_contrast(a[..., k], u[..., k], f'{fn} ({n})')
-    return {n: np.ascontiguousarray(u[..., k]) for k, n in enumerate(names)}
-
-# %% ../nbs/01_data.ipynb #c930a302
-def _stack_planes(fn:Path, channels, channel_order) -> list:
-    "The planes `channels` of stack `fn` read in `channel_order`, or an error naming what is missing"
-    d = read_stack(fn, channel_order)
-    missing = [c for c in channels if c not in d]
-    if missing:
-        have = ''.join(k[0] for k in d)
-        raise HpaDataError(
-            f'{fn}: no {"/".join(missing)} channel in a stack read as {channel_order!r}; pass its channel order, '
-            f'or use a model trained on the channels it has ({have!r})'
-        )
-    return [d[c] for c in channels]
+               img:np.ndarray, # H×W×C `uint8` image
+               channels=CHANNELS, # Names of its channels, in order
+               ext:str='.png', # Image file extension
+              ):
+    "Write H×W×C `uint8` `img` as one grayscale file per channel, `{id_}_{channel}{ext}`"
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    if img.ndim != 3 or img.shape[-1] != len(channels):
+        raise ValueError(f'expected H×W×{len(channels)} array, got {img.shape}')
+    for i,c in enumerate(channels):
+        if not cv2.imwrite(str(folder/f'{id_}_{c}{ext}'), np.ascontiguousarray(img[..., i])):
+            raise OSError(f'could not write {folder/f"{id_}_{c}{ext}"}')
 
 # %% ../nbs/01_data.ipynb #b9d65aef
 def open_rgby(folder, # Image folder: per-channel files `{Id}_{channel}.png`, or stacks `{Id}.tif`
@@ -188,21 +137,6 @@ def open_rgby(folder, # Image folder: per-channel files `{Id}_{channel}.png`, or
                   cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_LINEAR)
                   for p in planes]
     return np.stack(planes, -1)
-
-# %% ../nbs/01_data.ipynb #8e3126d3
-def write_rgby(folder, # Folder to write to (created if missing)
-               id_:str, # Sample Id
-               img:np.ndarray, # H×W×C `uint8` image
-               channels=CHANNELS, # Names of its channels, in order
-               ext:str='.png', # Image file extension
-              ):
-    "Write H×W×C `uint8` `img` as one grayscale file per channel, `{id_}_{channel}{ext}`"
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    if img.ndim != 3 or img.shape[-1] != len(channels):
-        raise ValueError(f'expected H×W×{len(channels)} array, got {img.shape}')
-    for i,c in enumerate(channels):
-        if not cv2.imwrite(str(folder/f'{id_}_{c}{ext}'), np.ascontiguousarray(img[..., i])):
-            raise OSError(f'could not write {folder/f"{id_}_{c}{ext}"}')
 
 # %% ../nbs/01_data.ipynb #d8351234
 def rgby_composite(x, # C×H×W image (tensor or array), on a 0-255 or 0-1 scale
@@ -459,41 +393,6 @@ class LabelLookup:
                 ): self.d = dict(zip(df['Id'], df['Target']))
     def __call__(self, stem): return [HPA_CLASSES[i] for i in self.d[Path(stem).name]]
 
-# %% ../nbs/01_data.ipynb #4e19e287
-def _stack_id(name:str) -> str|None:
-    """The Id of a stack file name `{Id}.tif` / `.ome.tif`, or None (a per-channel file `{Id}_{channel}.tif` is not a
-    stack)"""
-    ext = next((e for e in STACK_EXTS if name.lower().endswith(e)), None)
-    if ext is None: return None
-    stem = name[:-len(ext)]
-    return None if any(stem.endswith(f'_{c}') for c in CHANNELS) else stem
-
-# %% ../nbs/01_data.ipynb #c588d0b0
-def find_ids(folder, # Image folder
-            ) -> list[str]:
-    "Sorted Ids of the samples in `folder`: those with a red channel file, and multi-channel stacks `{Id}.tif`"
-    suffixes, names = tuple(f'_red{e}' for e in IMG_EXTS), os.listdir(folder)
-    ids = {f[:f.rindex('_red')] for f in names if f.endswith(suffixes)}
-    return sorted(ids | ({_stack_id(f) for f in names} - {None}))
-
-# %% ../nbs/01_data.ipynb #7e52d833
-def check_samples(folder, # Image folder
-                  ids, # Sample Ids to look for
-                  channels=CHANNELS, # Channels each sample must have
-                 ):
-    "Raise `HpaDataError` naming the samples in `folder` that miss a channel file"
-    folder = Path(folder)
-    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-    have = set(os.listdir(folder))
-    # its channels are checked when read
-    stacks = {i for i in ids if any(f'{i}{e}' in have for e in STACK_EXTS)}
-    missing = [
-        (i, c) for i in ids if i not in stacks for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)
-    ]
-    if missing:
-        shown = ', '.join(f'{i} ({c})' for i,c in missing[:5])
-        raise HpaDataError(f'{folder}: {len(missing)} channel file(s) missing, e.g. {shown}')
-
 # %% ../nbs/01_data.ipynb #9d599edb
 def hpa_aug(max_rotate:float=20., # Largest rotation, in degrees
             max_zoom:float=1.1, # Largest zoom factor
@@ -531,6 +430,107 @@ def rgby_opener(dls:DataLoaders, # DataLoaders (or a learner's `dls`)
     found = dls.train_ds.tls[0].tfms.fs.filter(risinstance(OpenRGBY))
     if not found: raise ValueError('these DataLoaders were not made with RGBYImageBlock')
     return found[0]
+
+# %% ../nbs/01_data.ipynb #d65aefc4
+STACK_EXTS = ('.ome.tif', '.ome.tiff', '.tif', '.tiff')
+
+# %% ../nbs/01_data.ipynb #50f36aec
+def stack_file(folder, # Image folder
+               id_:str, # Sample Id
+              ) -> Path|None:
+    "The multi-channel TIFF / OME-TIFF `{id_}.tif` (or `.tiff`, `.ome.tif`) in `folder`, or None"
+    for ext in STACK_EXTS:
+        fn = Path(folder)/f'{id_}{ext}'
+        if fn.exists(): return fn
+    return None
+
+# %% ../nbs/01_data.ipynb #f499af1e
+def _channel_axis(shape, axes:str) -> int:
+    "The channel axis of an array of `shape` with tifffile `axes`: C, else S, else its shortest non-YX axis"
+    for a in 'CS':
+        if a in axes: return axes.index(a)
+    cand = [i for i, a in enumerate(axes) if a not in 'YX']
+    if not cand: raise ValueError('one plane only')
+    return min(cand, key=lambda i: shape[i])
+
+# %% ../nbs/01_data.ipynb #78bf13c7
+def read_stack(fn, # A multi-channel TIFF or OME-TIFF of one field
+               channel_order='rgby', # Its channels in file order: 'rgby', 'rgb', 'bgr', or any letters of 'rgby'
+               bits:int|None=None, # Bit depth of its values (default: the stack's own range, `bit_depth`)
+              ) -> dict:
+    "Channel name → 2-D uint8 plane of the stack `fn` (Z max-projected; one bit depth for all its channels)"
+    import tifffile
+    fn, names = Path(fn), parse_channels(channel_order)
+    try:
+        with tifffile.TiffFile(fn) as tf: s = tf.series[0]; a, axes = s.asarray(), s.axes
+    except Exception as e: raise HpaDataError(f'{fn}: cannot be read as a TIFF stack ({e})') from None
+    keep = [i for i, n in enumerate(a.shape) if n > 1 or axes[i] in 'YX']
+    a, axes = a.reshape([a.shape[i] for i in keep]), ''.join(axes[i] for i in keep)
+    if 'Z' in axes: a, axes = a.max(axes.index('Z')), axes.replace('Z', '')
+    try: c = _channel_axis(a.shape, axes)
+    except ValueError:
+        raise HpaDataError(
+            f'{fn}: one plane ({a.shape}), not a multi-channel stack; name it {{Id}}_{{channel}}.tif'
+        ) from None
+    a, rest = np.moveaxis(a, c, -1), axes[:c] + axes[c + 1:]
+    if a.ndim != 3:
+        raise HpaDataError(f'{fn}: axes {axes!r} {a.shape}: expected one field (Y, X and channels; Z is projected)')
+    if a.shape[-1] != len(names):
+        raise HpaDataError(
+            f'{fn}: {a.shape[-1]} channels, but the channel order {channel_order!r} names {len(names)}; pass the order'
+            ' of its channels'
+        )
+    u = as_uint8(a, bits)
+    for k, n in enumerate(names): check_contrast(a[..., k], u[..., k], f'{fn} ({n})')
+    return {n: np.ascontiguousarray(u[..., k]) for k, n in enumerate(names)}
+
+# %% ../nbs/01_data.ipynb #c930a302
+def _stack_planes(fn:Path, channels, channel_order) -> list:
+    "The planes `channels` of stack `fn` read in `channel_order`, or an error naming what is missing"
+    d = read_stack(fn, channel_order)
+    missing = [c for c in channels if c not in d]
+    if missing:
+        have = ''.join(k[0] for k in d)
+        raise HpaDataError(
+            f'{fn}: no {"/".join(missing)} channel in a stack read as {channel_order!r}; pass its channel order, '
+            f'or use a model trained on the channels it has ({have!r})'
+        )
+    return [d[c] for c in channels]
+
+# %% ../nbs/01_data.ipynb #4e19e287
+def _stack_id(name:str) -> str|None:
+    """The Id of a stack file name `{Id}.tif` / `.ome.tif`, or None (a per-channel file `{Id}_{channel}.tif` is not a
+    stack)"""
+    ext = next((e for e in STACK_EXTS if name.lower().endswith(e)), None)
+    if ext is None: return None
+    stem = name[:-len(ext)]
+    return None if any(stem.endswith(f'_{c}') for c in CHANNELS) else stem
+
+# %% ../nbs/01_data.ipynb #c588d0b0
+def find_ids(folder, # Image folder
+            ) -> list[str]:
+    "Sorted Ids of the samples in `folder`: those with a red channel file, and multi-channel stacks `{Id}.tif`"
+    suffixes, names = tuple(f'_red{e}' for e in IMG_EXTS), os.listdir(folder)
+    ids = {f[:f.rindex('_red')] for f in names if f.endswith(suffixes)}
+    return sorted(ids | ({_stack_id(f) for f in names} - {None}))
+
+# %% ../nbs/01_data.ipynb #7e52d833
+def check_samples(folder, # Image folder
+                  ids, # Sample Ids to look for
+                  channels=CHANNELS, # Channels each sample must have
+                 ):
+    "Raise `HpaDataError` naming the samples in `folder` that miss a channel file"
+    folder = Path(folder)
+    if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+    have = set(os.listdir(folder))
+    # its channels are checked when read
+    stacks = {i for i in ids if any(f'{i}{e}' in have for e in STACK_EXTS)}
+    missing = [
+        (i, c) for i in ids if i not in stacks for c in channels if not any(f'{i}_{c}{e}' in have for e in IMG_EXTS)
+    ]
+    if missing:
+        shown = ', '.join(f'{i} ({c})' for i,c in missing[:5])
+        raise HpaDataError(f'{folder}: {len(missing)} channel file(s) missing, e.g. {shown}')
 
 # %% ../nbs/01_data.ipynb #ff35f97d
 def hpa_test_dl(dls:DataLoaders, # DataLoaders (or a learner's `dls`) whose transforms to use

@@ -306,17 +306,6 @@ def synth_sample(labels, # class indices (positions in `HPA_CLASSES`) whose patt
     return x, [dict(cell=cl['i'], x=round(float(cl['c'][0]), 1), y=round(float(cl['c'][1]), 1),
                     labels=[c for c in labels if cl['i'] in shows[c]]) for cl in cells]
 
-# %% ../nbs/02_synth.ipynb #1e007ec9
-def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
-    "Dots of radius `r`: `n[0]`–`n[1]` per nucleus, within `frac` of its half-axes, or 3 around each nucleolus"
-    def draw(g, rng, cells, marks, s):
-        for cl in cells:
-            # spread 3 px
-            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])
-            else: pts = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), frac)
-            for p in pts: _dot(g, p, r * s * rng.uniform(0.8, 1.2), float(rng.uniform(0.6, 1)))
-    return draw
-
 # %% ../nbs/02_synth.ipynb #62df41d2
 @pattern('Nucleoplasm')
 def _nucleoplasm(g, rng, cells, marks, s):
@@ -334,6 +323,17 @@ def _nuclear_membrane(g, rng, cells, marks, s):
 def _nucleoli(g, rng, cells, marks, s):
     for cl in cells:
         for p in cl['nucleoli']: _dot(g, p, 4.5 * s, 1.0)
+
+# %% ../nbs/02_synth.ipynb #1e007ec9
+def _nuclear_dots(r, n=(0, 0), frac=0.8, near_nucleoli=False):
+    "Dots of radius `r`: `n[0]`–`n[1]` per nucleus, within `frac` of its half-axes, or 3 around each nucleolus"
+    def draw(g, rng, cells, marks, s):
+        for cl in cells:
+            # spread 3 px
+            if near_nucleoli: pts = np.concatenate([p + rng.normal(0, 3*s, (3, 2)) for p in cl['nucleoli']])
+            else: pts = cl['c'] + _in_ellipse(rng, cl['nuc'], cl['ang'], int(rng.integers(n[0], n[1] + 1)), frac)
+            for p in pts: _dot(g, p, r * s * rng.uniform(0.8, 1.2), float(rng.uniform(0.6, 1)))
+    return draw
 
 # %% ../nbs/02_synth.ipynb #e6ef6c35
 _fibrillar_center = pattern('Nucleoli fibrillar center', _nuclear_dots(r=1.6, near_nucleoli=True))
