@@ -19,8 +19,8 @@ def distributed_state():
     if num_distrib() <= 1: return None
     try: from accelerate import PartialState
     except ImportError:
-        raise HpaConfigError(f'this run was launched on {num_distrib()} processes, which needs Hugging Face Accelerate: '
-                             'pip install "hpa_fastai[distributed]" (or pip install accelerate)') from None
+        raise HpaConfigError(f'this run was launched on {num_distrib()} processes, which needs Hugging Face '
+                             'Accelerate: pip install "hpa_fastai[distributed]" (or pip install accelerate)') from None
     _cpu_friendly_distributed_dl()
     return PartialState(cpu=not torch.cuda.is_available())     # CPU processes: gloo (tests, laptops)
 
