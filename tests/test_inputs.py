@@ -25,11 +25,11 @@ def read_only(*folders):
 
 # --- hpa-train: the test folder, the external folder, the weights, the output folder, the disk space
 
-def test_missing_test_file_refused_before_training(tmp_path):
+def test_missing_test_file_refused_before_training(tmp_path, cli_here):
     "A test Id of sample_submission.csv without its files: exit 1 before lr_find, naming the CSV, the folder and the Id"
     d = fake_hpa(tmp_path/'d', n=16, n_test=3)
     (d/'test'/'00000001-test_green.png').unlink()
-    r = cli(['hpa-train', '--path', 'd', '--name', 'r', *TINY], tmp_path)          # no --lr: training would run lr_find
+    r = cli_here(['hpa-train', '--path', 'd', '--name', 'r', *TINY], tmp_path)          # no --lr: training would run lr_find
     assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
     assert 'sample_submission.csv lists samples whose files are missing' in r.stderr
     assert '00000001-test (green)' in r.stderr and str(Path('d')/'test') in r.stderr and 'Traceback' not in r.stderr
