@@ -37,7 +37,7 @@ def recompute_bn(model:nn.Module, # The model whose batch-norm statistics to rec
 
 # %% ../nbs/04d_averaging.ipynb #b82d73f7
 class WeightAveraging(Callback):
-    "Average the weights of the last `n_epochs` epochs of the fit (`AveragedModel`), then recompute batch-norm statistics"
+    "Average the weights of the last `n_epochs` epochs of the fit (`AveragedModel`); recompute batch-norm statistics"
     order = Recorder.order + 1                     # each epoch's metrics are recorded first: the last weights'
     def __init__(self, n_epochs:int=3, # Epochs averaged: the last `n_epochs` of the fit
                  bn_batches:int|None=None, # Training batches for the batch-norm statistics (default: one epoch's)

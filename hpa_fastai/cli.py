@@ -152,7 +152,8 @@ def hpa_train(
                 "--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)"
             )
         if seeds: check_seeds(seeds, config.get('seed'))
-        if seeds and config.get('folds'): raise HpaConfigError('--seeds and --folds: give one (each seed would be an ensemble)')
+        if seeds and config.get('folds'):
+            raise HpaConfigError('--seeds and --folds: give one (each seed would be an ensemble)')
         if config.get('seed') is None: config['seed'] = TrainConfig.seed
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
         if (external is None) != (external_csv is None):
@@ -164,7 +165,8 @@ def hpa_train(
                    external_csv=external_csv)
         if seeds: return train_seeds(data, seeds, **run, **{k: v for k, v in config.items() if k != 'seed'})
         if config.get('folds') and config.get('fold') is None:
-            if external is not None: raise HpaConfigError('--folds trains on the Kaggle folder alone: leave out --external')
+            if external is not None:
+                raise HpaConfigError('--folds trains on the Kaggle folder alone: leave out --external')
             run = {k: v for k, v in run.items() if not k.startswith('external')}
             return train_folds(data, ensemble=ensemble, **run, **config)
         log_line('one model on one validation split; --folds 5 trains a 5-fold ensemble instead (thresholds fitted on '
@@ -243,9 +245,10 @@ def hpa_features(
 
 # %% ../nbs/11_cli.ipynb #16a81c3e
 def _predict_ensemble(run, folder, ids, out, tta, bs, cache_dir, pack, channel_order, diameter, sample_submission):
-    "`hpa-predict RUN_FOLDER`: every fold's model, one at a time, combined as the run did, with its out-of-fold thresholds"
-    given = [o for o, bad in (('--tta', tta is not None), ('--pack', pack), ('--channel-order', channel_order != 'rgby'),
-                              ('--diameter', diameter is not None)) if bad]
+    "`hpa-predict RUN_FOLDER`: every fold's model, one at a time, combined as the run did, with the OOF thresholds"
+    asked = (('--tta', tta is not None), ('--pack', pack), ('--channel-order', channel_order != 'rgby'),
+             ('--diameter', diameter is not None))
+    given = [o for o, bad in asked if bad]
     if given:
         raise HpaConfigError(f'{run} is an ensemble: it predicts PNG folders with the views its run used; leave out '
                              + ', '.join(given))
@@ -274,7 +277,8 @@ def hpa_predict(
     """Predict the samples in FOLDER with a saved model: a Kaggle submission, or without one a table of labels and
     probabilities (a .pkl model runs code when loaded: trust it)"""
     with cli_errors('hpa-predict'):
-        if tta is not None and tta not in TTA_MODES: raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
+        if tta is not None and tta not in TTA_MODES:
+            raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
         if bs < 1: raise HpaConfigError(f'--bs must be at least 1 (got {bs})')
         _check_scale(diameter, channel_order)
         if pack and channel_order != 'rgby':

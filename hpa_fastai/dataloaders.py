@@ -253,7 +253,7 @@ class RandomCropBatch(RandTransform):
         super().__init__(p=1.); self.size = size
     def encodes(self, x:TensorImage):
         n, s, (h, w) = len(x), self.size, x.shape[-2:]
-        if s > min(h, w): raise ValueError(f'crop {s} px is larger than the {h}x{w} images: crop at most the image size')
+        if s > min(h, w): raise ValueError(f'crop {s} px is larger than the {h}x{w} images: crop at most their size')
         ys, xs = torch.randint(0, h - s + 1, (n,)).tolist(), torch.randint(0, w - s + 1, (n,)).tolist()
         return torch.stack([x[i, :, y:y + s, c:c + s] for i, (y, c) in enumerate(zip(ys, xs))])
 
@@ -269,7 +269,8 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     # missing), or False for the per-item path (default: used when complete). With `external`, that
                     # folder has its own store: pass (kaggle, external) paths, or one path and its default
                     store=None,
-                    crop:int|None=None, # Train on random crops of this side (`RandomCropBatch`); validation sees whole images
+                    # Train on random crops of this side (`RandomCropBatch`); validation sees whole images
+                    crop:int|None=None,
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None

@@ -216,7 +216,7 @@ def build_data(path, # Data folder in the Kaggle layout
     "The fused (or image-only) `DataLoaders` of `cfg` for the data at `path`, checked to train"
     check_data(path, cfg)
     if cfg.folds and cfg.fold is None:
-        raise HpaConfigError(f'--folds {cfg.folds} without --fold trains every fold: use `train_folds` (hpa-train --folds)')
+        raise HpaConfigError(f'--folds {cfg.folds} without --fold trains every fold: use `train_folds` (hpa-train)')
     dls = hpa_dataloaders(
         path,
         features=cfg.features,
@@ -563,8 +563,8 @@ def evaluate(learn:Learner, # A trained learner
     # a sample's duplicates never fit its threshold
     groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None
     th, th_cf, ins = _fit(probs, targs, cfg, freq, groups)
-    tta = (check_finite(tta_probs(learn, tta=cfg.tta, crop=cfg.crop, grid=cfg.crop_grid)[0], 'validation TTA predictions')
-           if cfg.tta != 'none' or cfg.crop else None)
+    views = cfg.tta != 'none' or bool(cfg.crop)                  # dihedral views and/or a grid of crops
+    tta = check_finite(tta_probs(learn, None, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'validation TTA') if views else None
     tth, tth_cf, _ = _fit(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
     if cfg.threshold_method == 'f1':
@@ -596,7 +596,7 @@ def predict_test(learn:Learner, # A trained learner
     tdl = hpa_test_dl(learn.dls, test_dir, ids)
     plain = check_finite(learn.get_preds(dl=tdl)[0], 'test predictions')
     views = cfg.tta != 'none' or bool(cfg.crop)
-    tp = check_finite(tta_probs(learn, tdl, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'test TTA predictions') if views else plain
+    tp = check_finite(tta_probs(learn, tdl, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'test TTA') if views else plain
     if submission is not None:
         write_submission(tp, ids, submission, thresholds['tta'] if views else thresholds['plain'], ss)
         log_line(f'submission: {submission} ({len(ids)} rows)')
@@ -764,7 +764,8 @@ def _export(learn, cfg, th, run):
     tta = cfg.tta != 'none' or bool(cfg.crop)
     return export_hpa(learn, (run/'model.pkl').absolute(), th['tta'] if tta else th['plain'], arch=cfg.arch,
                       method=cfg.threshold_method, config=asdict(cfg),
-                      fitted_on=f'validation TTA ({cfg.tta}, crop {cfg.crop}) probabilities' if tta else 'validation probabilities')
+                      fitted_on=f'validation TTA ({cfg.tta}, crop {cfg.crop}) probabilities' if tta
+                                else 'validation probabilities')
 
 # %% ../nbs/06a_train.ipynb #2e17c4aa
 def _figures(run, report, learn, valid):
