@@ -4,8 +4,10 @@ images vs shrinking them at equal training compute. Every run is the scratch rec
 dihedral TTA; each configuration runs once per seed (split, initialisation, augmentation). Prints one table and writes
 bench/results/recipe_moves.json (rewritten after every run, so an interrupted bench keeps what finished).
 
-    python bench/recipe_moves.py                                   # 600 fields, 3 seeds, 5 folds (~1 h on 2 cores)
-    python bench/recipe_moves.py --n-train 200 --seeds 0 --folds 3 # a quick look
+    python bench/recipe_moves.py                                   # 600 fields, 3 seeds, 5 folds (~1 h on 2 free cores)
+    python bench/recipe_moves.py --n-train 150 --n-test 150 --image-size 128 --size 32 --crop-from 64 --epochs 4 \
+        --average 2 --parts ensemble --out ens.json                # the recorded runs' ensembles, as a second process
+    python bench/recipe_moves.py --merge singles.json ens.json     # one table of both
 """
 import argparse, json, sys, tempfile, time
 from datetime import date
@@ -67,6 +69,19 @@ def paired(rows, a, b, key='test_f1') -> dict|None:
     m, sd, n = mean_sd(d)
     return dict(a=a, b=b, score=key, seeds=n, diff=round(m, 4), sd=round(sd, 4), exceeds_2se=bool(abs(m) > 2 * sd / np.sqrt(n)))
 
+def _summarise(rows, a) -> tuple:
+    "The summary lines and the comparisons, each paired by seed"
+    summ = summary(rows); cfg = list(configs(a))
+    comps = [paired(rows, f'ensemble_{a.folds}_folds', 'shrink'), paired(rows, cfg[1], 'shrink'),
+             paired(rows, cfg[2], 'shrink')]
+    ens = [r for r in rows if r['config'].startswith('ensemble')]
+    if len(ens) >= 2:                               # OOF thresholds vs fold-0's on the same ensemble probabilities
+        d = [r['test_f1'] - r['test_f1_single_split_thresholds'] for r in ens]
+        m, sd, n = mean_sd(d)
+        comps.append(dict(a='OOF thresholds', b='single-split thresholds', score='ensemble test_f1', seeds=n,
+                          diff=round(m, 4), sd=round(sd, 4), exceeds_2se=bool(abs(m) > 2 * sd / np.sqrt(n))))
+    return summ, comps
+
 def show(summ, comps):
     fmt = lambda t: f'{t[0]:.3f} ± {t[1]:.3f} (n={t[2]})' if t else ''
     print(f'{"config":28} {"test macro-F1":24} {"wall s":18} {"OOF macro-F1":24}')
@@ -92,7 +107,18 @@ def main():
     ap.add_argument('--folds', type=int, default=5); ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--work', default=None, help='working folder (default: a new temporary one)')
     ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'recipe_moves.json'))
+    ap.add_argument('--parts', nargs='+', default=['singles', 'ensemble'], help='run the single models, the ensembles, or both')
+    ap.add_argument('--merge', nargs='+', default=None, help='instead: merge the runs of these results files into --out')
     a = ap.parse_args()
+    if a.merge:                                             # e.g. the singles and the ensembles run as two processes
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        a = argparse.Namespace(**{**vars(a), **{k: v for k, v in parts[0]['settings'].items() if k not in ('out', 'merge', 'parts')}})
+        res = dict({k: v for k, v in parts[0].items() if k not in ('runs', 'summary', 'comparisons', 'total_wall_s')},
+                   merged_from=[str(f) for f in a.merge], wall_s_each=[p_['total_wall_s'] for p_ in parts])
+        rows = [r for p_ in parts for r in p_['runs']]
+        summ, comps = _summarise(rows, a)
+        Path(a.out).write_text(json.dumps(dict(res, runs=rows, summary=summ, comparisons=comps), indent=1))
+        show(summ, comps); return
     work = Path(a.work or tempfile.mkdtemp(prefix='recipe-')); work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = work/'demo'
@@ -103,25 +129,17 @@ def main():
                          demo=dict(n_train=a.n_train, n_test=a.n_test, size=a.image_size, seed=0, freq_power=0.5),
                          settings=vars(a))
     def save():
-        summ = summary(rows); cfg = list(configs(a))
-        comps = [paired(rows, f'ensemble_{a.folds}_folds', 'shrink'), paired(rows, cfg[1], 'shrink'),
-                 paired(rows, cfg[2], 'shrink')]
-        ens = [r for r in rows if r['config'].startswith('ensemble')]
-        if len(ens) >= 2:                               # OOF thresholds vs fold-0's on the same ensemble probabilities
-            d = [r['test_f1'] - r['test_f1_single_split_thresholds'] for r in ens]
-            m, sd, n = mean_sd(d)
-            comps.append(dict(a='OOF thresholds', b='single-split thresholds', score='ensemble test_f1', seeds=n,
-                              diff=round(m, 4), sd=round(sd, 4), exceeds_2se=bool(abs(m) > 2 * sd / np.sqrt(n))))
+        summ, comps = _summarise(rows, a)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(dict(res, runs=rows, summary=summ, comparisons=comps,
                                                total_wall_s=round(time.time() - t0)), indent=1))
         return summ, comps
-    for seed in a.seeds:                                  # single models first: cheap, and each seed completes a row
+    for seed in (a.seeds if 'singles' in a.parts else []):   # single models first: cheap, and each seed completes a row
         for name, cfg in configs(a).items():
             print(f'[bench] {name} seed {seed}', flush=True)
             m = run_training(data, out=work/'runs', name=f'{name}-s{seed}', overwrite=True, seed=seed, **cfg)
             rows.append(single_row(name, seed, m)); save()
-    for seed in a.seeds:
+    for seed in (a.seeds if 'ensemble' in a.parts else []):
         name = f'ensemble_{a.folds}_folds'
         print(f'[bench] {name} seed {seed}', flush=True)
         m = train_folds(data, folds=a.folds, out=work/'runs', name=f'{name}-s{seed}', overwrite=True, seed=seed,
