@@ -18,11 +18,13 @@ from .dataloaders import *
 from .losses import *
 from .metrics import *
 from .callbacks import *
+from .averaging import *
 from .learner import *
 from .inference import *
 from .baselines import *
 from .distributed import *
 from .train import *
+from .ensemble import *
 from .experiments import *
 from .interpret import *
 from .cells.all import *

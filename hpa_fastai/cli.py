@@ -26,6 +26,7 @@ from .callbacks import check_finite
 from dataclasses import fields
 from .train import *
 from .experiments import train_seeds, check_seeds
+from .ensemble import train_folds, load_ensemble
 
 # %% auto #0
 __all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'with_options_of', 'hpa_train', 'hpa_synth',
@@ -116,6 +117,8 @@ def _resume(path, out, name, overwrite, cache_dir, config:dict):
     warning)"""
     if overwrite: raise HpaConfigError('--resume and --overwrite contradict each other')
     changed = {k: v for k, v in config.items() if v != getattr(TrainConfig(), k)} | ({'path': path} if path else {})
+    if (Path(out)/str(name)/'ensemble.json').exists():        # a k-fold ensemble: finished folds kept
+        return train_folds(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
     return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
 
 # %% ../nbs/11_cli.ipynb #eadc5ee6
@@ -138,6 +141,7 @@ def hpa_train(
     # Several seeds, e.g. 0 1 2: one run each in NAME/seed-S, then seeds.csv / seeds.json with the mean and SD of every
     # score (no submission of their own)
     seeds:Annotated[int, {'nargs': '+'}]=None,
+    ensemble:str='mean', # With --folds (and no --fold): combine the folds' test probabilities by mean or max
     **options, # The settings of `TrainConfig`, one option each (see `config_options`)
 ):
     "Train the fused ResNet34 on HPA data, fit thresholds, run TTA, report, and write a submission"
@@ -148,6 +152,8 @@ def hpa_train(
                 "--seeds starts new runs; --resume continues one (a seed's: --out OUT/NAME --name seed-S --resume)"
             )
         if seeds: check_seeds(seeds, config.get('seed'))
+        if seeds and config.get('folds'):
+            raise HpaConfigError('--seeds and --folds: give one (each seed would be an ensemble)')
         if config.get('seed') is None: config['seed'] = TrainConfig.seed
         if pack and no_store: raise HpaConfigError('--pack and --no-store contradict each other')
         if (external is None) != (external_csv is None):
@@ -158,6 +164,13 @@ def hpa_train(
         run = dict(out=out, name=name, overwrite=overwrite, cache_dir=cache_dir, store=store, external=external,
                    external_csv=external_csv)
         if seeds: return train_seeds(data, seeds, **run, **{k: v for k, v in config.items() if k != 'seed'})
+        if config.get('folds') and config.get('fold') is None:
+            if external is not None:
+                raise HpaConfigError('--folds trains on the Kaggle folder alone: leave out --external')
+            run = {k: v for k, v in run.items() if not k.startswith('external')}
+            return train_folds(data, ensemble=ensemble, **run, **config)
+        log_line('one model on one validation split; --folds 5 trains a 5-fold ensemble instead (thresholds fitted on '
+                 'every sample out of fold, the folds\' test probabilities averaged)')
         return run_training(data, resume=False, **run, **config)
 
 # %% ../nbs/11_cli.ipynb #e18a451e
@@ -233,16 +246,31 @@ def hpa_features(
         failed = ft.attrs.get('failed')
         log_line(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
 
+# %% ../nbs/11_cli.ipynb #16a81c3e
+def _predict_ensemble(run, folder, ids, out, tta, bs, cache_dir, pack, channel_order, diameter, sample_submission):
+    "`hpa-predict RUN_FOLDER`: every fold's model, one at a time, combined as the run did, with the OOF thresholds"
+    asked = (('--tta', tta is not None), ('--pack', pack), ('--channel-order', channel_order != 'rgby'),
+             ('--diameter', diameter is not None))
+    given = [o for o, bad in asked if bad]
+    if given:
+        raise HpaConfigError(f'{run} is an ensemble: it predicts PNG folders with the views its run used; leave out '
+                             + ', '.join(given))
+    ens = load_ensemble(run)
+    probs, ids = ens.predict(folder, ids, bs=bs, cache_dir=cache_dir)
+    if sample_submission: write_submission(probs, ids, out, ens.thresholds, sample_submission)
+    else: write_predictions(probs, ids, out, ens.thresholds)
+    log_line(f'{len(ids)} predictions of {len(ens.models)} folds ({ens.agg}) → {out}')
+
 # %% ../nbs/11_cli.ipynb #6e0bccd9
 @call_parse
 def hpa_predict(
-    # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only); its .thresholds.json
-    # beside it
+    # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only), its .thresholds.json
+    # beside it; or the run folder of a k-fold ensemble (`hpa-train --folds`): every fold, one at a time
     model:str,
     folder:str, # Folder of samples to predict (e.g. data/hpa/test)
     sample_submission:str=None, # sample_submission.csv: its Ids and order (default: every sample in FOLDER)
     out:str=None, # File to write (default: submission.csv with --sample-submission, else predictions.csv)
-    tta:str='mean', # Dihedral TTA: mean, max or none
+    tta:str=None, # Dihedral TTA: mean, max or none (default: mean; an ensemble uses its run's)
     bs:int=32, # Batch size
     cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
     pack:store_true=False, # Pack FOLDER at the model's size first (or reuse its store) and read whole batches
@@ -252,7 +280,8 @@ def hpa_predict(
     """Predict the samples in FOLDER with a saved model: a Kaggle submission, or without one a table of labels and
     probabilities (a .pkl model runs code when loaded: trust it)"""
     with cli_errors('hpa-predict'):
-        if tta not in TTA_MODES: raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
+        if tta is not None and tta not in TTA_MODES:
+            raise HpaConfigError(f'--tta must be one of {list(TTA_MODES)} (got {tta!r})')
         if bs < 1: raise HpaConfigError(f'--bs must be at least 1 (got {bs})')
         _check_scale(diameter, channel_order)
         if pack and channel_order != 'rgby':
@@ -260,7 +289,12 @@ def hpa_predict(
         if not Path(folder).is_dir(): raise HpaDataError(f'{folder}: image folder not found')
         ids = read_submission_ids(sample_submission) if sample_submission else None
         if out is None: out = 'submission.csv' if sample_submission else 'predictions.csv'
+        if Path(model).is_dir():
+            return _predict_ensemble(model, folder, ids, out, tta, bs, cache_dir, pack, channel_order, diameter,
+                                     sample_submission)
+        tta = tta or 'mean'
         learn = load_hpa(model)
+        saved = read_json(thresholds_file(model), 'thresholds file').get('config') or {}     # a model trained on crops
         rgby_opener(learn.dls).channel_order = channel_order
         lk = feature_lookup(learn.dls)
         if lk is not None and diameter is not None: lk.params = {**(lk.params or {}), 'diameter': float(diameter)}
@@ -273,7 +307,7 @@ def hpa_predict(
             add_features(learn.dls, folder, ids, cache_dir=cache_dir, channel_order=channel_order)
             tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
             ids = [Path(s).name for s in tdl.items]
-        probs = dihedral_tta(learn, tdl, agg=tta)[0] if tta != 'none' else learn.get_preds(dl=tdl)[0]
+        probs = tta_probs(learn, tdl, tta, saved.get('crop'), saved.get('crop_grid', 2))[0]
         check_finite(probs, f'predictions of {model}')
         if sample_submission: write_submission(probs, ids, out, learn.thresholds, sample_submission)
         # no Kaggle CSV: labels and the 28 probabilities

@@ -23,8 +23,8 @@ from .features import *
 from .dedup import split_groups, drop_leaks
 
 # %% auto #0
-__all__ = ['labelled_split', 'sample_stems', 'rgby_dataloaders', 'folder_diameter', 'feature_blocks', 'hpa_dataloaders',
-           'feature_lookup', 'add_features', 'dataset_features']
+__all__ = ['labelled_split', 'sample_stems', 'rgby_dataloaders', 'folder_diameter', 'feature_blocks', 'RandomCropBatch',
+           'hpa_dataloaders', 'feature_lookup', 'add_features', 'dataset_features']
 
 # %% ../nbs/03a_dataloaders.ipynb #ef47f30c
 def _labels_from(path, csv, df):
@@ -53,6 +53,9 @@ def labelled_split(path, # Data folder in the Kaggle layout
                    dedup=True,
                    # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                    cache_dir=None,
+                   # (k, i): validate on fold i of k stratified folds that keep duplicate groups whole
+                   # (`multilabel_kfold`), instead of `valid_pct`
+                   fold=None,
                   ) -> tuple:
     """The labels, image folder, and stratified, duplicate-aware train / valid positions of a Kaggle-layout folder (+
     external training samples), every file checked"""
@@ -68,7 +71,7 @@ def labelled_split(path, # Data folder in the Kaggle layout
         dup = sorted(set(ext.Id) & set(df.Id))
         if dup: raise HpaDataError(f'{external_csv}: {len(dup)} Id(s) also in the training labels, e.g. {dup[:3]}')
     groups = None
-    if dedup is not False and (valid_pct or ext is not None):
+    if dedup is not False and (valid_pct or fold is not None or ext is not None):
         groups = split_groups(
             img_dir,
             df.Id,
@@ -80,7 +83,9 @@ def labelled_split(path, # Data folder in the Kaggle layout
             cache_dir=cache_dir,
         )
     train_idx, valid_idx = (
-        multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0])
+        multilabel_kfold(df, fold[0], seed, groups=None if groups is None else groups[0])[fold[1]]
+        if fold is not None
+        else multilabel_split(df, valid_pct, seed, groups=None if groups is None else groups[0])
         if valid_pct
         else (np.arange(len(df)), np.zeros(0, int))
     )
@@ -122,11 +127,12 @@ def rgby_dataloaders(path, # Data folder in the Kaggle layout
                      dedup=True, # Keep near-duplicate samples on one side of the split (see `labelled_split`)
                      # Cache folder of the duplicate hashes (default: beside the data if writable, else per-user)
                      cache_dir=None,
+                     fold=None, # (k, i): validate on fold i of k duplicate-aware folds (see `labelled_split`)
                     ) -> DataLoaders:
     """fastai `DataLoaders` of images and targets for an HPA folder in the Kaggle layout (`path/csv`,
     `path/folder/{Id}_{channel}.png`)"""
     df, img_dir, train_idx, valid_idx = labelled_split(
-        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
+        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir, fold
     )
     chans = parse_channels(channels)
     extra = tuple(extra_blocks(df, img_dir, train_idx)) if extra_blocks is not None else ()
@@ -209,11 +215,11 @@ def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='
 # %% ../nbs/03a_dataloaders.ipynb #aa13e304
 def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', size=256, bs=16, valid_pct=0.2, seed=42,
                        channels='rgby', stats=None, aug=True, df=None, n=None, num_workers=None, item_tfms=None,
-                       external=None, external_csv=None, dedup=True, cache_dir=None):
+                       external=None, external_csv=None, dedup=True, cache_dir=None, fold=None):
     """`hpa_dataloaders` on packed stores: the same split (external samples in training only), features and
     normalisation, batches read whole"""
     df, img_dir, train_idx, valid_idx = labelled_split(
-        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir
+        path, csv, folder, valid_pct, seed, channels, df, n, external, external_csv, dedup, cache_dir, fold
     )
     ext = (df.folder == str(Path(external))).to_numpy() if external is not None else np.zeros(len(df), bool)
     sts = [open_store(sp[0], folder=img_dir, ids=df.Id[~ext], size=size, channels=channels)]
@@ -238,6 +244,19 @@ def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', si
         num_workers=num_workers or 0,
     )
 
+# %% ../nbs/03a_dataloaders.ipynb #5baa9bae
+class RandomCropBatch(RandTransform):
+    "A random `size` × `size` window of each image of a training batch (validation and test batches pass unchanged)"
+    split_idx, order = 0, 15                          # after `IntToFloatTensor`, before the affine augmentation
+    def __init__(self, size:int, # Side of the crops, at most the images' side
+                ):
+        super().__init__(p=1.); self.size = size
+    def encodes(self, x:TensorImage):
+        n, s, (h, w) = len(x), self.size, x.shape[-2:]
+        if s > min(h, w): raise ValueError(f'crop {s} px is larger than the {h}x{w} images: crop at most their size')
+        ys, xs = torch.randint(0, h - s + 1, (n,)).tolist(), torch.randint(0, w - s + 1, (n,)).tolist()
+        return torch.stack([x[i, :, y:y + s, c:c + s] for i, (y, c) in enumerate(zip(ys, xs))])
+
 # %% ../nbs/03a_dataloaders.ipynb #fa8fc076
 @delegates(rgby_dataloaders, but=['extra_blocks'])
 def hpa_dataloaders(path, # Data folder in the Kaggle layout
@@ -250,6 +269,8 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
                     # missing), or False for the per-item path (default: used when complete). With `external`, that
                     # folder has its own store: pass (kaggle, external) paths, or one path and its default
                     store=None,
+                    # Train on random crops of this side (`RandomCropBatch`); validation sees whole images
+                    crop:int|None=None,
                     **kwargs):
     "fastai `DataLoaders` for an HPA folder in the Kaggle layout: images (+ the features) and 28-wide targets"
     use = features is not False and features is not None
@@ -258,8 +279,10 @@ def hpa_dataloaders(path, # Data folder in the Kaggle layout
     sp = _store_for(path, store, feature_cache_dir, **kwargs)
     # the duplicate search's hashes go where the features' cache does
     kwargs.setdefault('cache_dir', feature_cache_dir)
-    if sp is None: return rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
-    return _store_dataloaders(path, sp, extra if use else None, **kwargs)
+    if sp is None: dls = rgby_dataloaders(path, extra_blocks=extra if use else None, **kwargs)
+    else: dls = _store_dataloaders(path, sp, extra if use else None, **kwargs)
+    if crop: dls.train.after_batch.add(RandomCropBatch(crop))
+    return dls
 
 # %% ../nbs/03a_dataloaders.ipynb #aeadef75
 def feature_lookup(dls, # DataLoaders (or a learner's `dls`)

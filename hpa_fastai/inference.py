@@ -24,8 +24,9 @@ from .metrics import f1_per_class, macro_f1, as_numpy
 # %% auto #0
 __all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresholds', 'predict_labels', 'set_thresholds',
            'save_thresholds', 'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1',
-           'permutation_importance', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'dihedral_tta',
-           'write_submission', 'submission_table', 'hpa_report', 'plot_class_f1', 'plot_f1_curves']
+           'permutation_importance', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'crop_grid',
+           'dihedral_tta', 'tta_probs', 'write_submission', 'submission_table', 'hpa_report', 'plot_class_f1',
+           'plot_f1_curves']
 
 # %% ../nbs/05_inference.ipynb #652d52ff
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
@@ -530,14 +531,28 @@ def dihedral(x:Tensor, # A batch of images (N, C, H, W)
     x = x.flip(-1) if k >= 4 else x
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
+# %% ../nbs/05_inference.ipynb #5e04f5ac
+def crop_grid(x:Tensor, # A batch of images (N, C, H, W)
+              size:int, # Side of the crops
+              grid:int=2, # `grid` × `grid` crops, evenly spaced from corner to corner (1: the centre crop)
+             ) -> list:
+    "The `grid` × `grid` crops of side `size` of a batch of images, covering it from corner to corner"
+    h, w = x.shape[-2:]
+    if size > min(h, w): raise ValueError(f'crop {size} px is larger than the {h}x{w} images')
+    at = lambda m: [(m - size) // 2] if grid == 1 else np.linspace(0, m - size, grid).round().astype(int).tolist()
+    return [x[..., y:y + size, c:c + size] for y in at(h) for c in at(w)]
+
 # %% ../nbs/05_inference.ipynb #956d4839
 def dihedral_tta(learn:Learner, # The learner whose model predicts
                  dl=None, # The DataLoader to predict (default: `learn.dls[ds_idx]`, in order)
                  ds_idx:int=1, # Which of `learn.dls` when `dl` is None (1: validation)
                  agg:str='mean', # Combine the transforms' probabilities by 'mean' or 'max'
                  n:int=8, # How many of the eight transforms to use
+                 crop:int|None=None, # Predict over a grid of crops of this side (`crop_grid`), each with the `n` views
+                 grid:int=2, # With `crop`: a `grid` × `grid` grid of crops
                 ):
-    "Probabilities averaged (`agg='mean'`) or maxed over the `n` dihedral transforms, and the targets (or None)"
+    """Probabilities averaged (`agg='mean'`) or maxed over the `n` dihedral transforms (of each crop of a grid), and the
+    targets (or None)"""
     if agg not in ('mean', 'max'): raise ValueError(f"agg must be 'mean' or 'max', got {agg!r}")
     dl = dl if dl is not None else learn.dls[ds_idx].new(shuffle=False, drop_last=False)
     act = getcallable(learn.loss_func, 'activation')
@@ -547,10 +562,24 @@ def dihedral_tta(learn:Learner, # The learner whose model predicts
     with torch.no_grad():
         for b in bar(dl):
             xb, yb = b[:n_inp], b[n_inp:]
-            ps = torch.stack([act(model(dihedral(xb[0], k), *xb[1:])) for k in range(n)])
+            views = crop_grid(xb[0], crop, grid) if crop else [xb[0]]
+            ps = torch.stack([act(model(dihedral(v, k), *xb[1:])) for v in views for k in range(n)])
             outs.append((ps.mean(0) if agg == 'mean' else ps.max(0)[0]).cpu())
             if yb: targs.append(yb[0].cpu())
     return torch.cat(outs), (torch.cat(targs) if targs else None)
+
+# %% ../nbs/05_inference.ipynb #c8fbe71a
+def tta_probs(learn:Learner, # The learner whose model predicts
+              dl=None, # The DataLoader to predict (default: `learn.dls[ds_idx]`, in order)
+              tta:str='mean', # Dihedral TTA: 'mean', 'max' or 'none'
+              crop:int|None=None, # A grid of crops of this side (the model trained on crops), each with the views
+              grid:int=2, # With `crop`: a `grid` × `grid` grid of crops
+              ds_idx:int=1, # Which of `learn.dls` when `dl` is None (1: validation)
+             ):
+    "Probabilities and targets as a run predicts: plain (`tta='none'`, no crop), or over views (`dihedral_tta`)"
+    if tta == 'none' and not crop: return learn.get_preds(ds_idx=ds_idx) if dl is None else learn.get_preds(dl=dl)
+    n, agg = (1, 'mean') if tta == 'none' else (8, tta)
+    return dihedral_tta(learn, dl, ds_idx, agg=agg, n=n, crop=crop, grid=grid)
 
 # %% ../nbs/05_inference.ipynb #5289cf37
 def write_submission(probs, # Probabilities (samples × 28) of the test samples

@@ -31,6 +31,7 @@ from .inference import crossfit_thresholds, bootstrap_f1, permutation_importance
 from .dedup import stem_duplicates, stem_groups, grouping_fingerprint
 from .baselines import FeaturesOnly, baseline_class_f1
 from .dataloaders import dataset_features
+from .averaging import WeightAveraging
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPE_DEFAULTS', 'AUTO_PACK_MB',
@@ -75,7 +76,13 @@ def _range_problems(c) -> list:
             (c.n is None or c.n >= 2, f'--n must be at least 2 (got {c.n})'),
             (0 <= c.seed < 2**32, f'--seed must be between 0 and 2**32 - 1 (got {c.seed})'),
             (c.num_workers is None or c.num_workers >= 0, f'--num-workers must be 0 or more (got {c.num_workers})'),
-            (c.weights is None or Path(c.weights).is_file(), f'--weights {c.weights}: file not found')]
+            (c.weights is None or Path(c.weights).is_file(), f'--weights {c.weights}: file not found'),
+            (c.crop is None or 16 <= c.crop <= c.size, f'--crop must be between 16 and --size {c.size} (got {c.crop})'),
+            (c.crop_grid >= 1, f'--crop-grid must be at least 1 (got {c.crop_grid})'),
+            (0 <= c.average <= c.epochs, f'--average must be between 0 and --epochs {c.epochs} (got {c.average})'),
+            (c.folds == 0 or c.folds >= 2, f'--folds must be 2 or more (got {c.folds}); leave it out for one split'),
+            (c.fold is None or 0 <= c.fold < max(c.folds, 1),
+             f'--fold must be between 0 and --folds - 1 (got --fold {c.fold}, --folds {c.folds})')]
 
 # %% ../nbs/06a_train.ipynb #e3a073d3
 # recipe → what a `TrainConfig` setting left at None becomes (why: "Two recipes" below)
@@ -108,11 +115,16 @@ class TrainConfig:
     warm_start:bool=True
     threshold_method:str='f1' # f1, freq, global, or a fixed value such as '0.4'
     tta:str='mean' # Dihedral TTA: mean, max or none
+    crop:int|None=None # Train on random crops of this side of the images at --size (None: whole images at --size)
+    crop_grid:int=2 # With --crop: predict over a crop_grid × crop_grid grid of crops (× the dihedral views)
+    average:int=0 # Average the weights of the last N epochs (`WeightAveraging`; 0: keep the last weights)
     fp16:bool=False # Alias of precision='fp16'
     precision:str='auto' # On CUDA: bf16, fp16 or fp32 (auto: bf16 where supported, else fp16); the CPU trains in fp32
     channels_last:bool=True # On CUDA: channels-last memory format (faster convolutions with mixed precision)
     compile:bool=False # On CUDA: torch.compile the model's forward (weights are saved without compile prefixes)
     valid_pct:float=0.2 # Validation share (0: train on everything; needs freq or a fixed threshold)
+    folds:int=0 # Validate on fold --fold of this many duplicate-aware stratified folds (0: one --valid-pct split)
+    fold:int|None=None # With --folds: the fold to validate on (left out: every fold, an ensemble, `train_folds`)
     seed:int=42 # Random seed
     dedup:bool=True # Keep near-duplicate samples (hpa_fastai.dedup) on one side of the split and of the threshold folds
     n:int|None=None # Use only the first n labelled samples
@@ -185,6 +197,8 @@ def build_data(path, # Data folder in the Kaggle layout
               ) -> DataLoaders:
     "The fused (or image-only) `DataLoaders` of `cfg` for the data at `path`, checked to train"
     check_data(path, cfg)
+    if cfg.folds and cfg.fold is None:
+        raise HpaConfigError(f'--folds {cfg.folds} without --fold trains every fold: use `train_folds` (hpa-train)')
     dls = hpa_dataloaders(
         path,
         features=cfg.features,
@@ -200,6 +214,8 @@ def build_data(path, # Data folder in the Kaggle layout
         external=external,
         external_csv=external_csv,
         dedup=cfg.dedup,
+        fold=(cfg.folds, cfg.fold) if cfg.folds else None,
+        crop=cfg.crop,
     )
     if len(dls.train) == 0:
         raise HpaConfigError(
@@ -395,7 +411,10 @@ def train_learner(learn:Learner, # From `build_learner`
     if resume is None and cfg.warm_start and cfg.features and cfg.feature_skip:
         warm_start(learn.model, dataset_features(learn.dls), dataset_targets(learn.dls.train_ds))
         log_line("warm start: the fused model starts at the features-only logistic regression")
-    for i, (n_epoch, prepare, fit) in enumerate(training_stages(learn, cfg, lr)):
+    stages = training_stages(learn, cfg, lr)
+    # the last stage's last epochs are averaged
+    avg = lambda i: [WeightAveraging(cfg.average)] if cfg.average and i == len(stages) - 1 else []
+    for i, (n_epoch, prepare, fit) in enumerate(stages):
         prepare()
         start, extra = 0, []
         if resume is not None:
@@ -410,7 +429,8 @@ def train_learner(learn:Learner, # From `build_learner`
                 if start >= n_epoch: set_rng_states(learn, resume['rng'])     # the next stage starts from these
         if start >= n_epoch: continue
         ck = [Checkpoint(run/'checkpoint.pth', i, dict(lr=lr))] if run is not None and rank_distrib() == 0 else []
-        fit(start, ck + extra + list(L(cbs)))
+        fit(start, ck + extra + list(L(cbs)) + avg(i))
+    if cfg.average: log_line(f'weights averaged over the last {cfg.average} epochs, batch-norm statistics recomputed')
     return lr
 
 # %% ../nbs/06a_train.ipynb #21c63f71
@@ -525,7 +545,8 @@ def evaluate(learn:Learner, # A trained learner
     # a sample's duplicates never fit its threshold
     groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None
     th, th_cf, ins = _fit(probs, targs, cfg, freq, groups)
-    tta = check_finite(dihedral_tta(learn, agg=cfg.tta)[0], 'validation TTA predictions') if cfg.tta != 'none' else None
+    views = cfg.tta != 'none' or bool(cfg.crop)                  # dihedral views and/or a grid of crops
+    tta = check_finite(tta_probs(learn, None, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'validation TTA') if views else None
     tth, tth_cf, _ = _fit(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
     if cfg.threshold_method == 'f1':
@@ -569,9 +590,10 @@ def predict_test(learn:Learner, # A trained learner
     if cfg.features: add_features(learn.dls, test_dir, ids, cache_dir=cache_dir)
     tdl = hpa_test_dl(learn.dls, test_dir, ids)
     plain = check_finite(learn.get_preds(dl=tdl)[0], 'test predictions')
-    tp = check_finite(dihedral_tta(learn, tdl, agg=cfg.tta)[0], 'test TTA predictions') if cfg.tta != 'none' else plain
+    views = cfg.tta != 'none' or bool(cfg.crop)
+    tp = check_finite(tta_probs(learn, tdl, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'test TTA') if views else plain
     if submission is not None:
-        write_submission(tp, ids, submission, thresholds['tta'] if cfg.tta != 'none' else thresholds['plain'], ss)
+        write_submission(tp, ids, submission, thresholds['tta'] if views else thresholds['plain'], ss)
         log_line(f'submission: {submission} ({len(ids)} rows)')
     if not (path/'test_labels.csv').exists(): return None
     tt = encode_targets(read_labels(path/'test_labels.csv').set_index('Id').loc[ids].Target)
@@ -579,7 +601,7 @@ def predict_test(learn:Learner, # A trained learner
         plain,
         tt,
         thresholds['plain'],
-        tp if cfg.tta != 'none' else None,
+        tp if views else None,
         thresholds['tta'],
         in_sample=False,
         seed=cfg.seed,
@@ -837,10 +859,11 @@ def _importance(learn, cfg, th, valid, run):
 # %% ../nbs/06a_train.ipynb #d1b615c4
 def _export(learn, cfg, th, run):
     "`model.pkl` + weights-only form, with the thresholds `hpa-predict` applies (TTA's when the run used TTA)"
-    tta = cfg.tta != 'none'
+    tta = cfg.tta != 'none' or bool(cfg.crop)
     return export_hpa(learn, (run/'model.pkl').absolute(), th['tta'] if tta else th['plain'], arch=cfg.arch,
                       method=cfg.threshold_method, config=asdict(cfg),
-                      fitted_on=f'validation TTA ({cfg.tta}) probabilities' if tta else 'validation probabilities')
+                      fitted_on=f'validation TTA ({cfg.tta}, crop {cfg.crop}) probabilities' if tta
+                                else 'validation probabilities')
 
 # %% ../nbs/06a_train.ipynb #2e17c4aa
 def _figures(run, report, learn, valid):
