@@ -65,7 +65,8 @@ class F1History(Callback):
     def after_epoch(self):                   # `get_preds` fires after_epoch too, with no training phase: skipped
         if not self.trained: return
         names = self.recorder.metric_names[1:]               # after 'epoch'; the values have no 'time' column
-        self.rows.append(dict(zip(names[:-1] if self.recorder.add_time else names, self.recorder.values[-1], strict=True)))
+        if self.recorder.add_time: names = names[:-1]
+        self.rows.append(dict(zip(names, self.recorder.values[-1], strict=True)))
 
 # %% ../nbs/04b_callbacks.ipynb #93bee8e7
 class MonitorNames(Callback):
