@@ -63,7 +63,10 @@ class F1History(Callback):
     def before_epoch(self): self.trained = False
     def after_train(self): self.trained = not hasattr(self.learn, 'lr_finder')
     def after_epoch(self):                   # `get_preds` fires after_epoch too, with no training phase: skipped
-        if self.trained: self.rows.append(dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])))
+        if not self.trained: return
+        names = self.recorder.metric_names[1:]               # after 'epoch'; the values have no 'time' column
+        if self.recorder.add_time: names = names[:-1]
+        self.rows.append(dict(zip(names, self.recorder.values[-1], strict=True)))
 
 # %% ../nbs/04b_callbacks.ipynb #93bee8e7
 class MonitorNames(Callback):

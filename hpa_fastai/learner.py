@@ -23,15 +23,14 @@ from .metrics import *
 from .callbacks import *
 
 # %% auto #0
-__all__ = ['FOURTH_CHANNEL_INITS', 'HPA_ARCHS', 'DROPOUT_PLACES', 'rgby_stem', 'known_archs', 'TimmArch', 'small_cnn',
-           'resolve_arch', 'PretrainedWeightsError', 'load_arch', 'first_conv', 'adapt_stem', 'cut_body', 'hpa_body',
-           'body_channels', 'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'dataset_targets',
-           'prior_bias', 'warm_start', 'hpa_learner']
-
-# %% ../nbs/04c_learner.ipynb #2596e327
-FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
+__all__ = ['FOURTH_CHANNEL_INITS', 'DROPOUT_PLACES', 'HPA_ARCHS', 'rgby_stem', 'first_conv', 'adapt_stem', 'cut_body',
+           'body_channels', 'effective_dropout', 'FeatureSkip', 'HpaModel', 'hpa_splitter', 'resolve_arch', 'load_arch',
+           'hpa_body', 'dataset_targets', 'prior_bias', 'warm_start', 'hpa_learner', 'known_archs', 'TimmArch',
+           'small_cnn', 'PretrainedWeightsError']
 
 # %% ../nbs/04c_learner.ipynb #63102891
+FOURTH_CHANNEL_INITS = ('zero', 'blue', 'red', 'mean')
+
 def rgby_stem(
     conv:nn.Conv2d, # The pretrained first convolution, taking RGB
     channels=CHANNELS, # Input channels of the new convolution, in order: names or a string such as 'rgby'
@@ -57,160 +56,6 @@ def rgby_stem(
     new.weight = nn.Parameter(torch.stack([src[c] for c in channels], 1).clone())
     return new
 
-# %% ../nbs/04c_learner.ipynb #5e6ab734
-# torchvision classifiers whose body is no plain sequence of stages
-_NOT_STAGED = ('googlenet', 'inception_v3', 'maxvit', 'vit_')
-
-def known_archs() -> tuple:
-    """The torchvision names `resolve_arch` accepts: torchvision's classification CNNs ('resnet34', 'densenet121',
-    'efficientnet_b0', 'convnext_tiny', ...)"""
-    return tuple(n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(_NOT_STAGED))
-
-# %% ../nbs/04c_learner.ipynb #a1fa8162
-def _timm():
-    "The timm module, or an `ImportError` that says how to install it"
-    try: import timm
-    except ImportError as e:
-        raise ImportError("timm architectures need timm: pip install 'hpa_fastai[timm]' (or pip install timm)") from e
-    return timm
-
-# %% ../nbs/04c_learner.ipynb #ede7d363
-class TimmArch:
-    "A timm model by name, built like a torchvision constructor: `TimmArch('resnet18')(weights=None)`"
-    def __init__(self,
-        name:str, # timm model name, with or without a pretrained tag ('resnet18', 'resnet18.a1_in1k')
-    ): self.name, self.__name__ = name, f'timm/{name}'
-    def __call__(self,
-        # `None`: random weights; anything else: timm's pretrained weights (from the Hugging Face hub or its cache)
-        weights=None,
-    ) -> nn.Module:
-        "The full timm model, classifier included"
-        return _timm().create_model(self.name, pretrained=weights is not None)
-    def __repr__(self): return f'TimmArch({self.name!r})'
-
-# %% ../nbs/04c_learner.ipynb #5ab2db29
-def _arch_name(arch): return getattr(arch, '__name__', repr(arch))
-
-# %% ../nbs/04c_learner.ipynb #cc799e51
-def small_cnn(weights=None, # Must be None: no ImageNet weights (a state-dict file loads with `load_arch(weights=)`)
-              num_classes:int=1000, # Outputs of the classifier (cut off by `cut_body`)
-              widths=(32, 64, 128, 256), # Channels of each stage; each stage halves the side
-             ) -> nn.Sequential:
-    "A plain CNN for random weights: per stage a 3×3 `ConvLayer` (conv, batch norm, ReLU) and a 2×2 max-pool"
-    if weights is not None:
-        raise ValueError('small_cnn has no ImageNet weights: pass pretrained=False (or a state-dict file)')
-    ws = (3, *widths)
-    stages = [nn.Sequential(ConvLayer(a, b, 3), nn.MaxPool2d(2)) for a, b in zip(ws, ws[1:])]
-    return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ws[-1], num_classes))
-
-# %% ../nbs/04c_learner.ipynb #f429390c
-HPA_ARCHS = {'small_cnn': small_cnn} # Our architectures, by the names `resolve_arch` accepts
-
-# %% ../nbs/04c_learner.ipynb #8d8ffb45
-def _unknown_arch(name):
-    "The message for an architecture name nobody knows"
-    close = difflib.get_close_matches(name.lower(), known_archs(), n=3, cutoff=0.7)
-    why = (f'{name!r} is a torchvision model, but not a CNN whose body is a sequence of stages ending in a feature map'
-           if name.lower().startswith(_NOT_STAGED) else f'unknown architecture {name!r}')
-    return (why + (f' (did you mean {" or ".join(map(repr, close))}?)' if close else '') +
-            ". Pass a torchvision model name such as 'resnet34', 'densenet121', 'efficientnet_b0' or 'convnext_tiny' "
-            "(all of them: hpa_fastai.learner.known_archs()), 'small_cnn' (ours, for random weights), a constructor "
-            "such as torchvision.models.densenet121, or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
-
-# %% ../nbs/04c_learner.ipynb #1c7a2af2
-def resolve_arch(
-    arch=resnet34, # A constructor (`densenet121`, a `TimmArch`), a torchvision name ('densenet121'), or 'timm/<name>'
-):
-    """The constructor `arch` stands for: a callable as it is, 'small_cnn' (ours), a name from `known_archs()` from
-    `torchvision.models`, 'timm/<name>' from timm"""
-    if isinstance(arch, nn.Module):
-        raise TypeError(
-            'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built'
-            f' {type(arch).__name__}'
-        )
-    if callable(arch): return arch
-    if not isinstance(arch, str): raise TypeError(f'arch must be a constructor or a name, got {arch!r}')
-    name = arch.strip()
-    if name.lower().startswith(('timm/', 'timm:')):
-        n, timm = name[5:], _timm()
-        if not (n.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(n)):
-            raise ValueError(
-                f'timm has no model {n!r}: timm.list_models({n.split(".")[0][:5] + "*"!r}) lists similar names'
-            )
-        return TimmArch(n)
-    key = name.lower().removeprefix('torchvision/')
-    if key in HPA_ARCHS: return HPA_ARCHS[key]
-    if key in known_archs(): return torchvision.models.get_model_builder(key)
-    raise ValueError(_unknown_arch(name))
-
-# %% ../nbs/04c_learner.ipynb #dd577dd8
-class PretrainedWeightsError(HpaRunError):
-    "ImageNet weights were asked for but could not be loaded"
-
-# %% ../nbs/04c_learner.ipynb #1e80d27c
-def _tv_weights(arch):
-    """torchvision's ImageNet weights of `arch`, found by name: IMAGENET1K_V1 (the classic ones) where it has them, else
-    DEFAULT"""
-    try: ws = torchvision.models.get_model_weights(arch)
-    except (ValueError, KeyError, TypeError) as e:
-        raise PretrainedWeightsError(
-            f'torchvision knows no ImageNet weights for {_arch_name(arch)}: pass `weights=` the path of a '
-            'state-dict file, or `pretrained=False` to train from random weights'
-        ) from e
-    return getattr(ws, 'IMAGENET1K_V1', None) or ws.DEFAULT
-
-# %% ../nbs/04c_learner.ipynb #c3f49f56
-_OLD_DENSE_KEY = re.compile(
-    r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$'
-)
-
-def _load_state_file(m, fn, name):
-    "Load the state-dict file `fn` into `m` (torchvision's old DenseNet key names renamed, as torchvision does)"
-    sd = torch.load(fn, map_location='cpu', weights_only=True)
-    if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
-    meta = getattr(sd, '_metadata', None)                       # the modules' versions, which batch norm reads
-    sd = OrderedDict((_OLD_DENSE_KEY.sub(r'\1\2', k), v) for k, v in sd.items())
-    if meta is not None: sd._metadata = meta
-    try: m.load_state_dict(sd)
-    except RuntimeError as e: raise PretrainedWeightsError(f'weights file {fn} does not fit {name}: {e}') from e
-
-# %% ../nbs/04c_learner.ipynb #53ace825
-def load_arch(
-    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
-    arch=resnet34,
-    pretrained:bool=True, # Load the ImageNet weights (torchvision's or timm's cache, or a download)
-    weights=None, # Path of a local state-dict file, used instead of `pretrained`
-) -> nn.Module:
-    """The full model `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random
-    (`pretrained=False`)"""
-    arch = resolve_arch(arch); name = _arch_name(arch)
-    if weights is not None:
-        fn = Path(weights)
-        if not fn.exists(): raise PretrainedWeightsError(f'weights file {fn} not found')
-        m = arch(weights=None); _load_state_file(m, fn, name)
-        return m
-    if not pretrained: return arch(weights=None)
-    if isinstance(arch, TimmArch):
-        try: return arch(weights=True)
-        except ImportError: raise
-        except Exception as e:              # offline, timm fails in many ways (huggingface_hub, requests, httpx, urllib): all reported
-            raise PretrainedWeightsError(
-                f'could not load pretrained weights for {name} ({type(e).__name__}: {e}). Either run once where the'
-                ' Hugging Face hub can be reached (timm caches the weights under HF_HOME; HF_HUB_OFFLINE=1 then reads'
-                ' them from there), or pass `weights=` the path of a state-dict file'
-                f' (torch.save(timm.create_model({arch.name!r}, pretrained=True).state_dict(), path)), or pass'
-                ' `pretrained=False` to train from random weights.'
-            ) from e
-    w = _tv_weights(arch)
-    try: return arch(weights=w)
-    except (urllib.error.URLError, OSError, RuntimeError) as e:
-        fn = Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name
-        if fn.is_relative_to(Path.home()): fn = Path('~')/fn.relative_to(Path.home())     # no user's folder shown
-        raise PretrainedWeightsError(
-            f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, or'
-            ' pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.'
-        ) from e
-
 # %% ../nbs/04c_learner.ipynb #2e6415c7
 def first_conv(
     m:nn.Module, # A model that takes RGB images
@@ -233,22 +78,17 @@ def adapt_stem(
     setattr(m.get_submodule(parent), attr, rgby_stem(conv, channels, fourth_channel))
     return m
 
-# %% ../nbs/04c_learner.ipynb #6f15935c
+# %% ../nbs/04c_learner.ipynb #e5a1143e
 def _is_pool(l): return re.search(r'Pool[123]d$', type(l).__name__) is not None      # fastai's `_is_pool_type`
-
-# %% ../nbs/04c_learner.ipynb #da2ba689
 def _has_conv(m): return any(isinstance(l, nn.Conv2d) for l in m.modules())
-
-# %% ../nbs/04c_learner.ipynb #ecb88942
 def _n_params(m): return sum(p.numel() for p in m.parameters())
 
-# %% ../nbs/04c_learner.ipynb #e5a1143e
 def cut_body(
     m:nn.Module, # A full model (classifier included), its stem already adapted
     arch=None, # The constructor it came from, to look up fastai's `model_meta` cut
 ) -> nn.Module:
     "The convolutional body of `m`, cut as fastai's `create_body` does; timm models keep their `forward_features`"
-    if isinstance(arch, TimmArch) or type(m).__module__.startswith('timm.'):
+    if type(m).__module__.startswith('timm.'):                               # from a `TimmArch`
         if hasattr(m, 'reset_classifier'): m.reset_classifier(0)
         return TimmBody(m)
     ch = list(m.children())
@@ -265,19 +105,6 @@ def cut_body(
     # DenseNet's forward applies it after `features`
     if isinstance(m, torchvision.models.DenseNet): ch.append(nn.ReLU(inplace=True))
     return nn.Sequential(*ch)
-
-# %% ../nbs/04c_learner.ipynb #3d224088
-def hpa_body(
-    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
-    arch=resnet34,
-    pretrained:bool=True, # Start from the ImageNet weights
-    weights=None, # Path of a local state-dict file, used instead of `pretrained`
-    channels='rgby', # Input channels, in order
-    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
-) -> nn.Module:
-    "The convolutional body of `arch` with a stem for `channels`"
-    arch = resolve_arch(arch)
-    return cut_body(adapt_stem(load_arch(arch, pretrained, weights), channels, fourth_channel), arch)
 
 # %% ../nbs/04c_learner.ipynb #407cbebf
 def body_channels(body):
@@ -299,9 +126,6 @@ def body_channels(body):
         )
     return o.shape[1]
 
-# %% ../nbs/04c_learner.ipynb #3a4d716d
-DROPOUT_PLACES = ('last', 'concat')
-
 # %% ../nbs/04c_learner.ipynb #84f295cc
 def effective_dropout(p1:float, # Rate of one dropout
                       p2:float, # Rate of a second one, in series
@@ -322,6 +146,8 @@ class FeatureSkip(nn.Module):
     def forward(self, f): return self.lin(self.bn(f))
 
 # %% ../nbs/04c_learner.ipynb #a7691724
+DROPOUT_PLACES = ('last', 'concat')
+
 class HpaModel(nn.Module):
     """CNN body ⊕ biological features → FC → ReLU → dropout → `n_out` logits (paper Fig. 5), plus a linear path from the
     features"""
@@ -368,7 +194,7 @@ class HpaModel(nn.Module):
             raise ValueError(f'this model needs the {self.n_features} biological features as a second input')
         return self.fuse(r, feats.as_subclass(Tensor).float() * self.feature_scale)
 
-# %% ../nbs/04c_learner.ipynb #f2b3e665
+# %% ../nbs/04c_learner.ipynb #4e1a99fd
 def _stages(body):
     "`body`'s stages in order, and the parameters it holds itself"
     if not isinstance(body, TimmBody): return list(body.children()), list(body.parameters(recurse=False))
@@ -379,7 +205,6 @@ def _stages(body):
         ch[i:i+1] = list(ch[i].children())                                  # e.g. timm's `blocks` or `stages`
     return ch, list(m.parameters(recurse=False))
 
-# %% ../nbs/04c_learner.ipynb #539d606c
 def _split_idx(stages):
     "Where the early stages end: fastai's cut for ResNets (6) and DenseNets (7), else half way"
     kinds = {type(l) for s in stages for l in s.modules()}
@@ -388,7 +213,6 @@ def _split_idx(stages):
     if torchvision.models.densenet._DenseBlock in kinds: return 7
     return max(1, len(stages) // 2)
 
-# %% ../nbs/04c_learner.ipynb #4e1a99fd
 def hpa_splitter(
     m:HpaModel, # The model to split into parameter groups
 ):
@@ -401,6 +225,84 @@ def hpa_splitter(
         params(nn.ModuleList(stages[k:])),
         params(nn.ModuleList([m.pool, m.head, *L(getattr(m, 'skip', None))])),
     )
+
+# %% ../nbs/04c_learner.ipynb #1c7a2af2
+def resolve_arch(
+    arch=resnet34, # A constructor (`densenet121`, a `TimmArch`), a torchvision name ('densenet121'), or 'timm/<name>'
+):
+    """The constructor `arch` stands for: a callable as it is, 'small_cnn' (ours), a name from `known_archs()` from
+    `torchvision.models`, 'timm/<name>' from timm"""
+    if isinstance(arch, nn.Module):
+        raise TypeError(
+            'arch must be a constructor such as densenet121, or a name such as "densenet121", not a built'
+            f' {type(arch).__name__}'
+        )
+    if callable(arch): return arch
+    if not isinstance(arch, str): raise TypeError(f'arch must be a constructor or a name, got {arch!r}')
+    name = arch.strip()
+    if name.lower().startswith(('timm/', 'timm:')):
+        n, timm = name[5:], _timm()
+        if not (n.startswith(('hf-hub:', 'hf_hub:')) or timm.is_model(n)):
+            raise ValueError(
+                f'timm has no model {n!r}: timm.list_models({n.split(".")[0][:5] + "*"!r}) lists similar names'
+            )
+        return TimmArch(n)
+    key = name.lower().removeprefix('torchvision/')
+    if key in HPA_ARCHS: return HPA_ARCHS[key]
+    if key in known_archs(): return torchvision.models.get_model_builder(key)
+    raise ValueError(_unknown_arch(name))
+
+# %% ../nbs/04c_learner.ipynb #53ace825
+def _arch_name(arch): return getattr(arch, '__name__', repr(arch))
+
+def load_arch(
+    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    arch=resnet34,
+    pretrained:bool=True, # Load the ImageNet weights (torchvision's or timm's cache, or a download)
+    weights=None, # Path of a local state-dict file, used instead of `pretrained`
+) -> nn.Module:
+    """The full model `arch` with ImageNet weights (`pretrained`), a local state dict (`weights`), or random
+    (`pretrained=False`)"""
+    arch = resolve_arch(arch); name = _arch_name(arch)
+    if weights is not None:
+        fn = Path(weights)
+        if not fn.exists(): raise PretrainedWeightsError(f'weights file {fn} not found')
+        m = arch(weights=None); _load_state_file(m, fn, name)
+        return m
+    if not pretrained: return arch(weights=None)
+    if isinstance(arch, TimmArch):
+        try: return arch(weights=True)
+        except ImportError: raise
+        except Exception as e:              # offline, timm fails in many ways (huggingface_hub, requests, httpx, urllib): all reported
+            raise PretrainedWeightsError(
+                f'could not load pretrained weights for {name} ({type(e).__name__}: {e}). Either run once where the'
+                ' Hugging Face hub can be reached (timm caches the weights under HF_HOME; HF_HUB_OFFLINE=1 then reads'
+                ' them from there), or pass `weights=` the path of a state-dict file'
+                f' (torch.save(timm.create_model({arch.name!r}, pretrained=True).state_dict(), path)), or pass'
+                ' `pretrained=False` to train from random weights.'
+            ) from e
+    w = _tv_weights(arch)
+    try: return arch(weights=w)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        fn = Path(torch.hub.get_dir())/'checkpoints'/Path(w.url).name
+        if fn.is_relative_to(Path.home()): fn = Path('~')/fn.relative_to(Path.home())     # no user's folder shown
+        raise PretrainedWeightsError(
+            f'could not load ImageNet weights for {name} ({type(e).__name__}: {e}). Either copy {w.url} to {fn}, or'
+            ' pass `weights=` the path of a state-dict file, or pass `pretrained=False` to train from random weights.'
+        ) from e
+
+# %% ../nbs/04c_learner.ipynb #3d224088
+def hpa_body(
+    # A constructor (`resnet34`, `densenet121`, ...), a torchvision name ('densenet121'), or 'timm/<name>'
+    arch=resnet34,
+    pretrained:bool=True, # Start from the ImageNet weights
+    weights=None, # Path of a local state-dict file, used instead of `pretrained`
+    channels='rgby', # Input channels, in order
+    fourth_channel:str='blue', # How to start the yellow filter: 'zero', 'blue', 'red' or 'mean'
+) -> nn.Module:
+    "The convolutional body of `arch` with a stem for `channels`"
+    arch = resolve_arch(arch)
+    return cut_body(adapt_stem(load_arch(arch, pretrained, weights), channels, fourth_channel), arch)
 
 # %% ../nbs/04c_learner.ipynb #8a3a9f04
 def dataset_targets(ds, # A split of HPA `DataLoaders` (`dls.train_ds`, `dls.valid_ds`): per-item or packed store
@@ -494,3 +396,90 @@ def hpa_learner(
     learn = Learner(dls, model, loss_func=hpa_loss(loss), metrics=metrics, splitter=hpa_splitter, cbs=cbs, **kwargs)
     if pretrained or weights is not None: learn.freeze()
     return learn
+
+# %% ../nbs/04c_learner.ipynb #5e6ab734
+# torchvision classifiers whose body is no plain sequence of stages
+_NOT_STAGED = ('googlenet', 'inception_v3', 'maxvit', 'vit_')
+
+def known_archs() -> tuple:
+    """The torchvision names `resolve_arch` accepts: torchvision's classification CNNs ('resnet34', 'densenet121',
+    'efficientnet_b0', 'convnext_tiny', ...)"""
+    return tuple(n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(_NOT_STAGED))
+
+# %% ../nbs/04c_learner.ipynb #ede7d363
+def _timm():
+    "The timm module, or an `ImportError` that says how to install it"
+    try: import timm
+    except ImportError as e:
+        raise ImportError("timm architectures need timm: pip install 'hpa_fastai[timm]' (or pip install timm)") from e
+    return timm
+
+class TimmArch:
+    "A timm model by name, built like a torchvision constructor: `TimmArch('resnet18')(weights=None)`"
+    def __init__(self,
+        name:str, # timm model name, with or without a pretrained tag ('resnet18', 'resnet18.a1_in1k')
+    ): self.name, self.__name__ = name, f'timm/{name}'
+    def __call__(self,
+        # `None`: random weights; anything else: timm's pretrained weights (from the Hugging Face hub or its cache)
+        weights=None,
+    ) -> nn.Module:
+        "The full timm model, classifier included"
+        return _timm().create_model(self.name, pretrained=weights is not None)
+    def __repr__(self): return f'TimmArch({self.name!r})'
+
+# %% ../nbs/04c_learner.ipynb #cc799e51
+def small_cnn(weights=None, # Must be None: no ImageNet weights (a state-dict file loads with `load_arch(weights=)`)
+              num_classes:int=1000, # Outputs of the classifier (cut off by `cut_body`)
+              widths=(32, 64, 128, 256), # Channels of each stage; each stage halves the side
+             ) -> nn.Sequential:
+    "A plain CNN for random weights: per stage a 3×3 `ConvLayer` (conv, batch norm, ReLU) and a 2×2 max-pool"
+    if weights is not None:
+        raise ValueError('small_cnn has no ImageNet weights: pass pretrained=False (or a state-dict file)')
+    ws = (3, *widths)
+    stages = [nn.Sequential(ConvLayer(a, b, 3), nn.MaxPool2d(2)) for a, b in zip(ws, ws[1:])]
+    return nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ws[-1], num_classes))
+
+# %% ../nbs/04c_learner.ipynb #f429390c
+HPA_ARCHS = {'small_cnn': small_cnn} # Our architectures, by the names `resolve_arch` accepts
+
+# %% ../nbs/04c_learner.ipynb #8d8ffb45
+def _unknown_arch(name):
+    "The message for an architecture name nobody knows"
+    close = difflib.get_close_matches(name.lower(), known_archs(), n=3, cutoff=0.7)
+    why = (f'{name!r} is a torchvision model, but not a CNN whose body is a sequence of stages ending in a feature map'
+           if name.lower().startswith(_NOT_STAGED) else f'unknown architecture {name!r}')
+    return (why + (f' (did you mean {" or ".join(map(repr, close))}?)' if close else '') +
+            ". Pass a torchvision model name such as 'resnet34', 'densenet121', 'efficientnet_b0' or 'convnext_tiny' "
+            "(all of them: hpa_fastai.learner.known_archs()), 'small_cnn' (ours, for random weights), a constructor "
+            "such as torchvision.models.densenet121, or 'timm/<name>' for a timm CNN (pip install 'hpa_fastai[timm]')")
+
+# %% ../nbs/04c_learner.ipynb #dd577dd8
+class PretrainedWeightsError(HpaRunError):
+    "ImageNet weights were asked for but could not be loaded"
+
+# %% ../nbs/04c_learner.ipynb #1e80d27c
+def _tv_weights(arch):
+    """torchvision's ImageNet weights of `arch`, found by name: IMAGENET1K_V1 (the classic ones) where it has them, else
+    DEFAULT"""
+    try: ws = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError, TypeError) as e:
+        raise PretrainedWeightsError(
+            f'torchvision knows no ImageNet weights for {_arch_name(arch)}: pass `weights=` the path of a '
+            'state-dict file, or `pretrained=False` to train from random weights'
+        ) from e
+    return getattr(ws, 'IMAGENET1K_V1', None) or ws.DEFAULT
+
+# %% ../nbs/04c_learner.ipynb #c3f49f56
+_OLD_DENSE_KEY = re.compile(
+    r'^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$'
+)
+
+def _load_state_file(m, fn, name):
+    "Load the state-dict file `fn` into `m` (torchvision's old DenseNet key names renamed, as torchvision does)"
+    sd = torch.load(fn, map_location='cpu', weights_only=True)
+    if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
+    meta = getattr(sd, '_metadata', None)                       # the modules' versions, which batch norm reads
+    sd = OrderedDict((_OLD_DENSE_KEY.sub(r'\1\2', k), v) for k, v in sd.items())
+    if meta is not None: sd._metadata = meta
+    try: m.load_state_dict(sd)
+    except RuntimeError as e: raise PretrainedWeightsError(f'weights file {fn} does not fit {name}: {e}') from e
