@@ -19,7 +19,7 @@ from .data import *
 from .store import store_path, pack_rgby, open_store, store_dataloaders
 from .show import *
 from .segment import segment_nuclei, segment_cells, label_outlines, estimate_diameter
-from .segment import HPA_DIAMETER, work_shape, default_diameter, _histogram
+from .segment import HPA_DIAMETER, work_shape, default_diameter, pixel_counts
 from .files import atomic_write, cache_root, files_fingerprint, show_progress
 
 # %% auto #0
@@ -196,7 +196,7 @@ def ssim(x, # A 2-D image
 def _percentile(x, q:float) -> float:
     "`np.percentile(x, q)` (linear interpolation); from a histogram when `x` is `uint8` (5× faster than sorting)"
     if x.dtype != np.uint8 or x.size == 0: return float(np.percentile(x, q))          # (numpy raises on empty input)
-    cum = np.cumsum(_histogram(x))
+    cum = np.cumsum(pixel_counts(x))
     pos = q / 100 * (x.size - 1); lo = int(np.floor(pos))
     # the lo-th and next order statistics
     v_lo, v_hi = np.searchsorted(cum, [lo, min(lo + 1, x.size - 1)], side='right')

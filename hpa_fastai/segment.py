@@ -12,9 +12,9 @@ from skimage.segmentation import watershed
 from .data import rgby_composite, as_uint8
 
 # %% auto #0
-__all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'percentile_uint8', 'work_shape', 'label_diameter', 'estimate_diameter',
-           'default_diameter', 'segment_nuclei', 'segmentation_f1', 'segment_cells', 'label_outlines',
-           'show_segmentation']
+__all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'pixel_counts', 'percentile_uint8', 'work_shape', 'label_diameter',
+           'estimate_diameter', 'default_diameter', 'segment_nuclei', 'segmentation_f1', 'segment_cells',
+           'label_outlines', 'show_segmentation']
 
 # %% ../nbs/01c_segment.ipynb #53c46c87
 # Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
@@ -22,7 +22,7 @@ HPA_DIAMETER = 50.
 WORK_DIAMETER = 25.  # Nuclei are segmented at the resolution where they span this many px (a Kaggle field at 256²)
 
 # %% ../nbs/01c_segment.ipynb #1b149815
-def _histogram(x:np.ndarray) -> np.ndarray:
+def pixel_counts(x:np.ndarray) -> np.ndarray:
     "The counts of each value of 8- or 16-bit `x` (int64, 256 or 65536 of them); OpenCV's, exact below 2²⁴ pixels"
     n = 256 if x.dtype == np.uint8 else 65536
     if x.size >= 2**24: return np.bincount(x.ravel(), minlength=n)          # its float32 counts would round
@@ -32,7 +32,7 @@ def _percentiles(x:np.ndarray, qs) -> np.ndarray:
     """`np.percentile(x, qs)`; from a histogram (linear interpolation too) for 8- and 16-bit data, 10× faster than
     sorting"""
     if x.dtype not in (np.uint8, np.uint16): return np.percentile(x, qs)
-    cum = np.cumsum(_histogram(x))
+    cum = np.cumsum(pixel_counts(x))
     pos = np.asarray(qs, np.float64) / 100 * (x.size - 1); lo = np.floor(pos).astype(np.int64)
     v_lo = np.searchsorted(cum, lo, side='right')
     v_hi = np.searchsorted(cum, np.minimum(lo + 1, x.size - 1), side='right')
@@ -126,7 +126,7 @@ _K = WORK_DIAMETER / HPA_DIAMETER
 
 def _median_below(u:np.ndarray, t:int) -> float:
     "`np.median(u[u <= t])` of uint8 `u` (0 if there are none), from its histogram"
-    cum = np.cumsum(_histogram(u)[:t + 1]); n = int(cum[-1])
+    cum = np.cumsum(pixel_counts(u)[:t + 1]); n = int(cum[-1])
     if n == 0: return 0.
     lo, hi = np.searchsorted(cum, [(n - 1) // 2, n // 2], side='right')          # the middle order statistics
     return (float(lo) + float(hi)) / 2
