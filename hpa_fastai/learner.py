@@ -88,7 +88,7 @@ def cut_body(
     arch=None, # The constructor it came from, to look up fastai's `model_meta` cut
 ) -> nn.Module:
     "The convolutional body of `m`, cut as fastai's `create_body` does; timm models keep their `forward_features`"
-    if type(m).__module__.startswith('timm.'):                               # from a `TimmArch`
+    if str(getattr(arch, '__name__', '')).startswith('timm/') or type(m).__module__.startswith('timm.'):   # `TimmArch`
         if hasattr(m, 'reset_classifier'): m.reset_classifier(0)
         return TimmBody(m)
     ch = list(m.children())

@@ -14,7 +14,7 @@ def readme_from_index() -> str:
     "README.md's text: the index notebook's markdown cells, with links to notebooks made relative to the repository root"
     nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
     text = '\n\n'.join(''.join(c['source']).strip('\n') for c in nb['cells'] if c['cell_type'] == 'markdown') + '\n'
-    return re.sub(r'\]\((?!https?:)([\w-]+\.ipynb)\)', r'](nbs/\1)', text)
+    return re.sub(r'\]\((?!https?:)([\w-]+\.ipynb|images/[\w.-]+)\)', r'](nbs/\1)', text)
 
 def test_readme_in_step_with_index():
     assert (ROOT/'README.md').read_text() == readme_from_index(), 'README.md differs from nbs/index.ipynb: run `python tests/test_docs.py`'
