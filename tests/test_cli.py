@@ -24,7 +24,7 @@ def test_synth_train_predict(tmp_path, cli_here):
     assert pd.read_csv(tmp_path/'p.csv', dtype=str, keep_default_na=False).equals(sub)   # same model, thresholds and TTA
     here(cli_here, ['hpa-predict', str(r/'model.pth'), 'data/test', '--sample-submission', 'data/sample_submission.csv', '--out', 'p2.csv', '--pack'], tmp_path)
     assert pd.read_csv(tmp_path/'p2.csv', dtype=str, keep_default_na=False).equals(sub)  # weights-only form, packed test set
-    run(['hpa-features', 'data/train', '--out', 'f.csv', '--n-workers', '0'], tmp_path)
+    here(cli_here, ['hpa-features', 'data/train', '--out', 'f.csv', '--n-workers', '0'], tmp_path)   # (own process: test_inputs)
     assert len(pd.read_csv(tmp_path/'f.csv')) == 40
     _your_microscope(tmp_path, r, cli_here)
 

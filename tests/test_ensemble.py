@@ -75,7 +75,7 @@ def test_settings_checked():
         assert msg in errs
     with pytest.raises(ValueError, match="agg must be"): combine_folds([np.zeros((1, 28))], 'median')
 
-def test_hpa_train_folds_end_to_end_and_hpa_predict_reproduces(data, tmp_path):
+def test_hpa_train_folds_end_to_end_and_hpa_predict_reproduces(data, tmp_path, cli_here):
     "`hpa-train --folds 3` with crops and averaged weights from a fresh folder; `hpa-predict RUN` gives its submission"
     out = _cli(['hpa-train', '--path', str(data), '--folds', '3', '--size', '32', '--crop', '24', '--average', '1',
                 '--epochs', '1', '--bs', '4', '--lr', '1e-3', '--num-workers', '0', '--name', 'ens', '--ensemble', 'max'],
@@ -88,13 +88,13 @@ def test_hpa_train_folds_end_to_end_and_hpa_predict_reproduces(data, tmp_path):
     assert m['folds'] == 3 and m['ensemble'] == 'max' and len(m['oof']['f1_thresholds_ci95']) == 2
     assert {'all_positive', 'frequency', 'features_only'} <= set(m['oof']['baselines'])
     assert all((run/f'fold-{i}'/'model.pth').exists() for i in range(3))
-    _cli(['hpa-predict', str(run), str(data/'test'), '--sample-submission', str(data/'sample_submission.csv'),
-          '--out', 'again.csv'], tmp_path)
+    r = cli_here(['hpa-predict', str(run), str(data/'test'), '--sample-submission', str(data/'sample_submission.csv'),
+                  '--out', 'again.csv'], tmp_path)                # the installed script, in this process
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path/'again.csv'), pd.read_csv(run/'submission.csv'))
     P, ids = load_ensemble(run).predict(data/'test')
     assert P.shape == (4, 28) and ids == sorted(ids)
-    r = subprocess.run(['hpa-predict', str(run), str(data/'test'), '--tta', 'max'], cwd=tmp_path, capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r = cli_here(['hpa-predict', str(run), str(data/'test'), '--tta', 'max'], tmp_path)
     assert r.returncode != 0 and 'is an ensemble' in r.stderr + r.stdout
 
 class _Stop(Exception): pass
