@@ -22,8 +22,8 @@ from .baselines import FeaturesOnly, baseline_class_f1
 from .train import *
 
 # %% auto #0
-__all__ = ['RARE_CLASSES', 'ENSEMBLE_AGGS', 'folder_probs', 'scaled_features', 'combine_folds', 'oof_thresholds',
-           'ensemble_scores', 'train_folds', 'HpaEnsemble', 'load_ensemble']
+__all__ = ['RARE_CLASSES', 'ENSEMBLE_AGGS', 'folder_probs', 'scaled_features', 'combine_folds', 'ensemble_scores', 'train_folds',
+           'HpaEnsemble', 'load_ensemble']
 
 # %% ../nbs/06b_ensemble.ipynb #a90c10fa
 RARE_CLASSES = (8, 9, 10, 15, 27) # Kaggle's five rarest classes (11–53 of 31,072 samples): where OOF thresholds matter
@@ -112,19 +112,6 @@ def _oof_table(folds:list, df:pd.DataFrame) -> pd.DataFrame:
     rows = rows.set_index('Id').loc[df.Id].reset_index()
     return rows[['Id', 'fold', *HPA_CLASSES]]
 
-# %% ../nbs/06b_ensemble.ipynb #4fb2294b
-def oof_thresholds(probs, # Out-of-fold probabilities (samples × 28)
-                   targs, # Their multi-hot targets
-                   cfg:TrainConfig, # The run's settings: threshold method and seed
-                   freq=None, # Class frequencies (the freq method's target)
-                   groups=None, # Duplicate group of each sample: the cross-fitting folds keep each whole
-                  ) -> tuple:
-    "Thresholds fitted on all of `probs` (for the test set) and per-sample ones cross-fitted on the others (to score)"
-    fixed = fixed_threshold(cfg.threshold_method)
-    if fixed is not None: th = np.full(N_CLASSES, fixed, np.float32); return th, th
-    th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)
-    return th, crossfit_thresholds(probs, targs, cfg.threshold_method, seed=cfg.seed, target_freq=freq, groups=groups)
-
 # %% ../nbs/06b_ensemble.ipynb #a08ae197
 def _rare(P, T, th_a, th_b, classes=RARE_CLASSES) -> dict:
     "F1 of each of `classes` under thresholds `th_a` (out-of-fold) and `th_b` (one split), with its positives"
@@ -144,12 +131,12 @@ def ensemble_scores(folds:list, # Each fold's outputs: `held` Ids, `probs`, `thr
     "OOF thresholds and scores (with baselines), and the ensemble's test probabilities (scored when labelled)"
     oof = _oof_table(folds, df); P = oof[HPA_CLASSES].to_numpy(np.float32)
     T = encode_targets(list(df.Target)); freq = T.mean(0)
-    th, th_cf = oof_thresholds(P, T, cfg, freq, groups)
+    th, th_cf, _ = fit_split_thresholds(P, T, cfg, freq, groups)
     res = dict(oof=oof, thresholds=th, oof_scores=score(P, T, th_cf, in_sample=False, seed=cfg.seed))
     fo = 'fo_probs' in folds[0]
     if fo:
         Q = pd.concat([pd.DataFrame(f['fo_probs']).assign(Id=f['held']) for f in folds]).set_index('Id').loc[df.Id]
-        Q = Q.to_numpy(np.float32); thq, thq_cf = oof_thresholds(Q, T, cfg, freq, groups)
+        Q = Q.to_numpy(np.float32); thq, thq_cf, _ = fit_split_thresholds(Q, T, cfg, freq, groups)
     per = baseline_class_f1(T, T, Q if fo else None, thq_cf if fo else None, seed=cfg.seed)
     res['oof_scores']['baselines'] = {'features_only': None, **{k: round(float(v.mean()), 4) for k, v in per.items()}}
     if 'test_probs' not in folds[0]: return res

@@ -37,10 +37,10 @@ from .averaging import WeightAveraging
 __all__ = ['TTA_MODES', 'THRESHOLD_METHODS', 'SCHEDULES', 'LOSSES', 'PRECISIONS', 'CHOICES', 'RECIPE_DEFAULTS', 'AUTO_PACK_MB',
            'RECIPES', 'LR_RULES', 'LR_CAP', 'RUN_FILES', 'DEMO_SET', 'fixed_threshold', 'TrainConfig', 'check_data',
            'build_data', 'auto_store', 'use_gpu_speedups', 'build_learner', 'find_lr', 'capped_lr', 'training_stages',
-           'train_learner', 'score', 'fit_baselines', 'constant_loss', 'baselines_for', 'evaluate',
-           'read_submission_ids', 'predict_test', 'store_test_dl', 'write_predictions', 'prepare_run', 'baselines_line',
-           'data_fingerprint', 'check_inputs', 'open_run', 'data_record', 'fit_run', 'run_metrics', 'run_training',
-           'find_data']
+           'train_learner', 'score', 'fit_split_thresholds', 'fit_baselines', 'constant_loss', 'baselines_for',
+           'evaluate', 'read_submission_ids', 'predict_test', 'store_test_dl', 'write_predictions', 'prepare_run',
+           'baselines_line', 'data_fingerprint', 'check_inputs', 'open_run', 'data_record', 'fit_run', 'run_metrics',
+           'run_training', 'find_data']
 
 # %% ../nbs/06a_train.ipynb #29299697
 TTA_MODES, THRESHOLD_METHODS, SCHEDULES, LOSSES = (
@@ -455,11 +455,16 @@ def score(probs, # Probabilities (n, 28)
     return {**res, 'n': len(targs), 'in_sample': in_sample}
 
 # %% ../nbs/06a_train.ipynb #4691f26e
-def _fit(probs, targs, cfg:TrainConfig, freq=None, groups=None):
-    """Thresholds for the model (fitted on all of `probs`) and leak-free per-sample ones (folds keep `groups` whole);
-    whether in-sample"""
+def fit_split_thresholds(probs, # Predicted probabilities of one split (samples × 28)
+                         targs, # Their multi-hot targets
+                         cfg:TrainConfig, # The run's settings: threshold method and seed
+                         freq=None, # Class frequencies (the freq method's target: the training split's)
+                         groups=None, # Duplicate group of each sample: the cross-fitting folds keep each whole
+                        ) -> tuple:
+    """Thresholds for the model (fitted on all of `probs`), leak-free per-sample ones (each fitted without its fold),
+    and whether those are in-sample (too few samples to cross-fit)"""
     fixed = fixed_threshold(cfg.threshold_method)
-    if fixed is not None: th = np.full(N_CLASSES, fixed); return th, th, False
+    if fixed is not None: th = np.full(N_CLASSES, fixed, np.float32); return th, th, False
     # freq: the training split's class frequencies
     th = fit_thresholds(probs, targs, cfg.threshold_method, target_freq=freq)
     # too few to cross-fit: in-sample
@@ -509,7 +514,7 @@ def baselines_for(base:dict, # From `fit_baselines` (with `thresholds` set by `e
     fo, p, th = base['features_only'], None, None
     if fo is not None and feats is not None:
         p = fo.predict(feats)
-        if thresholds is None: th, th_score, _ = _fit(p, targs, cfg, _train_freq(base), groups)
+        if thresholds is None: th, th_score, _ = fit_split_thresholds(p, targs, cfg, _train_freq(base), groups)
         else: th_score = thresholds
     per = baseline_class_f1(
         targs, base['train_targets'], p, th_score if p is not None else None, seed=cfg.seed if cfg else 0
@@ -544,10 +549,10 @@ def evaluate(learn:Learner, # A trained learner
     freq = _train_freq(base)
     # a sample's duplicates never fit its threshold
     groups = stem_groups(learn.dls.valid_ds.items, cache_dir=cache_dir) if cfg.dedup else None
-    th, th_cf, ins = _fit(probs, targs, cfg, freq, groups)
+    th, th_cf, ins = fit_split_thresholds(probs, targs, cfg, freq, groups)
     views = cfg.tta != 'none' or bool(cfg.crop)                  # dihedral views and/or a grid of crops
     tta = check_finite(tta_probs(learn, None, cfg.tta, cfg.crop, cfg.crop_grid)[0], 'validation TTA') if views else None
-    tth, tth_cf, _ = _fit(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
+    tth, tth_cf, _ = fit_split_thresholds(tta, targs, cfg, freq, groups) if tta is not None else (th, th_cf, ins)
     metrics, per = score(probs, targs, th_cf, tta, tth_cf, in_sample=ins, seed=cfg.seed), None
     if cfg.threshold_method == 'f1':
         metrics['threshold_fallbacks'] = [HPA_CLASSES[c] for c in threshold_fallbacks(targs)]
