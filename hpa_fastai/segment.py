@@ -16,11 +16,6 @@ __all__ = ['HPA_DIAMETER', 'WORK_DIAMETER', 'pixel_counts', 'percentile_uint8', 
            'estimate_diameter', 'default_diameter', 'segment_nuclei', 'segmentation_f1', 'segment_cells',
            'label_outlines', 'show_segmentation']
 
-# %% ../nbs/01c_segment.ipynb #53c46c87
-# Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
-HPA_DIAMETER = 50.
-WORK_DIAMETER = 25.  # Nuclei are segmented at the resolution where they span this many px (a Kaggle field at 256²)
-
 # %% ../nbs/01c_segment.ipynb #1b149815
 def pixel_counts(x:np.ndarray) -> np.ndarray:
     "The counts of each value of 8- or 16-bit `x` (int64, 256 or 65536 of them); OpenCV's, exact below 2²⁴ pixels"
@@ -61,6 +56,21 @@ def percentile_uint8(x, # A 2-D image of any dtype
         return stretch(np.arange(256 if x.dtype == np.uint8 else 65536, dtype=np.float32))[x]
     return stretch(x.astype(np.float32))
 
+# %% ../nbs/01c_segment.ipynb #53c46c87
+# Median nucleus diameter (px) in Kaggle's 512² fields: `estimate_diameter` over the real blue channels
+HPA_DIAMETER = 50.
+WORK_DIAMETER = 25.  # Nuclei are segmented at the resolution where they span this many px (a Kaggle field at 256²)
+# the lengths below were set for a 512² Kaggle field: × 0.5 at the working scale
+_K = WORK_DIAMETER / HPA_DIAMETER
+
+# %% ../nbs/01c_segment.ipynb #6034cbba
+def work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
+    "The (h, w) at which nuclei `diameter` px across in an image of `shape` span `work` px (unchanged within 5 %)"
+    f = work / diameter
+    return (
+        tuple(shape[:2]) if abs(f - 1) <= 0.05 else (max(8, int(round(shape[0] * f))), max(8, int(round(shape[1] * f))))
+    )
+
 # %% ../nbs/01c_segment.ipynb #15cac8dd
 def _resize(img:np.ndarray, shape, nearest:bool=False) -> np.ndarray:
     "`img` resized to `shape` (h, w): area filter shrinking, bilinear enlarging; `nearest` for label images (any dtype)"
@@ -72,14 +82,6 @@ def _resize(img:np.ndarray, shape, nearest:bool=False) -> np.ndarray:
         return img[r][:, c]
     return cv2.resize(
         img, (w, h), interpolation=cv2.INTER_AREA if h * w < img.shape[0] * img.shape[1] else cv2.INTER_LINEAR
-    )
-
-# %% ../nbs/01c_segment.ipynb #6034cbba
-def work_shape(shape, diameter:float, work:float=WORK_DIAMETER) -> tuple:
-    "The (h, w) at which nuclei `diameter` px across in an image of `shape` span `work` px (unchanged within 5 %)"
-    f = work / diameter
-    return (
-        tuple(shape[:2]) if abs(f - 1) <= 0.05 else (max(8, int(round(shape[0] * f))), max(8, int(round(shape[1] * f))))
     )
 
 # %% ../nbs/01c_segment.ipynb #072410c6
@@ -98,32 +100,7 @@ def _fill_holes(mask:np.ndarray, max_area:float) -> np.ndarray:
         out[sl][lab[sl] == k] = 1
     return out
 
-# %% ../nbs/01c_segment.ipynb #538c5e74
-def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
-    "`lab` with regions under `min_area` pixels removed and the rest numbered 1..n in order"
-    areas = np.bincount(lab.ravel())
-    keep = np.flatnonzero(areas >= min_area); keep = keep[keep > 0]
-    if len(keep) == len(areas) - 1: return lab                                     # 1..n already
-    remap = np.zeros(len(areas), np.int32); remap[keep] = np.arange(1, len(keep) + 1)
-    return remap[lab]
-
-# %% ../nbs/01c_segment.ipynb #2067f2df
-def _wmedian(v:np.ndarray, w:np.ndarray) -> float:
-    "Median of `v` weighted by `w`"
-    o = np.argsort(v); c = np.cumsum(w[o])
-    return float(v[o][np.searchsorted(c, c[-1] / 2)])
-
-# %% ../nbs/01c_segment.ipynb #e8aed5dd
-def label_diameter(lab, # A label image (0 background)
-                  ) -> float:
-    "Area-weighted median equivalent-circle diameter (px) of the regions of `lab`; NaN if there are none"
-    a = np.bincount(np.asarray(lab).ravel())[1:].astype(np.float64); a = a[a > 0]
-    return _wmedian(2 * np.sqrt(a / np.pi), a) if len(a) else float('nan')
-
 # %% ../nbs/01c_segment.ipynb #665cbd06
-# the lengths below were set for a 512² Kaggle field: × 0.5 at the working scale
-_K = WORK_DIAMETER / HPA_DIAMETER
-
 def _median_below(u:np.ndarray, t:int) -> float:
     "`np.median(u[u <= t])` of uint8 `u` (0 if there are none), from its histogram"
     cum = np.cumsum(pixel_counts(u)[:t + 1]); n = int(cum[-1])
@@ -140,6 +117,15 @@ def _foreground(u:np.ndarray, sigma:float, dim:float, floor:float, min_area:floa
     fg = cv2.threshold(bb, max(bg + dim * (t - bg), bg + floor), 1, cv2.THRESH_BINARY)[1]
     fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     return _fill_holes(fg, 2 * min_area)
+
+# %% ../nbs/01c_segment.ipynb #538c5e74
+def _relabel(lab:np.ndarray, min_area:float) -> np.ndarray:
+    "`lab` with regions under `min_area` pixels removed and the rest numbered 1..n in order"
+    areas = np.bincount(lab.ravel())
+    keep = np.flatnonzero(areas >= min_area); keep = keep[keep > 0]
+    if len(keep) == len(areas) - 1: return lab                                     # 1..n already
+    remap = np.zeros(len(areas), np.int32); remap[keep] = np.arange(1, len(keep) + 1)
+    return remap[lab]
 
 # %% ../nbs/01c_segment.ipynb #ad43587a
 def _disc_maxima(d:np.ndarray, r:int, cand:np.ndarray) -> np.ndarray:
@@ -163,6 +149,29 @@ def _split(fg:np.ndarray, sigma:float, seed_radius:float, min_peak:float, min_ar
     _, seeds = cv2.connectedComponents(peaks.view(np.uint8))
     return _relabel(watershed(-d, seeds, mask=fg.view(bool)).astype(np.int32, copy=False), min_area)
 
+# %% ../nbs/01c_segment.ipynb #1836484a
+def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None,
+            work:float=WORK_DIAMETER, back:bool=True) -> np.ndarray:
+    """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
+    `u`'s size (`back=False`: left at that size)"""
+    ws = work_shape(u.shape, diameter, work)
+    f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1]))
+    k = work / HPA_DIAMETER
+    x = _resize(u, ws)
+    sig, r, ma, floor = 2 * k, 12 * k, 200 * k**2, 3 * k
+    if seed_radius is not None: r = seed_radius * f
+    if min_area is not None: ma = min_area * f * f
+    fg = _foreground(x, sig, dim, 4, ma)
+    if not fg.any(): return np.zeros(u.shape if back else ws, np.int32)
+    lab = _split(fg, sig, r, floor, ma)                                       # numbered 1..n already
+    return _relabel(_resize(lab, u.shape, nearest=True), 1) if back and lab.shape != u.shape else lab
+
+# %% ../nbs/01c_segment.ipynb #2067f2df
+def _wmedian(v:np.ndarray, w:np.ndarray) -> float:
+    "Median of `v` weighted by `w`"
+    o = np.argsort(v); c = np.cumsum(w[o])
+    return float(v[o][np.searchsorted(c, c[-1] / 2)])
+
 # %% ../nbs/01c_segment.ipynb #c608c899
 def _first_guess(u:np.ndarray, g:float) -> float:
     """Area-weighted median diameter (px) of the foreground components of uint8 `u` shrunk by `g`: equivalent circles,
@@ -177,6 +186,13 @@ def _first_guess(u:np.ndarray, g:float) -> float:
     ok = (rin >= 1.5) & (area >= 12)                                                 # specks measure nothing
     if not ok.any(): return float('nan')
     return _wmedian(np.where(deq < 2.6 * rin, deq, 2.2 * rin)[ok], area[ok]) / g
+
+# %% ../nbs/01c_segment.ipynb #e8aed5dd
+def label_diameter(lab, # A label image (0 background)
+                  ) -> float:
+    "Area-weighted median equivalent-circle diameter (px) of the regions of `lab`; NaN if there are none"
+    a = np.bincount(np.asarray(lab).ravel())[1:].astype(np.float64); a = a[a > 0]
+    return _wmedian(2 * np.sqrt(a / np.pi), a) if len(a) else float('nan')
 
 # %% ../nbs/01c_segment.ipynb #dda2c4cb
 def _label_diameter_at(lab:np.ndarray, shape) -> float:
@@ -205,23 +221,6 @@ def estimate_diameter(blue, # The blue (DAPI) channel: a 2-D image of any size a
     lab = _nuclei(u, float(np.clip(d0, lo, hi)), work=16., back=False)
     d = _label_diameter_at(lab, u.shape)
     return float(np.clip(d if np.isfinite(d) else d0, lo, hi))
-
-# %% ../nbs/01c_segment.ipynb #1836484a
-def _nuclei(u:np.ndarray, diameter:float, dim:float=0.5, seed_radius=None, min_area=None,
-            work:float=WORK_DIAMETER, back:bool=True) -> np.ndarray:
-    """Nuclei of the normalised uint8 `u` at `diameter` px, segmented where they span `work` px and brought back to
-    `u`'s size (`back=False`: left at that size)"""
-    ws = work_shape(u.shape, diameter, work)
-    f = np.sqrt(ws[0] * ws[1] / (u.shape[0] * u.shape[1]))
-    k = work / HPA_DIAMETER
-    x = _resize(u, ws)
-    sig, r, ma, floor = 2 * k, 12 * k, 200 * k**2, 3 * k
-    if seed_radius is not None: r = seed_radius * f
-    if min_area is not None: ma = min_area * f * f
-    fg = _foreground(x, sig, dim, 4, ma)
-    if not fg.any(): return np.zeros(u.shape if back else ws, np.int32)
-    lab = _split(fg, sig, r, floor, ma)                                       # numbered 1..n already
-    return _relabel(_resize(lab, u.shape, nearest=True), 1) if back and lab.shape != u.shape else lab
 
 # %% ../nbs/01c_segment.ipynb #fa9e653f
 def default_diameter(shape) -> float:
