@@ -29,8 +29,8 @@ from .experiments import train_seeds, check_seeds
 from .ensemble import train_folds, load_ensemble
 
 # %% auto #0
-__all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'with_options_of', 'hpa_train', 'hpa_synth',
-           'hpa_features', 'hpa_predict', 'hpa_pack', 'hpa_dedup']
+__all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'hpa_train', 'hpa_predict', 'hpa_synth',
+           'hpa_features', 'hpa_pack', 'with_options_of', 'hpa_dedup']
 
 # %% ../nbs/11_cli.ipynb #a64f16c2
 def _not_none(anno):
@@ -93,23 +93,6 @@ def with_config_options(f=None, # The command: its own options, then `**options`
     ]
     f.__signature__ = inspect.Signature(own + config_options(**kwargs))
     return f
-
-# %% ../nbs/11_cli.ipynb #04f651e1
-def with_options_of(to, # The Python function whose keyword parameters the command takes as options
-                    but=(), # Its parameters the command leaves out (or spells its own way)
-                   ):
-    "Give a command, after its own parameters, those of `to` — types, defaults, docments — for `call_parse`"
-    def deco(f):
-        own = [p for p in inspect.signature(f, eval_str=True).parameters.values()
-               if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        docs, skip, P = docments(to), {p.name for p in own} | set(but), inspect.Parameter
-        typ = lambda p: str if p.annotation is P.empty else _not_none(p.annotation)
-        extra = [p.replace(kind=P.KEYWORD_ONLY, annotation=Annotated[typ(p), docs.get(p.name) or ''])
-                 for p in inspect.signature(to, eval_str=True).parameters.values()
-                 if p.name not in skip and p.kind not in (P.VAR_KEYWORD, P.VAR_POSITIONAL)]
-        f.__signature__ = inspect.Signature(own + extra)
-        return f
-    return deco
 
 # %% ../nbs/11_cli.ipynb #c0b087ea
 def _resume(path, out, name, overwrite, cache_dir, config:dict):
@@ -181,71 +164,6 @@ def _check_scale(diameter, channel_order):
     try: parse_channels(channel_order)
     except ValueError as e: raise HpaConfigError(f'--channel-order: {e}') from None
 
-# %% ../nbs/11_cli.ipynb #f25b79e8
-@call_parse
-def hpa_synth(
-    dest:str='data/synthetic', # Folder to write (must be empty unless --overwrite)
-    n_train:int=500, # Training samples
-    n_test:int=100, # Test samples
-    size:int=512, # Image size (Kaggle's is 512)
-    seed:int=0, # Random seed
-    freq_power:float=1., # 1: real class frequencies; < 1 flattens them
-    overwrite:store_true=False, # Write into a non-empty folder
-    n_workers:int=None, # Processes (default: all cores)
-):
-    "Write a synthetic HPA data set in the Kaggle layout"
-    with cli_errors('hpa-synth'):
-        if n_train < 2: raise HpaConfigError(f'--n-train must be at least 2 (got {n_train})')
-        if n_test < 0: raise HpaConfigError(f'--n-test must be 0 or more (got {n_test})')
-        if size < 16: raise HpaConfigError(f'--size must be at least 16 (got {size})')
-        d = make_synthetic_hpa(
-            dest,
-            n_train=n_train,
-            n_test=n_test,
-            size=size,
-            seed=seed,
-            freq_power=freq_power,
-            overwrite=overwrite,
-            n_workers=n_workers if n_workers is not None else defaults.cpus,
-        )
-        log_line(f'wrote {n_train} train + {n_test} test samples to {d}')
-
-# %% ../nbs/11_cli.ipynb #b35bdd8a
-@call_parse
-def hpa_features(
-    folder:str, # Image folder (e.g. data/hpa/train)
-    out:str=None, # Output file (.parquet or .csv; default: FOLDER_features.parquet beside the folder)
-    n_workers:int=None, # Processes (default: all cores)
-    chunk_size:int=256, # Samples per cache chunk
-    cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
-    diameter:float=None, # Nucleus diameter in px of these images (default: estimated per image)
-    channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
-):
-    "Compute (or resume) the ten biological features of every sample in FOLDER"
-    with cli_errors('hpa-features'):
-        folder = Path(folder)
-        if chunk_size < 1: raise HpaConfigError(f'--chunk-size must be at least 1 (got {chunk_size})')
-        if n_workers is not None and n_workers < 0:
-            raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
-        _check_scale(diameter, channel_order)
-        if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
-        out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
-        for opt, f in (('--out', out.parent), ('--cache-dir', cache_dir)):          # before any feature is computed
-            if f is not None and not is_writable(f):
-                raise HpaConfigError(f'{opt}: cannot write in {f} (read-only, or not a folder); pass another {opt}')
-        ft = feature_table(
-            folder,
-            n_workers=n_workers,
-            chunk_size=chunk_size,
-            cache_dir=cache_dir,
-            diameter=diameter,
-            channel_order=channel_order,
-        )
-        with atomic_write(out, mode=None) as tmp:
-            ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
-        failed = ft.attrs.get('failed')
-        log_line(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
-
 # %% ../nbs/11_cli.ipynb #16a81c3e
 def _predict_ensemble(run, folder, ids, out, tta, bs, cache_dir, pack, channel_order, diameter, sample_submission):
     "`hpa-predict RUN_FOLDER`: every fold's model, one at a time, combined as the run did, with the OOF thresholds"
@@ -314,6 +232,71 @@ def hpa_predict(
         else: write_predictions(probs, ids, out, learn.thresholds)
         log_line(f'{len(ids)} predictions → {out}')
 
+# %% ../nbs/11_cli.ipynb #f25b79e8
+@call_parse
+def hpa_synth(
+    dest:str='data/synthetic', # Folder to write (must be empty unless --overwrite)
+    n_train:int=500, # Training samples
+    n_test:int=100, # Test samples
+    size:int=512, # Image size (Kaggle's is 512)
+    seed:int=0, # Random seed
+    freq_power:float=1., # 1: real class frequencies; < 1 flattens them
+    overwrite:store_true=False, # Write into a non-empty folder
+    n_workers:int=None, # Processes (default: all cores)
+):
+    "Write a synthetic HPA data set in the Kaggle layout"
+    with cli_errors('hpa-synth'):
+        if n_train < 2: raise HpaConfigError(f'--n-train must be at least 2 (got {n_train})')
+        if n_test < 0: raise HpaConfigError(f'--n-test must be 0 or more (got {n_test})')
+        if size < 16: raise HpaConfigError(f'--size must be at least 16 (got {size})')
+        d = make_synthetic_hpa(
+            dest,
+            n_train=n_train,
+            n_test=n_test,
+            size=size,
+            seed=seed,
+            freq_power=freq_power,
+            overwrite=overwrite,
+            n_workers=n_workers if n_workers is not None else defaults.cpus,
+        )
+        log_line(f'wrote {n_train} train + {n_test} test samples to {d}')
+
+# %% ../nbs/11_cli.ipynb #b35bdd8a
+@call_parse
+def hpa_features(
+    folder:str, # Image folder (e.g. data/hpa/train)
+    out:str=None, # Output file (.parquet or .csv; default: FOLDER_features.parquet beside the folder)
+    n_workers:int=None, # Processes (default: all cores)
+    chunk_size:int=256, # Samples per cache chunk
+    cache_dir:str=None, # Feature cache folder (default: beside the data if writable, else ~/.cache/hpa_fastai)
+    diameter:float=None, # Nucleus diameter in px of these images (default: estimated per image)
+    channel_order:str='rgby', # Channel order of multi-channel TIFF stacks {Id}.tif: rgby, rgb, bgr, …
+):
+    "Compute (or resume) the ten biological features of every sample in FOLDER"
+    with cli_errors('hpa-features'):
+        folder = Path(folder)
+        if chunk_size < 1: raise HpaConfigError(f'--chunk-size must be at least 1 (got {chunk_size})')
+        if n_workers is not None and n_workers < 0:
+            raise HpaConfigError(f'--n-workers must be 0 or more (got {n_workers})')
+        _check_scale(diameter, channel_order)
+        if not folder.is_dir(): raise HpaDataError(f'{folder}: image folder not found')
+        out = Path(out) if out else folder.parent/f'{folder.name}_features.parquet'
+        for opt, f in (('--out', out.parent), ('--cache-dir', cache_dir)):          # before any feature is computed
+            if f is not None and not is_writable(f):
+                raise HpaConfigError(f'{opt}: cannot write in {f} (read-only, or not a folder); pass another {opt}')
+        ft = feature_table(
+            folder,
+            n_workers=n_workers,
+            chunk_size=chunk_size,
+            cache_dir=cache_dir,
+            diameter=diameter,
+            channel_order=channel_order,
+        )
+        with atomic_write(out, mode=None) as tmp:
+            ft.to_csv(tmp, index=False) if out.suffix == '.csv' else ft.to_parquet(tmp, index=False)
+        failed = ft.attrs.get('failed')
+        log_line(f'{len(ft)} samples → {out}' + (f'; {len(failed)} unreadable: {list(failed)[:5]}' if failed else ''))
+
 # %% ../nbs/11_cli.ipynb #cc6fc6a9
 @call_parse
 def hpa_pack(
@@ -349,6 +332,23 @@ def hpa_pack(
             repack=repack,
         )
         log_line(f'store: {d}')
+
+# %% ../nbs/11_cli.ipynb #04f651e1
+def with_options_of(to, # The Python function whose keyword parameters the command takes as options
+                    but=(), # Its parameters the command leaves out (or spells its own way)
+                   ):
+    "Give a command, after its own parameters, those of `to` — types, defaults, docments — for `call_parse`"
+    def deco(f):
+        own = [p for p in inspect.signature(f, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        docs, skip, P = docments(to), {p.name for p in own} | set(but), inspect.Parameter
+        typ = lambda p: str if p.annotation is P.empty else _not_none(p.annotation)
+        extra = [p.replace(kind=P.KEYWORD_ONLY, annotation=Annotated[typ(p), docs.get(p.name) or ''])
+                 for p in inspect.signature(to, eval_str=True).parameters.values()
+                 if p.name not in skip and p.kind not in (P.VAR_KEYWORD, P.VAR_POSITIONAL)]
+        f.__signature__ = inspect.Signature(own + extra)
+        return f
+    return deco
 
 # %% ../nbs/11_cli.ipynb #4a62ccda
 @call_parse
