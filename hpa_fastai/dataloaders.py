@@ -192,6 +192,19 @@ def feature_blocks(df:pd.DataFrame, # Labels (`Id`, `Target`) of the samples
     tr = table.set_index('Id').loc[df.Id.iloc[train_idx]]
     return FeatureBlock(table, FeatureNorm.fit(tr), params)
 
+# %% ../nbs/03a_dataloaders.ipynb #5baa9bae
+class RandomCropBatch(RandTransform):
+    "A random `size` × `size` window of each image of a training batch (validation and test batches pass unchanged)"
+    split_idx, order = 0, 15                          # after `IntToFloatTensor`, before the affine augmentation
+    def __init__(self, size:int, # Side of the crops, at most the images' side
+                ):
+        super().__init__(p=1.); self.size = size
+    def encodes(self, x:TensorImage):
+        n, s, (h, w) = len(x), self.size, x.shape[-2:]
+        if s > min(h, w): raise ValueError(f'crop {s} px is larger than the {h}x{w} images: crop at most their size')
+        ys, xs = torch.randint(0, h - s + 1, (n,)).tolist(), torch.randint(0, w - s + 1, (n,)).tolist()
+        return torch.stack([x[i, :, y:y + s, c:c + s] for i, (y, c) in enumerate(zip(ys, xs))])
+
 # %% ../nbs/03a_dataloaders.ipynb #055000b4
 def _store_for(path, store, cache_dir=None, folder='train', size=256, channels='rgby', external=None,
                **kwargs) -> list|None:
@@ -243,19 +256,6 @@ def _store_dataloaders(path, sp, extra=None, csv='train.csv', folder='train', si
         item_tfms=item_tfms,
         num_workers=num_workers or 0,
     )
-
-# %% ../nbs/03a_dataloaders.ipynb #5baa9bae
-class RandomCropBatch(RandTransform):
-    "A random `size` × `size` window of each image of a training batch (validation and test batches pass unchanged)"
-    split_idx, order = 0, 15                          # after `IntToFloatTensor`, before the affine augmentation
-    def __init__(self, size:int, # Side of the crops, at most the images' side
-                ):
-        super().__init__(p=1.); self.size = size
-    def encodes(self, x:TensorImage):
-        n, s, (h, w) = len(x), self.size, x.shape[-2:]
-        if s > min(h, w): raise ValueError(f'crop {s} px is larger than the {h}x{w} images: crop at most their size')
-        ys, xs = torch.randint(0, h - s + 1, (n,)).tolist(), torch.randint(0, w - s + 1, (n,)).tolist()
-        return torch.stack([x[i, :, y:y + s, c:c + s] for i, (y, c) in enumerate(zip(ys, xs))])
 
 # %% ../nbs/03a_dataloaders.ipynb #fa8fc076
 @delegates(rgby_dataloaders, but=['extra_blocks'])
