@@ -19,17 +19,14 @@ from .files import *
 from .data import *
 
 # %% auto #0
-__all__ = ['DEDUP_PARAMS', 'DIHEDRAL', 'dihedral_image', 'crop_windows', 'hash_bits', 'channel_hashes', 'sample_hashes',
+__all__ = ['DIHEDRAL', 'DEDUP_PARAMS', 'dihedral_image', 'crop_windows', 'hash_bits', 'channel_hashes', 'sample_hashes',
            'dedup_params_key', 'dedup_cache', 'read_small', 'hash_samples', 'near_pairs', 'group_labels',
            'find_duplicates', 'grouping_fingerprint', 'stem_duplicates', 'stem_groups', 'show_duplicates',
            'split_groups', 'drop_leaks', 'dedup_report', 'dedup_data']
 
-# %% ../nbs/01d_dedup.ipynb #8330a439
-DEDUP_PARAMS = dict(thumb=128, side=32, dct=8, core=0.7, blur=1.2, min_spread=2.,
-                    crops=((0.95, (-0.025, 0., 0.025)), (0.9, (-0.05, -0.025, 0., 0.025, 0.05))), version=2)
+# %% ../nbs/01d_dedup.ipynb #ccecb1ee
 DIHEDRAL = ('none', 'flip_lr', 'flip_ud', 'rot180', 'transpose', 'rot270', 'rot90', 'anti_transpose')
 
-# %% ../nbs/01d_dedup.ipynb #ccecb1ee
 def dihedral_image(x:np.ndarray, # An H×W(×C) array
              t:str, # One of `DIHEDRAL`
             ) -> np.ndarray:
@@ -41,12 +38,9 @@ def dihedral_image(x:np.ndarray, # An H×W(×C) array
     if k % 4 >= 2: x = x[::-1]
     return np.ascontiguousarray(x)
 
-# %% ../nbs/01d_dedup.ipynb #90e1e817
-def crop_windows(params=None, # Hash parameters (default `DEDUP_PARAMS`)
-                ) -> list:
-    "The index windows as (scale, dx, dy): the core window, then the smaller, shifted ones that match a crop's core"
-    p = params or DEDUP_PARAMS
-    return [(1., 0., 0.)] + [(c, dx, dy) for c, offs in p['crops'] for dx in offs for dy in offs]
+# %% ../nbs/01d_dedup.ipynb #8330a439
+DEDUP_PARAMS = dict(thumb=128, side=32, dct=8, core=0.7, blur=1.2, min_spread=2.,
+                    crops=((0.95, (-0.025, 0., 0.025)), (0.9, (-0.05, -0.025, 0., 0.025, 0.05))), version=2)
 
 # %% ../nbs/01d_dedup.ipynb #9428ef63
 def _thumbnail(plane:np.ndarray, p:dict) -> np.ndarray|None:
@@ -57,6 +51,13 @@ def _thumbnail(plane:np.ndarray, p:dict) -> np.ndarray|None:
     lo, hi = np.percentile(t, (1, 99.5))
     if hi - lo < p['min_spread']: return None
     return cv2.GaussianBlur(np.clip((t - lo) / (hi - lo), 0, 1), (0, 0), p['blur'])
+
+# %% ../nbs/01d_dedup.ipynb #90e1e817
+def crop_windows(params=None, # Hash parameters (default `DEDUP_PARAMS`)
+                ) -> list:
+    "The index windows as (scale, dx, dy): the core window, then the smaller, shifted ones that match a crop's core"
+    p = params or DEDUP_PARAMS
+    return [(1., 0., 0.)] + [(c, dx, dy) for c, offs in p['crops'] for dx in offs for dy in offs]
 
 # %% ../nbs/01d_dedup.ipynb #cbc43b84
 def _window(t:np.ndarray, scale:float, dx:float, dy:float, p:dict) -> np.ndarray:
@@ -161,6 +162,13 @@ def _read_planes(folder:Path, id_:str, chans, p:dict) -> np.ndarray:
         planes = [cv2.resize(x, (p['thumb'], p['thumb']), interpolation=cv2.INTER_AREA) for x in planes]
     return np.stack(planes, -1)
 
+# %% ../nbs/01d_dedup.ipynb #bbf77903
+def _chunk_file(cdir:Path, ids, fps) -> Path:
+    "Cache file of a chunk: named by a hash of its Ids and their files' fingerprints"
+    return (
+        cdir / f"chunk-{hashlib.sha1(chr(10).join(f'{i} {f}' for i, f in zip(ids, fps)).encode()).hexdigest()[:16]}.npz"
+    )
+
 # %% ../nbs/01d_dedup.ipynb #93100a73
 def _hash_chunk(job) -> dict:
     "Hash one chunk of samples; write its good rows to the cache file `dest` (if any); return hashes and errors"
@@ -181,13 +189,6 @@ def _hash_chunk(job) -> dict:
             with open(tmp, 'wb') as f:
                 np.savez(f, ids=np.array(ids)[good], fps=np.array(fps)[good], q=q[good], w=w[good], ok=ok[good])
     return dict(ids=list(ids), q=q, w=w, ok=ok, errors=errors)
-
-# %% ../nbs/01d_dedup.ipynb #bbf77903
-def _chunk_file(cdir:Path, ids, fps) -> Path:
-    "Cache file of a chunk: named by a hash of its Ids and their files' fingerprints"
-    return (
-        cdir / f"chunk-{hashlib.sha1(chr(10).join(f'{i} {f}' for i, f in zip(ids, fps)).encode()).hexdigest()[:16]}.npz"
-    )
 
 # %% ../nbs/01d_dedup.ipynb #1212ca4c
 def _read_cache(cdir:Path, nw:int, C:int) -> dict:
@@ -366,7 +367,7 @@ def find_duplicates(folder, # Image folder, or a list of folders compared togeth
             Id_a=df.Id.to_numpy()[pairs.a],
             Id_b=df.Id.to_numpy()[pairs.b],
             distance=pairs.distance.round(2),
-            transform=pairs.transform,
+            transform=pairs['transform'],        # (not `pairs.transform`: a DataFrame method)
             group=df.group.to_numpy()[pairs.a],
         )
     )
@@ -491,20 +492,6 @@ def drop_leaks(ext:pd.DataFrame, # External labels (`Id`, `Target`), in the orde
     )
     return ext[~leak].reset_index(drop=True)
 
-# %% ../nbs/01d_dedup.ipynb #599ce549
-def _split_column(g:pd.DataFrame, train_dir:Path, labels:pd.DataFrame|None, valid_pct:float, seed:int) -> tuple:
-    "Each sample's split (train / valid of the grouped split, test, external), and the groups the plain split would cut"
-    split = g.source.copy(); cut = None
-    lab = g[(g.source == 'train') & g.Id.isin(set(labels.Id))] if labels is not None else g.iloc[:0]
-    if len(lab) >= 2 and valid_pct:
-        labels = labels.set_index('Id').loc[lab.Id].reset_index()
-        grp = lab.group.to_numpy()
-        _, va = multilabel_split(labels, valid_pct, seed, groups=grp)
-        split.loc[lab.index[va]] = 'valid'
-        tr0, va0 = multilabel_split(labels, valid_pct, seed)
-        cut = sorted(set(grp[tr0]) & set(grp[va0]))
-    return split, cut
-
 # %% ../nbs/01d_dedup.ipynb #34fb16ff
 def dedup_report(g:pd.DataFrame, # `find_duplicates` with a `split` column
                  cut=None, # Groups the plain (ungrouped) split puts on both sides
@@ -535,6 +522,20 @@ def dedup_report(g:pd.DataFrame, # `find_duplicates` with a `split` column
             ' (hpa-train --external leaves them out)'
         )
     return lines
+
+# %% ../nbs/01d_dedup.ipynb #599ce549
+def _split_column(g:pd.DataFrame, train_dir:Path, labels:pd.DataFrame|None, valid_pct:float, seed:int) -> tuple:
+    "Each sample's split (train / valid of the grouped split, test, external), and the groups the plain split would cut"
+    split = g.source.copy(); cut = None
+    lab = g[(g.source == 'train') & g.Id.isin(set(labels.Id))] if labels is not None else g.iloc[:0]
+    if len(lab) >= 2 and valid_pct:
+        labels = labels.set_index('Id').loc[lab.Id].reset_index()
+        grp = lab.group.to_numpy()
+        _, va = multilabel_split(labels, valid_pct, seed, groups=grp)
+        split.loc[lab.index[va]] = 'valid'
+        tr0, va0 = multilabel_split(labels, valid_pct, seed)
+        cut = sorted(set(grp[tr0]) & set(grp[va0]))
+    return split, cut
 
 # %% ../nbs/01d_dedup.ipynb #e19b6de0
 def dedup_data(

@@ -20,11 +20,6 @@ __all__ = ['STORE_FORMAT', 'INDEX', 'PLAN', 'IMAGES', 'PARTIAL', 'DONE', 'store_
            'pack_rgby', 'RGBYStore', 'open_store', 'list_stores', 'prune_stores', 'StoreUnion', 'StoreFeatures',
            'StoreDataset', 'StoreDataLoader', 'store_batch_tfms', 'df_targets', 'store_dataloaders']
 
-# %% ../nbs/01b_store.ipynb #bd5f28cc
-STORE_FORMAT = 'hpa_fastai.store/1'
-INDEX, PLAN, IMAGES, PARTIAL, DONE = 'index.json', 'pack.json', 'images.npy', 'images.partial.npy', 'done'
-_STORE_FILES = (INDEX, PLAN, IMAGES, PARTIAL)
-
 # %% ../nbs/01b_store.ipynb #d5d33347
 def store_path(folder, # The image folder that is packed
                size:int=512, # Side of the packed images
@@ -60,6 +55,11 @@ def source_fingerprints(folder:Path, ids, channels) -> list:
         try: res.append(files_fingerprint(files[i]) if isinstance(files[i], list) else None)
         except HpaDataError: res.append(None)          # deleted between the listing and the stat
     return res
+
+# %% ../nbs/01b_store.ipynb #bd5f28cc
+STORE_FORMAT = 'hpa_fastai.store/1'
+INDEX, PLAN, IMAGES, PARTIAL, DONE = 'index.json', 'pack.json', 'images.npy', 'images.partial.npy', 'done'
+_STORE_FILES = (INDEX, PLAN, IMAGES, PARTIAL)
 
 # %% ../nbs/01b_store.ipynb #f28b44a7
 _SAMPLE_ERRORS = (HpaDataError, ValueError, OSError, cv2.error)
@@ -246,6 +246,15 @@ def pack_rgby(folder, # Image folder (Kaggle PNGs or HPAv18 colour JPEGs, `{Id}_
     _finish_pack(dest, plan, _pack_chunks(folder, dest, plan, n_workers, progress))
     return dest
 
+# %% ../nbs/01b_store.ipynb #2d5fdec8
+def _read_rows(src:np.ndarray, rows:np.ndarray, out:np.ndarray|None=None, keep_order:bool=True) -> np.ndarray:
+    "`src[rows]` read in ascending row order (one fancy-index), then put back in the asked order if `keep_order`"
+    order = np.argsort(rows, kind='stable'); srt = rows[order]
+    if not keep_order or (order == np.arange(len(order))).all(): return np.take(src, srt, axis=0, out=out, mode='clip')
+    tmp = np.take(src, srt, axis=0, mode='clip')
+    inv = np.empty_like(order); inv[order] = np.arange(len(order))
+    return np.take(tmp, inv, axis=0, out=out, mode='clip')
+
 # %% ../nbs/01b_store.ipynb #b66046a4
 class RGBYStore:
     """A packed store opened for reading: the `uint8` N×C×S×S `array` (memory-mapped unless `in_memory`), its Ids and
@@ -331,15 +340,6 @@ class RGBYStore:
             + (f', {len(self.failed)} failed' if self.failed else '')
             + ')'
         )
-
-# %% ../nbs/01b_store.ipynb #2d5fdec8
-def _read_rows(src:np.ndarray, rows:np.ndarray, out:np.ndarray|None=None, keep_order:bool=True) -> np.ndarray:
-    "`src[rows]` read in ascending row order (one fancy-index), then put back in the asked order if `keep_order`"
-    order = np.argsort(rows, kind='stable'); srt = rows[order]
-    if not keep_order or (order == np.arange(len(order))).all(): return np.take(src, srt, axis=0, out=out, mode='clip')
-    tmp = np.take(src, srt, axis=0, mode='clip')
-    inv = np.empty_like(order); inv[order] = np.arange(len(order))
-    return np.take(tmp, inv, axis=0, out=out, mode='clip')
 
 # %% ../nbs/01b_store.ipynb #0087e1cf
 def open_store(path, # The store folder (from `pack_rgby`)
@@ -632,21 +632,6 @@ class StoreDataLoader(TfmdDL):
         "Batches of the sampled indices, each read whole from the store"
         for idxs in self.chunkify(samps): yield self.dataset.batch(list(idxs), keep_order=not self.shuffle)
 
-# %% ../nbs/01b_store.ipynb #cc74fb75
-def _device_cache(store, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|None:
-    """Copy the unique `rows` of `store` (one or a `StoreUnion`) to `device`: (tensor, rows remapped into it), or None
-    (with a message) if they do not fit"""
-    device = torch.device(device)
-    uniq = np.unique(rows); need = len(uniq) * int(np.prod(store.item_shape))
-    if device.type == 'cuda':
-        free = torch.cuda.mem_get_info(device)[0]
-        if need > max_frac * free:
-            print(f'device_cache: the {len(uniq)} images take {_gb(need)}, more than half of the {_gb(free)} free on '
-                  f'{device}; reading batches from the memory-mapped store'); return None
-    cache = torch.empty((len(uniq), *store.item_shape), dtype=torch.uint8, device=device)
-    for s in range(0, len(uniq), 256): cache[s:s + 256] = torch.from_numpy(store.read_rows(uniq[s:s + 256])).to(device)
-    return cache, np.searchsorted(uniq, rows)
-
 # %% ../nbs/01b_store.ipynb #4ac37911
 def store_batch_tfms(aug:bool=True, # Add the paper's flip + affine augmentation (`hpa_aug`), on the training split only
                      stats=None, # Per-channel (mean, std) of the 4 channels; default `HPA_STATS`
@@ -680,6 +665,21 @@ def _store_features(features, ids, feature_norm):
     if lack: raise HpaDataError(f'no features for {len(lack)} labelled Id(s), e.g. {lack[:3]}')
     feats = tab.loc[ids, [c for c in tab.columns if c != 'error']].to_numpy(np.float32)
     return feats if feature_norm is None else np.asarray(feature_norm(feats), np.float32)
+
+# %% ../nbs/01b_store.ipynb #cc74fb75
+def _device_cache(store, rows:np.ndarray, device, max_frac:float=0.5) -> tuple|None:
+    """Copy the unique `rows` of `store` (one or a `StoreUnion`) to `device`: (tensor, rows remapped into it), or None
+    (with a message) if they do not fit"""
+    device = torch.device(device)
+    uniq = np.unique(rows); need = len(uniq) * int(np.prod(store.item_shape))
+    if device.type == 'cuda':
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > max_frac * free:
+            print(f'device_cache: the {len(uniq)} images take {_gb(need)}, more than half of the {_gb(free)} free on '
+                  f'{device}; reading batches from the memory-mapped store'); return None
+    cache = torch.empty((len(uniq), *store.item_shape), dtype=torch.uint8, device=device)
+    for s in range(0, len(uniq), 256): cache[s:s + 256] = torch.from_numpy(store.read_rows(uniq[s:s + 256])).to(device)
+    return cache, np.searchsorted(uniq, rows)
 
 # %% ../nbs/01b_store.ipynb #08d8c7ef
 def _cached_rows(store, rows, used, device, device_cache:bool) -> tuple:
