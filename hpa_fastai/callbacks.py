@@ -108,7 +108,8 @@ def check_finite(x, # Probabilities (or any tensor / array)
                  what:str, # What they are, for the message
                 ):
     "Raise `TrainingDiverged` when `x` holds NaN or inf"
-    bad = int((~np.isfinite(to_np(x))).sum())
+    a = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    bad = int((~np.isfinite(a)).sum())
     if bad:
         raise TrainingDiverged(
             f'{what}: {bad} non-finite values (the model diverged); nothing was exported or submitted'
