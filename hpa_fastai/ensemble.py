@@ -22,7 +22,7 @@ from .baselines import FeaturesOnly, baseline_class_f1
 from .train import *
 
 # %% auto #0
-__all__ = ['RARE_CLASSES', 'ENSEMBLE_AGGS', 'folder_probs', 'scaled_features', 'combine_folds', 'ensemble_scores', 'train_folds',
+__all__ = ['RARE_CLASSES', 'ENSEMBLE_AGGS', 'combine_folds', 'ensemble_scores', 'folder_probs', 'scaled_features', 'train_folds',
            'HpaEnsemble', 'load_ensemble']
 
 # %% ../nbs/06b_ensemble.ipynb #a90c10fa
@@ -30,70 +30,6 @@ RARE_CLASSES = (8, 9, 10, 15, 27) # Kaggle's five rarest classes (11–53 of 31,
 
 # %% ../nbs/06b_ensemble.ipynb #349198c1
 ENSEMBLE_AGGS = ('mean', 'max') # How `train_folds` and `HpaEnsemble` combine the folds' test probabilities
-
-# %% ../nbs/06b_ensemble.ipynb #0618a317
-def folder_probs(learn:Learner, # A trained or loaded learner
-                 folder, # Image folder of the samples
-                 ids, # Their Ids, in this order
-                 tta:str='mean', # Dihedral TTA: 'mean', 'max' or 'none'
-                 crop:int|None=None, # The model trained on crops of this side: predict over a grid of crops
-                 grid:int=2, # With `crop`: a `grid` × `grid` grid
-                 bs:int=32, # Batch size
-                 cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
-                ) -> np.ndarray:
-    "Probabilities (samples × 28) of `ids` in `folder`, predicted as `tta_probs` says"
-    add_features(learn.dls, folder, ids, cache_dir=cache_dir)            # nothing for an image-only model
-    tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
-    with learn.no_bar(): p = tta_probs(learn, tdl, tta, crop, grid)[0]
-    return to_np(check_finite(p, f'predictions of {len(ids)} samples of {folder}')).astype(np.float32)
-
-# %% ../nbs/06b_ensemble.ipynb #787a374d
-def scaled_features(learn:Learner, # A fused learner (its `FeatureLookup` holds the table and the normaliser)
-                    ids, # Sample Ids whose features are in the lookup (`add_features`)
-                   ) -> np.ndarray|None:
-    "The normalised features of `ids` as the learner's network receives them (None for an image-only learner)"
-    lk = feature_lookup(learn.dls)
-    if lk is None: return None
-    raw = np.stack([lk.table[i] for i in ids]).astype(np.float32)
-    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
-
-# %% ../nbs/06b_ensemble.ipynb #aae4f2c2
-def _fold_outputs(run:Path, i:int, cfg:TrainConfig, path:Path, cache_dir=None) -> dict:
-    "Predict fold `i`'s held-out samples and the test set with its exported model; saved in `fold-{i}/fold_probs.npz`"
-    fr = run/f'fold-{i}'; fn = fr/'fold_probs.npz'
-    if fn.exists():
-        with np.load(fn, allow_pickle=False) as z: return dict(z)
-    df, img_dir, tr, va = labelled_split(path, valid_pct=cfg.valid_pct, seed=cfg.seed, channels=cfg.channels, n=cfg.n,
-                                         dedup=cfg.dedup, cache_dir=cache_dir, fold=(cfg.folds, i))
-    learn = load_hpa(fr/'model.pth', num_workers=0)
-    view = dict(tta=cfg.tta, crop=cfg.crop, grid=cfg.crop_grid, cache_dir=cache_dir)
-    held, fit = list(df.Id.iloc[va]), list(df.Id.iloc[tr])
-    res = dict(held=np.array(held), probs=folder_probs(learn, img_dir, held, **view),
-               thresholds=np.asarray(learn.thresholds, np.float32))
-    ss = path/'sample_submission.csv'
-    if (path/'test').is_dir() and ss.exists():
-        tids = read_submission_ids(ss)
-        res.update(test_ids=np.array(tids), test_probs=folder_probs(learn, path/'test', tids, **view))
-    if cfg.features:                                   # the features-only baseline, fitted on this fold's training
-        add_features(learn.dls, img_dir, fit, cache_dir=cache_dir)
-        fo = FeaturesOnly().fit(scaled_features(learn, fit), encode_targets(list(df.Target.iloc[tr])))
-        res['fo_probs'] = fo.predict(scaled_features(learn, held))
-        if 'test_ids' in res: res['fo_test_probs'] = fo.predict(scaled_features(learn, list(res['test_ids'])))
-    with atomic_write(fn, mode=None) as tmp:
-        with open(tmp, 'wb') as f: np.savez(f, **res)
-    del learn; gc.collect()
-    return res
-
-# %% ../nbs/06b_ensemble.ipynb #35340073
-def _train_fold(run:Path, i:int, path:Path, config:dict, cache_dir=None, store=None, cbs=None):
-    "Train fold `i` in `run/fold-{i}`: skipped when finished, continued from its checkpoint when interrupted"
-    fr = run/f'fold-{i}'
-    if (fr/'metrics.json').exists(): return read_json(fr/'metrics.json', f'fold {i} metrics')
-    if (fr/'checkpoint.pth').exists():
-        log_line(f'fold {i}: continuing from its checkpoint')
-        return run_training(None, out=run, name=f'fold-{i}', resume=True, cache_dir=cache_dir, cbs=cbs)
-    return run_training(path, out=run, name=f'fold-{i}', overwrite=True, cache_dir=cache_dir, store=store, cbs=cbs,
-                        **config, fold=i)
 
 # %% ../nbs/06b_ensemble.ipynb #c3407380
 def combine_folds(probs:list, # One (samples × 28) array per fold, the same samples in the same order
@@ -163,6 +99,70 @@ def _log_scores(name:str, m:dict, what:str):
              + (f', single-split thresholds {m["f1_thresholds_single_split"]:.3f}'
                 if 'f1_thresholds_single_split' in m else ''))
     log_line(f'{name} baselines (same samples, same procedure): ' + baselines_line(m['baselines']))
+
+# %% ../nbs/06b_ensemble.ipynb #0618a317
+def folder_probs(learn:Learner, # A trained or loaded learner
+                 folder, # Image folder of the samples
+                 ids, # Their Ids, in this order
+                 tta:str='mean', # Dihedral TTA: 'mean', 'max' or 'none'
+                 crop:int|None=None, # The model trained on crops of this side: predict over a grid of crops
+                 grid:int=2, # With `crop`: a `grid` × `grid` grid
+                 bs:int=32, # Batch size
+                 cache_dir=None, # Feature cache folder (default: beside the data if writable, else per-user)
+                ) -> np.ndarray:
+    "Probabilities (samples × 28) of `ids` in `folder`, predicted as `tta_probs` says"
+    add_features(learn.dls, folder, ids, cache_dir=cache_dir)            # nothing for an image-only model
+    tdl = hpa_test_dl(learn.dls, folder, ids, bs=bs)
+    with learn.no_bar(): p = tta_probs(learn, tdl, tta, crop, grid)[0]
+    return to_np(check_finite(p, f'predictions of {len(ids)} samples of {folder}')).astype(np.float32)
+
+# %% ../nbs/06b_ensemble.ipynb #787a374d
+def scaled_features(learn:Learner, # A fused learner (its `FeatureLookup` holds the table and the normaliser)
+                    ids, # Sample Ids whose features are in the lookup (`add_features`)
+                   ) -> np.ndarray|None:
+    "The normalised features of `ids` as the learner's network receives them (None for an image-only learner)"
+    lk = feature_lookup(learn.dls)
+    if lk is None: return None
+    raw = np.stack([lk.table[i] for i in ids]).astype(np.float32)
+    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
+
+# %% ../nbs/06b_ensemble.ipynb #aae4f2c2
+def _fold_outputs(run:Path, i:int, cfg:TrainConfig, path:Path, cache_dir=None) -> dict:
+    "Predict fold `i`'s held-out samples and the test set with its exported model; saved in `fold-{i}/fold_probs.npz`"
+    fr = run/f'fold-{i}'; fn = fr/'fold_probs.npz'
+    if fn.exists():
+        with np.load(fn, allow_pickle=False) as z: return dict(z)
+    df, img_dir, tr, va = labelled_split(path, valid_pct=cfg.valid_pct, seed=cfg.seed, channels=cfg.channels, n=cfg.n,
+                                         dedup=cfg.dedup, cache_dir=cache_dir, fold=(cfg.folds, i))
+    learn = load_hpa(fr/'model.pth', num_workers=0)
+    view = dict(tta=cfg.tta, crop=cfg.crop, grid=cfg.crop_grid, cache_dir=cache_dir)
+    held, fit = list(df.Id.iloc[va]), list(df.Id.iloc[tr])
+    res = dict(held=np.array(held), probs=folder_probs(learn, img_dir, held, **view),
+               thresholds=np.asarray(learn.thresholds, np.float32))
+    ss = path/'sample_submission.csv'
+    if (path/'test').is_dir() and ss.exists():
+        tids = read_submission_ids(ss)
+        res.update(test_ids=np.array(tids), test_probs=folder_probs(learn, path/'test', tids, **view))
+    if cfg.features:                                   # the features-only baseline, fitted on this fold's training
+        add_features(learn.dls, img_dir, fit, cache_dir=cache_dir)
+        fo = FeaturesOnly().fit(scaled_features(learn, fit), encode_targets(list(df.Target.iloc[tr])))
+        res['fo_probs'] = fo.predict(scaled_features(learn, held))
+        if 'test_ids' in res: res['fo_test_probs'] = fo.predict(scaled_features(learn, list(res['test_ids'])))
+    with atomic_write(fn, mode=None) as tmp:
+        with open(tmp, 'wb') as f: np.savez(f, **res)
+    del learn; gc.collect()
+    return res
+
+# %% ../nbs/06b_ensemble.ipynb #35340073
+def _train_fold(run:Path, i:int, path:Path, config:dict, cache_dir=None, store=None, cbs=None):
+    "Train fold `i` in `run/fold-{i}`: skipped when finished, continued from its checkpoint when interrupted"
+    fr = run/f'fold-{i}'
+    if (fr/'metrics.json').exists(): return read_json(fr/'metrics.json', f'fold {i} metrics')
+    if (fr/'checkpoint.pth').exists():
+        log_line(f'fold {i}: continuing from its checkpoint')
+        return run_training(None, out=run, name=f'fold-{i}', resume=True, cache_dir=cache_dir, cbs=cbs)
+    return run_training(path, out=run, name=f'fold-{i}', overwrite=True, cache_dir=cache_dir, store=store, cbs=cbs,
+                        **config, fold=i)
 
 # %% ../nbs/06b_ensemble.ipynb #a0616a4c
 def train_folds(path, # Data folder in the Kaggle layout
