@@ -75,7 +75,7 @@ def decode_targets(
     thresh:float=0.5, # A class is predicted where its value is above `thresh`
 ) -> list[list[int]]:
     "Lists of class indices from a multi-hot or probability matrix"
-    return [list(np.flatnonzero(np.asarray(r) > thresh)) for r in np.asarray(y)]
+    return [np.flatnonzero(np.asarray(r) > thresh).tolist() for r in np.asarray(y)]
 
 # %% ../nbs/00_core.ipynb #95dd3c2d
 def _row_lines(fname:Path, n:int) -> tuple[str, list[int]]:
