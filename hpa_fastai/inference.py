@@ -25,13 +25,12 @@ from .metrics import f1_per_class, macro_f1, as_numpy
 __all__ = ['check_probs', 'check_thresholds', 'threshold_fallbacks', 'fit_thresholds', 'predict_labels', 'set_thresholds',
            'save_thresholds', 'load_thresholds', 'thresholds_file', 'crossfit_thresholds', 'bootstrap_f1',
            'permutation_importance', 'export_hpa', 'load_hpa_weights', 'load_hpa', 'dihedral', 'crop_grid',
-           'dihedral_tta', 'tta_probs', 'write_submission', 'submission_table', 'hpa_report', 'plot_class_f1',
+           'dihedral_tta', 'tta_probs', 'submission_table', 'write_submission', 'hpa_report', 'plot_class_f1',
            'plot_f1_curves']
 
-# %% ../nbs/05_inference.ipynb #652d52ff
+# %% ../nbs/05_inference.ipynb #c7794344
 def _cls(c:int, n:int) -> str: return f'class {c}' + (f' ({HPA_CLASSES[c]})' if n == N_CLASSES else '')
 
-# %% ../nbs/05_inference.ipynb #c7794344
 def check_probs(probs, # Probabilities (samples × classes): an array or a tensor
                 what:str='probabilities', # What they are, for the error message (a file name, say)
                 ids=None, # Sample Ids of the rows, to name the row at fault
@@ -173,12 +172,11 @@ def set_thresholds(learn:Learner, # The learner whose decoding to set
     learn.thresholds = th
     return learn
 
-# %% ../nbs/05_inference.ipynb #5cb4fc21
+# %% ../nbs/05_inference.ipynb #803570a0
 def _jsonable(o):
     "`o` with NumPy values, tensors and paths made JSON-serialisable"
     return json.loads(json.dumps(o, default=lambda x: x.tolist() if hasattr(x, 'tolist') else str(x)))
 
-# %% ../nbs/05_inference.ipynb #803570a0
 def save_thresholds(thresholds, # One threshold, or one per class, in [0, 1]
                     fname, # The JSON file to write (atomically)
                     **kwargs, # Also recorded, e.g. `method='f1'`
@@ -240,7 +238,7 @@ def bootstrap_f1(probs, # Probabilities (samples × classes)
     scores = [macro_f1(pred[idx], t[idx]) for idx in rng.integers(0, m, (n, m))]
     return float(np.percentile(scores, 2.5)), float(np.percentile(scores, 97.5))
 
-# %% ../nbs/05_inference.ipynb #a9ff9c32
+# %% ../nbs/05_inference.ipynb #66b12b7a
 def _valid_arrays(learn:Learner, dl=None):
     "Pooled image features, feature inputs and targets of every sample of `dl` (default: the validation set), in order"
     dl = dl if dl is not None else learn.dls.valid.new(shuffle=False, drop_last=False)
@@ -252,7 +250,6 @@ def _valid_arrays(learn:Learner, dl=None):
             targs.append(yb)
     return torch.cat(pooled), torch.cat(feats), to_np(torch.cat(targs))
 
-# %% ../nbs/05_inference.ipynb #66b12b7a
 def permutation_importance(learn:Learner, # A trained fused learner (images + the ten features)
                            dl=None, # Labelled samples to score on (default: the validation set)
                            n_repeats:int=5, # Shuffles per feature
@@ -300,7 +297,6 @@ def _resnet_name(body) -> str|None:
     except (IndexError, TypeError, KeyError): return None
     return _RESNETS.get(key)
 
-# %% ../nbs/05_inference.ipynb #f247ee56
 def _arch_fn(name:str):
     """The builder `name` stands for, by `resolve_arch`: a torchvision name or 'timm/<name>' (a name, never code, is
     read from JSON)"""
@@ -319,7 +315,6 @@ def _loss_config(lf) -> dict:
     raise ValueError(f"the weights-only form knows the losses of `hpa_loss` ('bce', 'focal'), not {type(lf).__name__}; "
                      'export with `safe=False` for the pickle alone')
 
-# %% ../nbs/05_inference.ipynb #8968f2cf
 def _loss_from(cfg:dict):
     "The loss described by `_loss_config`"
     kw = {k: v for k, v in cfg.items() if k != 'name'}
@@ -368,14 +363,13 @@ def _model_config(learn:Learner, arch:str|None=None) -> dict:
                                dict(lo=lk.norm.lo.tolist(), hi=lk.norm.hi.tolist(), weights=lk.norm.weights.tolist()))
     return cfg
 
-# %% ../nbs/05_inference.ipynb #57f65263
+# %% ../nbs/05_inference.ipynb #47947bb6
 def _ordered_stats(mean, std, chans):
     """Per-channel stats in `chans` order, laid out so that `hpa_datablock` (via `channel_stats`) picks them back in
     that order"""
     if len(chans) != len(CHANNELS): return list(mean), list(std)
     return [mean[chans.index(c)] for c in CHANNELS], [std[chans.index(c)] for c in CHANNELS]
 
-# %% ../nbs/05_inference.ipynb #47947bb6
 def _empty_dls(cfg:dict, path, device, num_workers:int) -> DataLoaders:
     """HPA `DataLoaders` with no items, made from a model description: the transforms of `hpa_datablock`, the types
     stated"""
@@ -581,20 +575,6 @@ def tta_probs(learn:Learner, # The learner whose model predicts
     n, agg = (1, 'mean') if tta == 'none' else (8, tta)
     return dihedral_tta(learn, dl, ds_idx, agg=agg, n=n, crop=crop, grid=grid)
 
-# %% ../nbs/05_inference.ipynb #5289cf37
-def write_submission(probs, # Probabilities (samples × 28) of the test samples
-                     ids, # Their Ids, in the same order
-                     fname='submission.csv', # The CSV to write (atomically)
-                     thresholds=0.5, # One threshold, or one per class, in [0, 1]
-                     # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
-                     sample_submission=None,
-                     keep_top:bool=True, # Also predict each sample's most probable class
-                    ) -> pd.DataFrame:
-    "Write a Kaggle submission (`Id,Predicted`) for `probs` of samples `ids`, in `sample_submission`'s order"
-    sub = submission_table(probs, ids, thresholds, sample_submission, keep_top, fname)
-    with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
-    return sub
-
 # %% ../nbs/05_inference.ipynb #41b44c70
 def submission_table(probs, # Probabilities (samples × 28) of the test samples
                      ids, # Their Ids, in the same order
@@ -626,6 +606,20 @@ def submission_table(probs, # Probabilities (samples × 28) of the test samples
                 f'prediction (e.g. {missing[:3]}), {len(extra)} predicted Id(s) are not in it (e.g. {extra[:3]})'
             )
         sub = sub.set_index('Id').loc[ss.Id].reset_index()
+    return sub
+
+# %% ../nbs/05_inference.ipynb #5289cf37
+def write_submission(probs, # Probabilities (samples × 28) of the test samples
+                     ids, # Their Ids, in the same order
+                     fname='submission.csv', # The CSV to write (atomically)
+                     thresholds=0.5, # One threshold, or one per class, in [0, 1]
+                     # Kaggle's `sample_submission.csv` (path or DataFrame): its Ids and their order
+                     sample_submission=None,
+                     keep_top:bool=True, # Also predict each sample's most probable class
+                    ) -> pd.DataFrame:
+    "Write a Kaggle submission (`Id,Predicted`) for `probs` of samples `ids`, in `sample_submission`'s order"
+    sub = submission_table(probs, ids, thresholds, sample_submission, keep_top, fname)
+    with atomic_write(fname, newline='') as f: sub.to_csv(f, index=False)
     return sub
 
 # %% ../nbs/05_inference.ipynb #b4729493

@@ -19,10 +19,9 @@ from .show import *
 __all__ = ['class_confusion', 'plot_class_confusion', 'confusion_pairs', 'most_confused_pairs', 'learner_thresholds',
            'MultiLabelInterpretation', 'model_inputs', 'class_index', 'grad_cam', 'show_grad_cam']
 
-# %% ../nbs/08_interpret.ipynb #2b70bbc6
+# %% ../nbs/08_interpret.ipynb #258e25a0
 def _f32(x) -> np.ndarray: return as_numpy(x).astype(np.float32)
 
-# %% ../nbs/08_interpret.ipynb #258e25a0
 def class_confusion(probs, # Probabilities, (n_samples, n_classes)
                     targets, # Multi-hot targets, (n_samples, n_classes)
                     thresholds=0.5, # One threshold, or one per class
