@@ -19,20 +19,13 @@ from .crops import field_labels
 from .inference import show_cell_predictions
 
 # %% auto #0
-__all__ = ['MAP_METHODS', 'CELL_METHODS', 'CELL_SCORE_COLS', 'FUSIONS', 'DensePool2d', 'dense_body', 'class_maps',
+__all__ = ['MAP_METHODS', 'CELL_SCORE_COLS', 'CELL_METHODS', 'FUSIONS', 'DensePool2d', 'dense_body', 'class_maps',
            'pool_in_cells', 'region_logits', 'border_cells', 'cam_cell_scores', 'fuse_cell_scores', 'cell_map',
            'crossfit_fusion', 'negative_weight', 'apply_cell_rules', 'TileConsistency', 'show_cell_maps']
 
-# %% ../../nbs/10i_cells.cam.ipynb #a2ccff9f
-_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-# %% ../../nbs/10i_cells.cam.ipynb #a4654121
+# %% ../../nbs/10i_cells.cam.ipynb #3ad5b996
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
-# %% ../../nbs/10i_cells.cam.ipynb #1c0916ca
-def _strided(m): return isinstance(m, _SPATIAL) and max(_pair(m.stride)) > 1
-
-# %% ../../nbs/10i_cells.cam.ipynb #3ad5b996
 class DensePool2d(nn.Module):
     "A strided max or average pool made dense: its window at every position, spread by `dilation`"
     def __init__(self, pool:nn.Module, # The `nn.MaxPool2d` / `nn.AvgPool2d` it replaces (unpadded)
@@ -48,6 +41,9 @@ class DensePool2d(nn.Module):
         return F.conv2d(F.pad(x, pad), w, dilation=self.d, groups=x.shape[1])
 
 # %% ../../nbs/10i_cells.cam.ipynb #17e414c9
+_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+def _strided(m): return isinstance(m, _SPATIAL) and max(_pair(m.stride)) > 1
+
 def _dilate_stage(stage:nn.Module, d:int, new:int):
     "Make `stage`'s strided layers stride 1 (dilation `d`) and dilate its later spatial layers by `new`, in place"
     parents = {id(m): (p, k) for p in stage.modules() for k, m in p.named_children()}
@@ -112,10 +108,9 @@ def _evaluating(*ms):
     finally:
         for m, w in zip(ms, was): m.train(w)
 
-# %% ../../nbs/10i_cells.cam.ipynb #20a42cab
+# %% ../../nbs/10i_cells.cam.ipynb #b7dea92c
 MAP_METHODS = ('cam', 'gradcam')
 
-# %% ../../nbs/10i_cells.cam.ipynb #b7dea92c
 def class_maps(model:nn.Module, # An `HpaModel` (image-only or fused)
                x, # Image batch (B, channels, H, W), normalised as the model's data
                feats=None, # Feature batch (B, n_features); required for a fused model
@@ -180,13 +175,9 @@ def border_cells(labels, # A label image (H, W)
     edge = np.concatenate([lab[:width].ravel(), lab[-width:].ravel(), lab[:, :width].ravel(), lab[:, -width:].ravel()])
     return np.unique(edge[edge > 0])
 
-# %% ../../nbs/10i_cells.cam.ipynb #d7e53b0f
-CELL_METHODS = ('region',) + MAP_METHODS
-
-# %% ../../nbs/10i_cells.cam.ipynb #bccdd8b1
+# %% ../../nbs/10i_cells.cam.ipynb #2e6a66d6
 CELL_SCORE_COLS = ['cell_id', 'Id', 'cell', 'area', 'border', 'green']
 
-# %% ../../nbs/10i_cells.cam.ipynb #2e6a66d6
 def _cell_rows(id_:str, x:np.ndarray, lab:np.ndarray, cells) -> list:
     "One table row per cell of field `id_`: area, border, mean green"
     area = np.bincount(lab.ravel(), minlength=int(lab.max()) + 1)
@@ -196,6 +187,8 @@ def _cell_rows(id_:str, x:np.ndarray, lab:np.ndarray, cells) -> list:
                  green=round(float(green[c]), 2)) for c in cells]
 
 # %% ../../nbs/10i_cells.cam.ipynb #62db2f43
+CELL_METHODS = ('region',) + MAP_METHODS
+
 def cam_cell_scores(learn, # A trained `hpa_learner` (image-only or fused)
                     folder, # Image folder of the fields
                     ids, # Sample Ids to score
@@ -215,7 +208,6 @@ def cam_cell_scores(learn, # A trained `hpa_learner` (image-only or fused)
     with _evaluating(model, body): return _cam_cell_scores(learn, model, body, folder, ids, seg_size, masks, how, pool,
                                                           bs, diameter, channel_order)
 
-# %% ../../nbs/10i_cells.cam.ipynb #43e13506
 def _cam_cell_scores(learn, model, body, folder, ids, seg_size, masks, how, pool, bs, diameter, channel_order) -> tuple:
     "`cam_cell_scores`' loop over the batches of `ids`, the model and body in eval mode"
     rows, cp, ip, k = [], [], [], 0
@@ -234,10 +226,9 @@ def _cam_cell_scores(learn, model, body, folder, ids, seg_size, masks, how, pool
     cp = np.concatenate(cp).astype(np.float32) if cp else np.zeros((0, N_CLASSES), np.float32)
     return pd.DataFrame(rows, columns=CELL_SCORE_COLS), cp, np.stack(ip).astype(np.float32)
 
-# %% ../../nbs/10i_cells.cam.ipynb #85def3fd
+# %% ../../nbs/10i_cells.cam.ipynb #777e26b2
 FUSIONS = ('product', 'mean')
 
-# %% ../../nbs/10i_cells.cam.ipynb #777e26b2
 def fuse_cell_scores(cell, # Cell probabilities (n, 28)
                      image, # The probabilities of each cell's image (n, 28)
                      how:str='product', # One of `FUSIONS`
@@ -251,14 +242,13 @@ def fuse_cell_scores(cell, # Cell probabilities (n, 28)
     if how == 'mean': return w * c + (1 - w) * i
     raise ValueError(f'how must be one of {FUSIONS}, got {how!r}')
 
-# %% ../../nbs/10i_cells.cam.ipynb #7b0bd3c9
+# %% ../../nbs/10i_cells.cam.ipynb #a2a7b2da
 def _average_precision(t:np.ndarray, p:np.ndarray) -> float:
     "scikit-learn's average precision of scores `p` for the binary truth `t` (tied scores one threshold), in numpy"
     o = np.argsort(-p, kind='stable'); p, t = p[o], t[o]
     last = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]; tp = np.cumsum(t)[last]
     return float(np.sum(np.diff(np.r_[0, tp / max(tp[-1], 1)]) * tp / (last + 1)))
 
-# %% ../../nbs/10i_cells.cam.ipynb #a2a7b2da
 def cell_map(probs, # Cell probabilities (n, 28)
              targets, # Multi-hot cell truth (n, 28)
             ) -> float:
@@ -316,7 +306,6 @@ def _tiles(x:Tensor) -> Tensor:
     h, w = x.shape[-2] // 2, x.shape[-1] // 2
     return torch.cat([x[..., :h, :w], x[..., :h, w:2*w], x[..., h:2*h, :w], x[..., h:2*h, w:2*w]])
 
-# %% ../../nbs/10i_cells.cam.ipynb #fab404e4
 def _stitch(a:Tensor, n:int) -> Tensor:
     "The maps of `_tiles`' 4n tiles put back together (n, C, 2h, 2w)"
     tl, tr, bl, br = a[:n], a[n:2*n], a[2*n:3*n], a[3*n:]

@@ -14,8 +14,33 @@ from ..data import as_uint8, open_rgby
 from ..segment import segment_nuclei, segment_cells
 
 # %% auto #0
-__all__ = ['MASK_PATTERNS', 'cell_boxes', 'CellCrops', 'cell_crops', 'toy_field', 'field_cells', 'read_label_image',
+__all__ = ['MASK_PATTERNS', 'toy_field', 'cell_boxes', 'CellCrops', 'cell_crops', 'field_cells', 'read_label_image',
            'find_label_image', 'mask_cells', 'field_labels']
+
+# %% ../../nbs/10a_cells.crops.ipynb #a8c61979
+def toy_field(centres, # (x, y) of each cell's centre, in pixels
+              size:int=64, # Side of the square field
+              r_nucleus:float=5, # Radius of each nucleus
+              r_cell:float=11, # Radius of each cell
+              green=(), # Per cell: the class indices its green shows (empty: none); bright green in every labelled cell
+              id_:str='toy', # Id written in the truth records
+             ) -> tuple: # (H×W×4 uint8 field, truth DataFrame with Id, cell, x, y, Target)
+    "A tiny field of round cells, the green stain in the cells given labels, and its per-cell truth"
+    x = np.zeros((size, size, 4), np.uint8); green = list(green) or [()] * len(centres)
+    for (cx, cy), g in zip(centres, green):
+        c = (int(round(cx)), int(round(cy)))
+        for ch in (0, 3):
+            plane = x[..., ch].copy(); cv2.circle(plane, c, int(r_cell), 120, -1); x[..., ch] = plane
+        plane = x[..., 2].copy(); cv2.circle(plane, c, int(r_nucleus), 220, -1); x[..., 2] = plane
+        if len(g): plane = x[..., 1].copy(); cv2.circle(plane, c, int(r_cell) - 1, 200, -1); x[..., 1] = plane
+    truth = pd.DataFrame(
+        [
+            dict(Id=id_, cell=k, x=float(cx), y=float(cy), Target=' '.join(map(str, g)))
+            for k, ((cx, cy), g) in enumerate(zip(centres, green))
+        ],
+        columns=['Id', 'cell', 'x', 'y', 'Target'],
+    )
+    return x, truth
 
 # %% ../../nbs/10a_cells.crops.ipynb #e991fb93
 def cell_boxes(cells, # Label image of the cells (0 background, 1..n), e.g. from `segment_cells`
@@ -90,32 +115,7 @@ def cell_crops(rgby, # One H×W×4 `uint8` field (red, green, blue, yellow)
         areas[keep].astype(np.int64),
     )
 
-# %% ../../nbs/10a_cells.crops.ipynb #a8c61979
-def toy_field(centres, # (x, y) of each cell's centre, in pixels
-              size:int=64, # Side of the square field
-              r_nucleus:float=5, # Radius of each nucleus
-              r_cell:float=11, # Radius of each cell
-              green=(), # Per cell: the class indices its green shows (empty: none); bright green in every labelled cell
-              id_:str='toy', # Id written in the truth records
-             ) -> tuple: # (H×W×4 uint8 field, truth DataFrame with Id, cell, x, y, Target)
-    "A tiny field of round cells, the green stain in the cells given labels, and its per-cell truth"
-    x = np.zeros((size, size, 4), np.uint8); green = list(green) or [()] * len(centres)
-    for (cx, cy), g in zip(centres, green):
-        c = (int(round(cx)), int(round(cy)))
-        for ch in (0, 3):
-            plane = x[..., ch].copy(); cv2.circle(plane, c, int(r_cell), 120, -1); x[..., ch] = plane
-        plane = x[..., 2].copy(); cv2.circle(plane, c, int(r_nucleus), 220, -1); x[..., 2] = plane
-        if len(g): plane = x[..., 1].copy(); cv2.circle(plane, c, int(r_cell) - 1, 200, -1); x[..., 1] = plane
-    truth = pd.DataFrame(
-        [
-            dict(Id=id_, cell=k, x=float(cx), y=float(cy), Target=' '.join(map(str, g)))
-            for k, ((cx, cy), g) in enumerate(zip(centres, green))
-        ],
-        columns=['Id', 'cell', 'x', 'y', 'Target'],
-    )
-    return x, truth
-
-# %% ../../nbs/10a_cells.crops.ipynb #9cd1a651
+# %% ../../nbs/10a_cells.crops.ipynb #f57a8ed5
 def _resize(x, side):
     return (
         x
@@ -123,7 +123,6 @@ def _resize(x, side):
         else cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA if x.shape[0] > side else cv2.INTER_LINEAR)
     )
 
-# %% ../../nbs/10a_cells.crops.ipynb #f57a8ed5
 def field_cells(rgby, # One H×W×4 field at any size and bit depth
                 seg_size:int|None=512, # Side it is segmented at (None: as it is)
                 diameter:float|None=None, # Nucleus diameter in px of `rgby` (None: estimated)
@@ -134,10 +133,6 @@ def field_cells(rgby, # One H×W×4 field at any size and bit depth
     # in px of the resized field
     d = None if diameter is None else diameter * float(np.sqrt(x.shape[0] * x.shape[1] / (H * W)))
     return x, segment_cells(x, segment_nuclei(np.ascontiguousarray(x[..., 2]), d), d)
-
-# %% ../../nbs/10a_cells.crops.ipynb #d5304fb4
-MASK_PATTERNS = ('{id}_cellmask.png', '{id}_cell_mask.png', '{id}.png', '{id}_cellmask.tif', '{id}_cell_mask.tif',
-                 '{id}.tif', '{id}.tiff')
 
 # %% ../../nbs/10a_cells.crops.ipynb #646e9e96
 def read_label_image(fname, # A label image: 0 background, 1..n one cell each (8, 16 or 32-bit PNG or TIFF)
@@ -158,6 +153,9 @@ def read_label_image(fname, # A label image: 0 background, 1..n one cell each (8
     return img.astype(np.int32)
 
 # %% ../../nbs/10a_cells.crops.ipynb #94d359ad
+MASK_PATTERNS = ('{id}_cellmask.png', '{id}_cell_mask.png', '{id}.png', '{id}_cellmask.tif', '{id}_cell_mask.tif',
+                 '{id}.tif', '{id}.tiff')
+
 def find_label_image(folder, # Folder of label images
                      id_:str, # Sample Id
                      patterns=MASK_PATTERNS, # File names to try, in order (`{id}` is the Id)
