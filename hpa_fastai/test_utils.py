@@ -59,21 +59,6 @@ def needs_real(start=None, # Where to start looking for the real files
     import pytest
     return pytest.mark.skipif(real_hpa_path(start) is None, reason=NO_REAL_DATA)
 
-# %% ../nbs/09_test_utils.ipynb #e2131180
-def _ellipse(shape, centre, axes, angle) -> np.ndarray:
-    m = np.zeros(shape, np.uint8)
-    cv2.ellipse(
-        m,
-        (int(round(centre[0])), int(round(centre[1]))),
-        (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
-        angle,
-        0,
-        360,
-        1,
-        -1,
-    )
-    return m.astype(bool)
-
 # %% ../nbs/09_test_utils.ipynb #c5b70227
 def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
                  n:int=24, # Nuclei to place (fewer if they do not fit)
@@ -108,3 +93,18 @@ def drawn_nuclei(diameter:float=24., # Mean nucleus diameter in px
     img = background + (1 - background) * 0.9 * img + rng.normal(0, noise, shape)
     top = 2 ** bits - 1
     return np.clip(np.rint(img * top), 0, top).astype(np.uint8 if bits <= 8 else np.uint16), truth
+
+# %% ../nbs/09_test_utils.ipynb #e2131180
+def _ellipse(shape, centre, axes, angle) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.ellipse(
+        m,
+        (int(round(centre[0])), int(round(centre[1]))),
+        (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
+        angle,
+        0,
+        360,
+        1,
+        -1,
+    )
+    return m.astype(bool)

@@ -24,8 +24,31 @@ from .learner import bag_pool, load_cell_model
 
 # %% auto #0
 __all__ = ['CELL_COLORS', 'cell_predictions', 'read_cell_truth', 'match_cells', 'cell_scores', 'cell_submission',
-           'read_cell_submission', 'cell_table', 'cell_anndata', 'write_cell_table', 'show_cell_predictions',
+           'read_cell_submission', 'cell_table', 'write_cell_table', 'cell_anndata', 'show_cell_predictions',
            'predict_cells']
+
+# %% ../../nbs/10f_cells.inference.ipynb #f800057a
+@torch.no_grad()
+def cell_predictions(
+    # A trained `Learner` from `cell_learner`, or a `CellModel` (normalised with `store_batch_tfms(aug=False)`)
+    learn,
+    store, # The `CellStore` (or its path) holding the images' cells
+    ids, # Image Ids to predict
+    bs:int=256, # Cells per forward pass
+    image_pool:str|None=None, # Pooling of the cells into the image (default: the model's; max for a cell model)
+    masked:bool|None=None, # Mask the crops (default: as the learner's data, else True)
+) -> tuple: # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without cells)
+    "Per-cell probabilities from the instance head and per-image probabilities pooled from them"
+    if not isinstance(store, CellStore): store = open_cells(store)
+    ids = [str(i) for i in ids]
+    if isinstance(learn, Learner):
+        model, tfms, m0 = learn.model, learn.dls.valid.after_batch, getattr(learn.dls.train_ds, 'masked', True)
+    else: model, tfms, m0 = learn, Pipeline(store_batch_tfms(aug=False), split_idx=1), True
+    ds = CellDataset(store, ids, None, bags=False, masked=m0 if masked is None else masked, split_idx=1)
+    model = model.eval()
+    z, a = _cell_logits(model, tfms, ds, bs)
+    img = _image_probs(z, a, ds, ids, image_pool or getattr(model, 'pool', None) or 'max')
+    return store.table.iloc[ds.rows_flat].reset_index(drop=True), torch.sigmoid(z).numpy(), img
 
 # %% ../../nbs/10f_cells.inference.ipynb #24a2483d
 def _cell_logits(model:nn.Module, tfms, ds, bs:int) -> tuple:
@@ -50,29 +73,6 @@ def _image_probs(z, a, ds, ids:list, how:str) -> np.ndarray:
     pos = {i: j for j, i in enumerate(ids)}
     img[[pos[i] for i in ds.ids]] = pooled.numpy()
     return img
-
-# %% ../../nbs/10f_cells.inference.ipynb #f800057a
-@torch.no_grad()
-def cell_predictions(
-    # A trained `Learner` from `cell_learner`, or a `CellModel` (normalised with `store_batch_tfms(aug=False)`)
-    learn,
-    store, # The `CellStore` (or its path) holding the images' cells
-    ids, # Image Ids to predict
-    bs:int=256, # Cells per forward pass
-    image_pool:str|None=None, # Pooling of the cells into the image (default: the model's; max for a cell model)
-    masked:bool|None=None, # Mask the crops (default: as the learner's data, else True)
-) -> tuple: # (cell table rows, cell probs (n_cells, 28), image probs (len(ids), 28); zeros for an image without cells)
-    "Per-cell probabilities from the instance head and per-image probabilities pooled from them"
-    if not isinstance(store, CellStore): store = open_cells(store)
-    ids = [str(i) for i in ids]
-    if isinstance(learn, Learner):
-        model, tfms, m0 = learn.model, learn.dls.valid.after_batch, getattr(learn.dls.train_ds, 'masked', True)
-    else: model, tfms, m0 = learn, Pipeline(store_batch_tfms(aug=False), split_idx=1), True
-    ds = CellDataset(store, ids, None, bags=False, masked=m0 if masked is None else masked, split_idx=1)
-    model = model.eval()
-    z, a = _cell_logits(model, tfms, ds, bs)
-    img = _image_probs(z, a, ds, ids, image_pool or getattr(model, 'pool', None) or 'max')
-    return store.table.iloc[ds.rows_flat].reset_index(drop=True), torch.sigmoid(z).numpy(), img
 
 # %% ../../nbs/10f_cells.inference.ipynb #4b54f06b
 def read_cell_truth(csv, # A per-cell truth file: `Id`, `cell`, `x`, `y`, `Target` (space-separated, may be empty)
@@ -170,15 +170,6 @@ def read_cell_submission(fname, # A per-cell submission CSV
         ]
     return pd.DataFrame(rows, columns=['ImageID', 'label', 'confidence', 'mask'])
 
-# %% ../../nbs/10f_cells.inference.ipynb #7ca50af8
-def _cell_features(st:CellStore, c:pd.DataFrame, sx, diameter) -> pd.DataFrame:
-    "The ten features of each cell of `c`, measured in its masked crop (a diameter in image px scaled to crop px)"
-    pos = dict(zip(st.table.cell_id, range(len(st.table)))); rows = [pos[i] for i in c.cell_id]
-    crop_px = st.size / (c.wx1 - c.wx0).to_numpy() / np.asarray(sx)                   # crop px per image px
-    fs = [extract_features(x.transpose(1, 2, 0), diameter=None if diameter is None else diameter * k)
-          for x, k in zip(st.read(rows, masked=True), crop_px)]
-    return pd.DataFrame(np.stack(fs) if fs else np.zeros((0, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
-
 # %% ../../nbs/10f_cells.inference.ipynb #3819c3e9
 def cell_table(store, # The `CellStore` (or its path) the cells come from
                cells:pd.DataFrame, # Cell rows (`cell_predictions`' first value)
@@ -199,18 +190,14 @@ def cell_table(store, # The `CellStore` (or its path) the cells come from
     df = pd.concat([df, pd.DataFrame(probs, columns=list(HPA_CLASSES[:probs.shape[1]]))], axis=1)
     return pd.concat([df, _cell_features(st, c, sx, diameter)], axis=1) if features else df
 
-# %% ../../nbs/10f_cells.inference.ipynb #69274ae9
-def cell_anndata(table:pd.DataFrame, # From `cell_table`
-                ):
-    "An `anndata.AnnData` of the cells: obs = cells, var = classes, X = probabilities, obsm['spatial'] = centroids"
-    try: import anndata
-    except ImportError:
-        raise HpaConfigError('AnnData output needs the anndata package: pip install "hpa_fastai[anndata]"') from None
-    cls = [k for k in HPA_CLASSES if k in table.columns]
-    obs = table.drop(columns=cls).set_index('cell_id'); obs.index = obs.index.astype(str)
-    ad = anndata.AnnData(X=table[cls].to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=cls))
-    ad.obsm['spatial'] = table[['x', 'y']].to_numpy(np.float64)
-    return ad
+# %% ../../nbs/10f_cells.inference.ipynb #7ca50af8
+def _cell_features(st:CellStore, c:pd.DataFrame, sx, diameter) -> pd.DataFrame:
+    "The ten features of each cell of `c`, measured in its masked crop (a diameter in image px scaled to crop px)"
+    pos = dict(zip(st.table.cell_id, range(len(st.table)))); rows = [pos[i] for i in c.cell_id]
+    crop_px = st.size / (c.wx1 - c.wx0).to_numpy() / np.asarray(sx)                   # crop px per image px
+    fs = [extract_features(x.transpose(1, 2, 0), diameter=None if diameter is None else diameter * k)
+          for x, k in zip(st.read(rows, masked=True), crop_px)]
+    return pd.DataFrame(np.stack(fs) if fs else np.zeros((0, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
 
 # %% ../../nbs/10f_cells.inference.ipynb #bbcefb53
 def write_cell_table(table:pd.DataFrame, # From `cell_table`
@@ -226,6 +213,19 @@ def write_cell_table(table:pd.DataFrame, # From `cell_table`
         elif suf == '.parquet': table.to_parquet(tmp, index=False)
         else: table.to_csv(tmp, index=False)
     return fname
+
+# %% ../../nbs/10f_cells.inference.ipynb #69274ae9
+def cell_anndata(table:pd.DataFrame, # From `cell_table`
+                ):
+    "An `anndata.AnnData` of the cells: obs = cells, var = classes, X = probabilities, obsm['spatial'] = centroids"
+    try: import anndata
+    except ImportError:
+        raise HpaConfigError('AnnData output needs the anndata package: pip install "hpa_fastai[anndata]"') from None
+    cls = [k for k in HPA_CLASSES if k in table.columns]
+    obs = table.drop(columns=cls).set_index('cell_id'); obs.index = obs.index.astype(str)
+    ad = anndata.AnnData(X=table[cls].to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=cls))
+    ad.obsm['spatial'] = table[['x', 'y']].to_numpy(np.float64)
+    return ad
 
 # %% ../../nbs/10f_cells.inference.ipynb #b1ab0d15
 CELL_COLORS = plt.cm.tab20(np.linspace(0, 1, 20)).tolist() + plt.cm.Set1(np.linspace(0, 1, 9)).tolist()
@@ -257,29 +257,6 @@ def show_cell_predictions(rgby, # The H×W×4 field
     if shown: ax.legend(loc='lower left', fontsize=7, framealpha=0.8)
     if title: ax.set_title(title, fontsize=9)
     return ax
-
-# %% ../../nbs/10f_cells.inference.ipynb #7ff12690
-def _predict_problems(run:Path, test_folder:Path, table, min_conf:float, **options):
-    "Every problem of the arguments of `predict_cells` before any work: options first, then the run's files and folder"
-    errs = cell_option_problems(**options)
-    if table and Path(table).suffix.lower() not in ('.csv', '.parquet', '.h5ad'):
-        errs.append(f'table must end in .csv, .parquet or .h5ad (got {table})')
-    if not 0 <= min_conf <= 1: errs.append(f'min_conf must be in [0, 1] (got {min_conf})')
-    raise_problems(errs)
-    for f in ('model.pth', 'config.json'):
-        if not (run/f).exists(): raise HpaDataError(f'{run}: no {f} (expected a run folder of `hpa-cells train`)')
-    if not test_folder.is_dir(): raise HpaDataError(f'{test_folder}: image folder not found')
-
-# %% ../../nbs/10f_cells.inference.ipynb #5bcccc8b
-def _run_seg_size(cfg:dict, run:Path, size:int|None, seg_size:int|None) -> int:
-    "The side to segment at: the run's unless another is asked; a crop side other than the run's is refused"
-    if size is not None and size != cfg['size']:
-        raise HpaConfigError(f'size {size} differs from the {cfg["size"]} px crops the model of {run} was trained on; '
-                             'leave it out')
-    if seg_size is None: return cfg['seg_size']
-    if seg_size != cfg['seg_size']:
-        log_line(f'segmenting at {seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
-    return seg_size
 
 # %% ../../nbs/10f_cells.inference.ipynb #3c1a8938
 def predict_cells(run, # A run folder of `train_cells` (`model.pth`, `config.json`)
@@ -316,3 +293,26 @@ def predict_cells(run, # A run folder of `train_cells` (`model.pth`, `config.jso
                        'nuclei are another size')
     log_line(f'{len(cells)} cells of {len(st.ids)} images → {out}, per-cell table {tab}')
     return out, tab
+
+# %% ../../nbs/10f_cells.inference.ipynb #7ff12690
+def _predict_problems(run:Path, test_folder:Path, table, min_conf:float, **options):
+    "Every problem of the arguments of `predict_cells` before any work: options first, then the run's files and folder"
+    errs = cell_option_problems(**options)
+    if table and Path(table).suffix.lower() not in ('.csv', '.parquet', '.h5ad'):
+        errs.append(f'table must end in .csv, .parquet or .h5ad (got {table})')
+    if not 0 <= min_conf <= 1: errs.append(f'min_conf must be in [0, 1] (got {min_conf})')
+    raise_problems(errs)
+    for f in ('model.pth', 'config.json'):
+        if not (run/f).exists(): raise HpaDataError(f'{run}: no {f} (expected a run folder of `hpa-cells train`)')
+    if not test_folder.is_dir(): raise HpaDataError(f'{test_folder}: image folder not found')
+
+# %% ../../nbs/10f_cells.inference.ipynb #5bcccc8b
+def _run_seg_size(cfg:dict, run:Path, size:int|None, seg_size:int|None) -> int:
+    "The side to segment at: the run's unless another is asked; a crop side other than the run's is refused"
+    if size is not None and size != cfg['size']:
+        raise HpaConfigError(f'size {size} differs from the {cfg["size"]} px crops the model of {run} was trained on; '
+                             'leave it out')
+    if seg_size is None: return cfg['seg_size']
+    if seg_size != cfg['seg_size']:
+        log_line(f'segmenting at {seg_size} px as asked (the run was trained at {cfg["seg_size"]} px)')
+    return seg_size
