@@ -319,4 +319,4 @@ def dataset_features(dls:DataLoaders, # Fused `DataLoaders` (their `FeatureLooku
     if lk is None:
         raise ValueError('these DataLoaders have no feature block: the features-only baseline needs features=True')
     raw = np.stack([lk.raw(s) for s in ds.items]) if len(ds.items) else np.zeros((0, 10), np.float32)
-    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
+    return lk.scale(raw)

@@ -123,8 +123,7 @@ def scaled_features(learn:Learner, # A fused learner (its `FeatureLookup` holds 
     "The normalised features of `ids` as the learner's network receives them (None for an image-only learner)"
     lk = feature_lookup(learn.dls)
     if lk is None: return None
-    raw = np.stack([lk.table[i] for i in ids]).astype(np.float32)
-    return (lk.norm(raw) if lk.norm is not None else raw).astype(np.float32)
+    return lk.scale(np.stack([lk.table[i] for i in ids]))
 
 # %% ../nbs/06b_ensemble.ipynb #aae4f2c2
 def _fold_outputs(run:Path, i:int, cfg:TrainConfig, path:Path, cache_dir=None) -> dict:

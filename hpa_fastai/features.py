@@ -430,9 +430,12 @@ class FeatureLookup(Transform):
         o = Path(o)
         f = self.table.get(o.name)
         return f if f is not None else extract_features(open_rgby(o.parent, o.name), self.params)
+    def scale(self, f, # Raw features: one sample's ten, or a row per sample
+             ) -> np.ndarray:
+        "`f` normalised and weighted as the network receives them (as they are without a normaliser), float32"
+        return np.asarray(self.norm(f) if self.norm is not None else f, np.float32)
     def encodes(self, o:Path|str|np.ndarray|torch.Tensor) -> FeatureTensor:
-        f = self.raw(o)
-        return FeatureTensor(torch.from_numpy(self.norm(f) if self.norm is not None else f))
+        return FeatureTensor(torch.from_numpy(self.scale(self.raw(o))))
 
 # %% ../nbs/03_features.ipynb #6953ad57
 def FeatureBlock(table=None, # Feature table (`Id` + `FEATURE_NAMES`); samples not in it are computed from their image

@@ -641,7 +641,7 @@ def store_test_dl(learn:Learner, # A trained or loaded learner
     )
     if lk is not None:
         add_features(learn.dls, folder, ids, n_workers=n_workers, cache_dir=cache_dir)
-        raw = np.stack([lk.table[i] for i in ids]); feats = lk.norm(raw) if lk.norm is not None else raw
+        feats = lk.scale(np.stack([lk.table[i] for i in ids]))
     ds = StoreDataset(st, ids, None, feats, FeatureTensor, split_idx=1)
     return StoreDataLoader(
         ds,
