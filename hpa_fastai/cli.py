@@ -32,16 +32,14 @@ from .ensemble import train_folds, load_ensemble
 __all__ = ['OPTION_NAMES', 'config_options', 'options_config', 'with_config_options', 'hpa_train', 'hpa_predict', 'hpa_synth',
            'hpa_features', 'hpa_pack', 'with_options_of', 'hpa_dedup']
 
-# %% ../nbs/11_cli.ipynb #a64f16c2
+# %% ../nbs/11_cli.ipynb #a731dbfd
 def _not_none(anno):
     "`X` for `X | None`, else `anno`"
     args = [a for a in typing.get_args(anno) if a is not type(None)]
     return args[0] if len(args) == 1 and type(None) in typing.get_args(anno) else anno
 
-# %% ../nbs/11_cli.ipynb #b39c4cad
 OPTION_NAMES = {'threshold_method': 'thresholds'}     # TrainConfig fields whose command-line option has another name
 
-# %% ../nbs/11_cli.ipynb #a731dbfd
 def config_options(cls=None, # A dataclass of settings (default `TrainConfig`)
                    rename:dict|None=None, # Field → option name (default `OPTION_NAMES`)
                    defaults:dict|None=None, # Field → the option's default, where it differs from the field's
@@ -94,7 +92,7 @@ def with_config_options(f=None, # The command: its own options, then `**options`
     f.__signature__ = inspect.Signature(own + config_options(**kwargs))
     return f
 
-# %% ../nbs/11_cli.ipynb #c0b087ea
+# %% ../nbs/11_cli.ipynb #eadc5ee6
 def _resume(path, out, name, overwrite, cache_dir, config:dict):
     """`hpa-train --resume`: continue the run OUT/NAME with its saved settings (the ones given are ignored, with a
     warning)"""
@@ -104,7 +102,6 @@ def _resume(path, out, name, overwrite, cache_dir, config:dict):
         return train_folds(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
     return run_training(None, out=out, name=name, resume=True, cache_dir=cache_dir, **changed)
 
-# %% ../nbs/11_cli.ipynb #eadc5ee6
 @call_parse
 @with_config_options(defaults={'seed': None})
 def hpa_train(
@@ -164,7 +161,7 @@ def _check_scale(diameter, channel_order):
     try: parse_channels(channel_order)
     except ValueError as e: raise HpaConfigError(f'--channel-order: {e}') from None
 
-# %% ../nbs/11_cli.ipynb #16a81c3e
+# %% ../nbs/11_cli.ipynb #6e0bccd9
 def _predict_ensemble(run, folder, ids, out, tta, bs, cache_dir, pack, channel_order, diameter, sample_submission):
     "`hpa-predict RUN_FOLDER`: every fold's model, one at a time, combined as the run did, with the OOF thresholds"
     asked = (('--tta', tta is not None), ('--pack', pack), ('--channel-order', channel_order != 'rgby'),
@@ -179,7 +176,6 @@ def _predict_ensemble(run, folder, ids, out, tta, bs, cache_dir, pack, channel_o
     else: write_predictions(probs, ids, out, ens.thresholds)
     log_line(f'{len(ids)} predictions of {len(ens.models)} folds ({ens.agg}) → {out}')
 
-# %% ../nbs/11_cli.ipynb #6e0bccd9
 @call_parse
 def hpa_predict(
     # A saved model: model.pth (weights-only, safe) or model.pkl (unpickled: trusted files only), its .thresholds.json

@@ -112,7 +112,7 @@ def _pack_cells_chunk(job) -> dict:
         )
     return failed
 
-# %% ../../nbs/10c_cells.store.ipynb #09e3d7d6
+# %% ../../nbs/10c_cells.store.ipynb #4cbfa2ec
 _CHUNK_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 def _npz_shape(z:zipfile.ZipFile, name:str) -> tuple:
@@ -121,7 +121,6 @@ def _npz_shape(z:zipfile.ZipFile, name:str) -> tuple:
         v = np.lib.format.read_magic(f)
         return (np.lib.format.read_array_header_1_0 if v == (1, 0) else np.lib.format.read_array_header_2_0)(f)[0]
 
-# %% ../../nbs/10c_cells.store.ipynb #9b8338c2
 def _chunk_meta(fn:Path, size:int):
     """(n_cells, rows, sizes, failed) of a chunk file, its arrays checked by their headers only; None if missing,
     unreadable or inconsistent"""
@@ -133,7 +132,6 @@ def _chunk_meta(fn:Path, size:int):
     n = len(rows)
     return (n, rows, sizes, failed) if cs == (n, 4, size, size) and ms == (n, size, size) else None
 
-# %% ../../nbs/10c_cells.store.ipynb #4cbfa2ec
 def _chunk_arrays(fn:Path) -> tuple:
     "(crops, masks) of one chunk file, read whole"
     try:
@@ -173,7 +171,7 @@ def _pack_ids(folder:Path, ids, size, seg_size) -> list:
     if len(set(ids)) != len(ids): raise HpaDataError(f'{folder}: an image Id is asked for more than once')
     return ids
 
-# %% ../../nbs/10c_cells.store.ipynb #dce7082d
+# %% ../../nbs/10c_cells.store.ipynb #1e1ab755
 # settings a reused store must share
 _SAME_PACK = ('seg_size', 'margin', 'rle', 'diameter', 'channel_order', 'masks')
 
@@ -193,7 +191,6 @@ def _existing_store(dest:Path, plan:dict, repack:bool) -> bool:
         raise HpaDataError(f'{dest}: folder exists and is not a cell store; pass another `dest`')
     return False
 
-# %% ../../nbs/10c_cells.store.ipynb #4b9ebbc4
 def _start_pack(dest:Path, plan:dict):
     "Keep the chunks of an interrupted pack of the same plan, discard those of another; check the space, write the plan"
     if (dest/'pack.json').exists():
@@ -205,7 +202,6 @@ def _start_pack(dest:Path, plan:dict):
     check_space(dest, len(plan['ids']) * 40 * (5 * plan['size'] ** 2 + 200))    # ~40 cells an image, crop + mask + row
     (dest/'chunks').mkdir(parents=True, exist_ok=True); write_json(dest/'pack.json', plan)
 
-# %% ../../nbs/10c_cells.store.ipynb #1e1ab755
 def _pack_jobs(folder:Path, dest:Path, plan:dict) -> tuple:
     "(every chunk file, the jobs of the chunks not yet written whole)"
     ids, n = plan['ids'], plan['chunk_size']
@@ -215,7 +211,7 @@ def _pack_jobs(folder:Path, dest:Path, plan:dict) -> tuple:
     return fns, [(folder, fn, ids[k * n:(k + 1) * n], *opts, masks) for k, fn in enumerate(fns)
                  if _chunk_meta(fn, plan['size']) is None]
 
-# %% ../../nbs/10c_cells.store.ipynb #2d69188d
+# %% ../../nbs/10c_cells.store.ipynb #18ce3373
 def _gather_arrays(dest:Path, size:int, fns, metas) -> int:
     """Copy the chunks' crops and masks, one chunk at a time, into `crops.npy` and `masks.npy` (written through memory
     maps); the number of cells"""
@@ -229,7 +225,6 @@ def _gather_arrays(dest:Path, size:int, fns, metas) -> int:
         cm.flush(); mm.flush(); del cm, mm
     return n
 
-# %% ../../nbs/10c_cells.store.ipynb #18ce3373
 def _finish_cells(dest:Path, plan:dict, fns) -> Path:
     """Gather the chunks into `crops.npy`, `masks.npy` and `cells.csv`, then write the index (last) and remove the
     chunks"""
@@ -255,7 +250,7 @@ def _finish_cells(dest:Path, plan:dict, fns) -> Path:
                       + '; '.join(list(failed.values())[:3]))
     return dest
 
-# %% ../../nbs/10c_cells.store.ipynb #dc63fcff
+# %% ../../nbs/10c_cells.store.ipynb #b5e61301
 def _mask_fingerprints(masks, ids) -> list|None:
     "Per-Id `files_fingerprint` of its label image in `masks` (None where there is none); None without `masks`"
     if masks is None: return None
@@ -265,7 +260,6 @@ def _mask_fingerprints(masks, ids) -> list|None:
         except HpaDataError: res.append(None)
     return res
 
-# %% ../../nbs/10c_cells.store.ipynb #b5e61301
 def pack_cells(folder, # Image folder (`{Id}_{channel}.png`)
                dest=None, # Store folder (default: `cell_store_path(folder, size, seg_size, masks=masks)`)
                size:int=48, # Side of the square crops
